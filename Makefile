@@ -1,0 +1,126 @@
+# vmod-lambda: build, install, test, docs.
+#
+#   make               build libvmod_lambda.so, the python loaders and the Cython modules into build/
+#   make install       the VMOD into Varnish's vmod dir, the Python side into $(PREFIX)
+#   make test          everything: pytest (tests/) and varnishtest (vtc/) against the fresh build
+#   make docs          docs/vmod_lambda.rst and docs/vmod_lambda.3 from vmod_lambda.vcc
+#
+# Every target sets up what it needs first (scripts/setup-deps.sh: apt as root, pip into .venv).
+
+SHELL        := /bin/bash
+PYTHON_SYS   ?= /usr/bin/python3
+VENV         ?= .venv
+VPY          := $(VENV)/bin/python
+BUILD        ?= build
+PREFIX       ?= /usr/local/lib/vmod-lambda
+# Where `make test` stages a world-readable copy of the fresh build for the jailed varnishd child.
+STAGE        ?= /var/tmp/vmod-lambda-test
+DEPS_STAMP   := $(VENV)/.vmod-lambda-dev-deps
+
+# Facts about the installed Varnish and Python (empty until setup-deps has run; recomputed by the
+# sub-make that `all` starts after it).
+VMODDIR      ?= $(shell pkg-config --variable=vmoddir varnishapi 2>/dev/null)
+VMODTOOL     := $(shell pkg-config --variable=vmodtool varnishapi 2>/dev/null)
+VARNISH_CFLAGS := $(shell pkg-config --cflags varnishapi 2>/dev/null)
+PY_CFLAGS    := $(shell pkg-config --cflags python3-embed 2>/dev/null)
+PY_LIBS      := $(shell pkg-config --libs python3-embed 2>/dev/null)
+PY_SONAME    := $(shell $(PYTHON_SYS) -c 'import sysconfig; print(sysconfig.get_config_var("INSTSONAME"))' 2>/dev/null)
+EXT_SUFFIX   := $(shell $(PYTHON_SYS) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))' 2>/dev/null)
+
+CFLAGS       ?= -O2 -g
+WARN         := -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
+SHIM_SRC     := include/vmod_lambda_shim.c
+LOADER_SRC   := include/vmod_lambda_loader.c
+HEADERS      := $(wildcard include/*.h)
+PYX          := $(wildcard vmod_lambda/*.pyx)
+PXD          := $(wildcard vmod_lambda/*.pxd include/*.pxd)
+PYSRC        := $(wildcard vmod_lambda/*.py)
+LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lambda_loader_libc.so
+EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX))
+
+.PHONY: all build deps install install-home stage test pytest vtc docs clean distclean demo
+
+all: deps
+	@$(MAKE) --no-print-directory build
+
+deps: $(DEPS_STAMP)
+
+$(DEPS_STAMP): scripts/setup-deps.sh requirements-dev.txt
+	sh scripts/setup-deps.sh $(VENV)
+	touch $@
+
+build: $(BUILD)/libvmod_lambda.so $(LOADERS) $(EXTS)
+
+$(BUILD)/.dir:
+	mkdir -p $(BUILD) && touch $@
+
+# vcc_if.[ch] always come from the installed Varnish's own vmodtool: 7.1's and 7.7's differ.
+$(BUILD)/vcc_if.c $(BUILD)/vcc_if.h: vmod_lambda.vcc $(BUILD)/.dir
+	cd $(BUILD) && $(PYTHON_SYS) $(VMODTOOL) -o vcc_if ../vmod_lambda.vcc
+	touch $(BUILD)/config.h
+
+# One id for the three parts of a build, so a child running another build refuses to mix them.
+$(BUILD)/vmod_lambda_build.h: vmod_lambda.vcc $(HEADERS) $(SHIM_SRC) $(LOADER_SRC) $(PYX) $(PXD) $(BUILD)/.dir
+	id=$$(cat $^ | sha256sum | cut -c1-16); \
+	echo "#define VMOD_LAMBDA_BUILD_ID \"$$id\"" > $@.tmp; \
+	echo "#define VMOD_LAMBDA_DEFAULT_HOME \"$(PREFIX)\"" >> $@.tmp; \
+	echo "#define VMOD_LAMBDA_LIBPYTHON \"$(PY_SONAME)\"" >> $@.tmp; \
+	cmp -s $@.tmp $@ && rm $@.tmp || mv $@.tmp $@
+
+# The thin VMOD: no libpython (the VCC compiler process may dlopen it on 7.1).
+$(BUILD)/libvmod_lambda.so: $(BUILD)/vcc_if.c $(SHIM_SRC) $(HEADERS) $(BUILD)/vmod_lambda_build.h
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -I$(BUILD) -Iinclude $(VARNISH_CFLAGS) \
+		-o $@ $(BUILD)/vcc_if.c $(SHIM_SRC) -ldl
+
+# The python loaders: NEEDED order is the allocator first, then libpython (see vmod_lambda.vcc).
+$(BUILD)/libvmod_lambda_loader_jemalloc.so: $(LOADER_SRC) $(HEADERS)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -Iinclude $(PY_CFLAGS) -o $@ $(LOADER_SRC) \
+		-Wl,--no-as-needed -l:libjemalloc.so.2 $(PY_LIBS) -lpthread -Wl,-z,nodelete
+
+$(BUILD)/libvmod_lambda_loader_libc.so: $(LOADER_SRC) $(HEADERS)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -Iinclude $(PY_CFLAGS) -o $@ $(LOADER_SRC) \
+		-Wl,--no-as-needed $(PY_LIBS) -lpthread -Wl,-z,nodelete
+
+$(EXTS) &: $(PYX) $(PXD) $(HEADERS) $(BUILD)/vmod_lambda_build.h setup.py
+	VMOD_LAMBDA_BUILD_DIR=$(BUILD) $(VPY) setup.py -q build_ext --inplace --build-temp $(BUILD)/tmp
+	touch $(EXTS)
+
+# A home: a venv on Debian's python with boto3, this package and the loaders; readable by all.
+install-home: all
+	@test -n "$(PREFIX)" || { echo "PREFIX is empty" >&2; exit 1; }
+	PYTHON_SYS=$(PYTHON_SYS) sh scripts/install-home.sh "$(PREFIX)" "$(BUILD)"
+
+install: install-home
+	install -d "$(DESTDIR)$(VMODDIR)"
+	install -m 0644 $(BUILD)/libvmod_lambda.so "$(DESTDIR)$(VMODDIR)/libvmod_lambda.so"
+	@echo "installed: $(VMODDIR)/libvmod_lambda.so, Python side in $(PREFIX)"
+	@echo "a running varnishd must be restarted to use a new build"
+
+# The fresh build, staged where the jailed child (user vcache) can read it; tests use VMOD_LAMBDA_HOME.
+stage: all
+	$(MAKE) --no-print-directory install-home PREFIX=$(STAGE)
+	install -d -m 0755 $(STAGE)/vmods
+	install -m 0644 $(BUILD)/libvmod_lambda.so $(STAGE)/vmods/libvmod_lambda.so
+
+test: stage
+	@$(MAKE) --no-print-directory pytest vtc
+
+pytest:
+	$(VPY) -m pytest -q tests
+
+VTC_JOBS ?= 2
+vtc:
+	STAGE=$(STAGE) VPY=$(VPY) sh scripts/run-vtc.sh -j $(VTC_JOBS) vtc/*.vtc
+
+docs: $(BUILD)/vcc_if.c
+	install -d docs
+	cp $(BUILD)/vmod_lambda.rst docs/vmod_lambda.rst
+	$(VPY) -c 'import docutils' 2>/dev/null || $(VENV)/bin/pip install -q docutils
+	$(VENV)/bin/rst2man.py $(BUILD)/vmod_lambda.man.rst docs/vmod_lambda.3 2>/dev/null || \
+		$(VENV)/bin/rst2man $(BUILD)/vmod_lambda.man.rst docs/vmod_lambda.3
+
+clean:
+	rm -rf $(BUILD) vmod_lambda/*.so vmod_lambda/*.c .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

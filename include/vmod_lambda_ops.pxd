@@ -1,0 +1,29 @@
+# The entry-point table the implementation hands to the thin VMOD (vmod_lambda_ops.h).
+
+from vrt cimport vrt_ctx, vrt_backend_probe
+
+cdef extern from "vmod_lambda_ops.h" nogil:
+    cdef unsigned VMOD_LAMBDA_OPS_MAGIC
+    cdef unsigned VMOD_LAMBDA_OPS_VERSION
+
+    cdef struct vmod_lambda_backend_args:
+        const char *function_name
+        const char *region
+        const char *endpoint_url
+        double timeout
+        int has_timeout
+        int has_pool_size
+        long long pool_size
+        const vrt_backend_probe *probe
+        const char *response_format
+
+    cdef struct vmod_lambda_ops:
+        unsigned magic
+        unsigned version
+        const char *build_id
+        int (*event)(const vrt_ctx *, int) noexcept
+        void *(*backend_init)(const vrt_ctx *, const char *, const vmod_lambda_backend_args *) noexcept
+        void (*backend_fini)(void *) noexcept
+        const char *(*backend_invoke)(const vrt_ctx *, void *, const char *, const char *) noexcept
+        const char *(*backend_get_function_name)(const vrt_ctx *, void *) noexcept
+        const char *(*backend_get_region)(const vrt_ctx *, void *) noexcept

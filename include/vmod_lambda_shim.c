@@ -1,0 +1,242 @@
+/*
+ * libvmod_lambda.so: the thin C part of the VMOD.
+ *
+ * It does not link libpython. On the first VCL_EVENT_LOAD in the varnishd child it opens the python
+ * loader with RTLD_DEEPBIND (so that libpython binds zlib to the real libz and malloc to varnishd's
+ * allocator, see vmod_lambda.vcc PITFALLS), checks those bindings, and asks the loader to start Python
+ * and import the Cython implementation, which returns a table of entry points. Every vmod_* function
+ * here forwards to that table.
+ *
+ * varnishd may dlclose this file when no VCL uses it any more and dlopen it again later: all state
+ * lives in the loader and the implementation (linked -z nodelete); the table is fetched again on each
+ * load.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmod_lambda_compat.h"
+#include "vcc_if.h"
+#include "vmod_lambda_build.h"
+
+static const struct vmod_lambda_ops *ops;
+
+/* Where the python home is: VMOD_LAMBDA_HOME for the child, else the one `make install` filled. */
+static const char *
+lambda_home(void)
+{
+	const char *h = getenv("VMOD_LAMBDA_HOME");
+
+	return (h != NULL && *h != '\0' ? h : VMOD_LAMBDA_DEFAULT_HOME);
+}
+
+static const char *
+object_of(const void *addr)
+{
+	Dl_info info;
+
+	if (addr == NULL)
+		return ("(unresolved)");
+	if (dladdr(addr, &info) == 0 || info.dli_fname == NULL)
+		return ("(unknown object)");
+	return (info.dli_fname);
+}
+
+/*
+ * The self-check: what libpython will call must be what varnishd uses for memory, and must not be
+ * varnishd's zlib. A failure here leaves Python unstarted: the load fails instead of the heap breaking.
+ */
+static int
+check_bindings(void *loader, char *err, size_t errlen)
+{
+	void *m_loader, *m_global, *z_loader;
+	Dl_info il, ig;
+
+	m_loader = dlsym(loader, "malloc");
+	m_global = dlsym(RTLD_DEFAULT, "malloc");
+	if (m_loader != m_global) {
+		snprintf(err, errlen, "the python loader binds malloc to %s but varnishd allocates "
+		    "with %s: refusing to start Python (mixing heaps corrupts memory)",
+		    object_of(m_loader), object_of(m_global));
+		return (-1);
+	}
+	z_loader = dlsym(loader, "inflateInit2_");
+	if (z_loader == NULL) {
+		snprintf(err, errlen, "the python loader does not see a zlib: refusing to start Python");
+		return (-1);
+	}
+	/* VRT_fail lives in varnishd: a zlib function in the same object is varnishd's own copy. */
+	if (dladdr(z_loader, &il) != 0 && dladdr((void *)VRT_fail, &ig) != 0 &&
+	    il.dli_fbase == ig.dli_fbase) {
+		snprintf(err, errlen, "the python loader binds zlib to varnishd's own copy, not to "
+		    "libz: refusing to start Python (zlib would fail and adler32 abort the child)");
+		return (-1);
+	}
+	return (0);
+}
+
+static int
+lambda_boot(VRT_CTX)
+{
+	char path[4096], err[1024];
+	const char *home, *which;
+	const struct vmod_lambda_ops *o;
+	vmod_lambda_boot_f *boot;
+	void *je, *py, *loader;
+	int deep;
+
+	home = lambda_home();
+	/* A loader for the allocator varnishd actually uses (Debian's varnishd links jemalloc). */
+	which = getenv("VMOD_LAMBDA_LOADER");
+	if (which == NULL || *which == '\0') {
+		je = dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_NOLOAD);
+		which = je != NULL ? "jemalloc" : "libc";
+		if (je != NULL)
+			dlclose(je);
+	}
+	if (strcmp(which, "jemalloc") && strcmp(which, "libc")) {
+		VRT_fail(ctx, "lambda: VMOD_LAMBDA_LOADER must be \"jemalloc\" or \"libc\", not \"%s\"",
+		    which);
+		return (1);
+	}
+	if (snprintf(path, sizeof path, "%s/lib/vmod_lambda/libvmod_lambda_loader_%s.so", home,
+	    which) >= (int)sizeof path) {
+		VRT_fail(ctx, "lambda: VMOD_LAMBDA_HOME is too long");
+		return (1);
+	}
+
+	/*
+	 * libpython already in the process without our loader having booted it (another module embeds
+	 * Python, or an earlier attempt failed its self-check): its bindings are not ours to trust.
+	 */
+	loader = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+	py = dlopen(VMOD_LAMBDA_LIBPYTHON, RTLD_NOW | RTLD_NOLOAD);
+	if (py != NULL && loader == NULL) {
+		dlclose(py);
+		VRT_fail(ctx, "lambda: %s is already loaded in this varnishd child, but not by "
+		    "vmod-lambda's python loader %s (another VMOD embeds Python, a different "
+		    "home or loader was used, or an earlier start failed): restart varnishd",
+		    VMOD_LAMBDA_LIBPYTHON, path);
+		return (1);
+	}
+	if (py != NULL)
+		dlclose(py);
+	if (loader != NULL)
+		dlclose(loader);
+
+	deep = getenv("VMOD_LAMBDA_NO_DEEPBIND") == NULL ? RTLD_DEEPBIND : 0;
+	loader = dlopen(path, RTLD_NOW | RTLD_GLOBAL | deep);
+	if (loader == NULL) {
+		VRT_fail(ctx, "lambda: cannot load the python loader: %s (is vmod-lambda installed in "
+		    "%s? set VMOD_LAMBDA_HOME for another place)", dlerror(), home);
+		return (1);
+	}
+	if (check_bindings(loader, err, sizeof err)) {
+		VRT_fail(ctx, "lambda: %s", err);
+		return (1);
+	}
+	boot = (vmod_lambda_boot_f *)dlsym(loader, VMOD_LAMBDA_BOOT_SYMBOL);
+	if (boot == NULL) {
+		VRT_fail(ctx, "lambda: %s has no %s", path, VMOD_LAMBDA_BOOT_SYMBOL);
+		return (1);
+	}
+	err[0] = '\0';
+	o = boot(home, err, sizeof err);
+	if (o == NULL) {
+		VRT_fail(ctx, "lambda: cannot start Python: %s", err);
+		return (1);
+	}
+	if (o->magic != VMOD_LAMBDA_OPS_MAGIC || o->version != VMOD_LAMBDA_OPS_VERSION ||
+	    strcmp(o->build_id, VMOD_LAMBDA_BUILD_ID)) {
+		VRT_fail(ctx, "lambda: this varnishd child runs vmod-lambda build %s, but this VMOD "
+		    "is build %s: restart varnishd to use a new build", o->build_id,
+		    VMOD_LAMBDA_BUILD_ID);
+		return (1);
+	}
+	ops = o;
+	return (0);
+}
+
+int v_matchproto_(vmod_event_f)
+vmod_event(VRT_CTX, struct vmod_priv *priv, enum vcl_event_e e)
+{
+	(void)priv;
+	if (e == VCL_EVENT_LOAD && ops == NULL && lambda_boot(ctx))
+		return (1);
+	if (ops == NULL)
+		return (e == VCL_EVENT_LOAD ? 1 : 0);
+	return (ops->event(ctx, (int)e));
+}
+
+VCL_VOID
+vmod_backend__init(VRT_CTX, struct vmod_lambda_backend **objp, const char *vcl_name,
+    struct VARGS(backend__init) *a)
+{
+	struct vmod_lambda_backend_args args;
+
+	AN(objp);
+	AZ(*objp);
+	AN(a);
+	if (ops == NULL) {
+		VRT_fail(ctx, "lambda.backend(): %s: the VMOD did not start", vcl_name);
+		return;
+	}
+	memset(&args, 0, sizeof args);
+	args.function_name = a->function_name;
+	args.region = a->region;
+	args.endpoint_url = a->valid_endpoint_url ? a->endpoint_url : NULL;
+	args.has_timeout = a->valid_timeout;
+	args.timeout = a->valid_timeout ? a->timeout : 0.0;
+	args.probe = a->valid_probe ? a->probe : NULL;
+	args.response_format = a->response_format;
+	args.has_pool_size = a->valid_pool_size;
+	args.pool_size = a->valid_pool_size ? a->pool_size : 0;
+	*objp = ops->backend_init(ctx, vcl_name, &args);
+}
+
+VCL_VOID
+vmod_backend__fini(struct vmod_lambda_backend **objp)
+{
+	void *o;
+
+	if (objp == NULL || *objp == NULL)
+		return;
+	o = *objp;
+	*objp = NULL;
+	if (ops != NULL)
+		ops->backend_fini(o);
+}
+
+VCL_STRING
+vmod_backend_invoke(VRT_CTX, struct vmod_lambda_backend *o, struct VARGS(backend_invoke) *a)
+{
+	AN(a);
+	if (ops == NULL || o == NULL) {
+		VRT_fail(ctx, "lambda: invoke: the VMOD did not start");
+		return (NULL);
+	}
+	return (ops->backend_invoke(ctx, o, a->payload, a->valid_fallback ? a->fallback : NULL));
+}
+
+VCL_STRING
+vmod_backend_get_function_name(VRT_CTX, struct vmod_lambda_backend *o)
+{
+	if (ops == NULL || o == NULL)
+		return (NULL);
+	return (ops->backend_get_function_name(ctx, o));
+}
+
+VCL_STRING
+vmod_backend_get_region(VRT_CTX, struct vmod_lambda_backend *o)
+{
+	if (ops == NULL || o == NULL)
+		return (NULL);
+	return (ops->backend_get_region(ctx, o));
+}

@@ -1,0 +1,39 @@
+# Declarations from Varnish's vrt.h (the VMOD ABI), only the fields and functions vmod-lambda uses.
+# The C compiler sees the real header; every Varnish header is reached through vmod_lambda_compat.h,
+# which includes them in the one order that compiles (vrt.h must come before cache.h).
+
+from libc.stdint cimport int64_t
+
+cdef extern from "vmod_lambda_compat.h" nogil:
+    ctypedef double vtim_real
+    ctypedef double vtim_dur
+    ctypedef double VCL_DURATION
+    ctypedef int64_t VCL_INT
+    ctypedef const char *VCL_STRING
+
+    cdef unsigned VRT_CTX_MAGIC
+
+    cdef struct vsb:
+        pass
+    cdef struct vsl_log:
+        pass
+    cdef struct ws:
+        pass
+    cdef struct vrt_backend_probe:
+        pass
+
+    cdef struct vrt_ctx:
+        unsigned magic
+        unsigned method
+        vsb *msg
+        vsl_log *vsl
+        ws *ws
+        vtim_real now
+
+    cdef enum vcl_event_e:
+        VCL_EVENT_LOAD
+        VCL_EVENT_WARM
+        VCL_EVENT_COLD
+        VCL_EVENT_DISCARD
+
+    void VRT_fail(const vrt_ctx *ctx, const char *fmt, ...)

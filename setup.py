@@ -1,0 +1,42 @@
+"""Build of the Python side of vmod-lambda: the vmod_lambda package and its Cython modules.
+
+`make` drives this (`setup.py build_ext --inplace`) after it generated build/vmod_lambda_build.h; the
+Cython modules compile against the installed Varnish's headers (pkg-config varnishapi).
+"""
+
+import os
+import shlex
+import subprocess
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+
+def pkg_config_cflags(pkg):
+    out = subprocess.run(["pkg-config", "--cflags-only-I", pkg], check=True, capture_output=True,
+                         text=True).stdout
+    return [flag[2:] for flag in shlex.split(out)]
+
+
+BUILD_DIR = os.environ.get("VMOD_LAMBDA_BUILD_DIR", "build")
+INCLUDE_DIRS = ["include", BUILD_DIR] + pkg_config_cflags("varnishapi")
+HEADERS = [os.path.join("include", f) for f in os.listdir("include") if f.endswith(".h")]
+# Never unloaded: Python does not unload extension modules, and their threads outlive any VCL.
+LINK_ARGS = ["-Wl,-z,nodelete"]
+
+
+def ext(name):
+    return Extension(f"vmod_lambda.{name}", [f"vmod_lambda/{name}.pyx"],
+                     include_dirs=INCLUDE_DIRS, depends=HEADERS, extra_link_args=LINK_ARGS)
+
+
+setup(
+    name="vmod-lambda",
+    version="0.1.0",
+    description="The Python side of the Varnish VMOD lambda (AWS Lambda from VCL)",
+    license="BSD-3-Clause",
+    packages=["vmod_lambda"],
+    ext_modules=cythonize([ext("_handoff"), ext("_vmod")], include_path=["include", "vmod_lambda"],
+                          compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),
+    zip_safe=False,
+)

@@ -1,0 +1,63 @@
+# The handoff between Varnish threads and Python worker threads: a C job queue under one pthread mutex.
+#
+# A Varnish thread (never holding the GIL) submits a job and waits on the job's condition variable until
+# the job is done or its deadline passes. A Python worker takes the job in nogil code, runs job.run with
+# the GIL, and completes it. A job whose waiter gave up while it ran is "abandoned": the worker frees it.
+#
+# Lock order: nobody takes the GIL while holding the queue mutex.
+
+from posix_thread cimport pthread_cond_t
+
+cdef enum:
+    JOB_MAGIC = 0x6a6f6221
+
+cdef enum job_state:
+    JOB_NEW = 0
+    JOB_QUEUED = 1
+    JOB_RUNNING = 2
+    JOB_DONE = 3
+    JOB_ABANDONED = 4
+
+# What submit_wait() returns.
+cdef enum submit_result:
+    SUBMIT_DONE = 0          # the job ran; its results are the caller's
+    SUBMIT_BUSY = 1          # the deadline passed while `limit` jobs of the limiter were in flight
+    SUBMIT_TIMEOUT = 2       # the deadline passed while the job was queued; the caller frees it
+    SUBMIT_ABANDONED = 3     # the deadline passed while the job ran; the worker frees it
+    SUBMIT_STOPPED = 4       # no worker pool runs
+
+cdef struct lambda_job
+cdef struct lambda_limiter
+
+ctypedef void (*job_fn)(lambda_job *job) noexcept
+ctypedef void (*job_free_fn)(lambda_job *job) noexcept nogil
+ctypedef void (*limiter_idle_fn)(lambda_limiter *lim) noexcept
+
+# Caps the jobs of one object in flight (queued or running). The limiter outlives its object until the
+# last of its jobs is done: limiter_retire() hands the final release to on_idle.
+cdef struct lambda_limiter:
+    int inflight
+    int limit
+    int retired
+    limiter_idle_fn on_idle
+    pthread_cond_t cond
+
+cdef struct lambda_job:
+    unsigned magic
+    job_state state
+    lambda_job *next
+    lambda_limiter *limiter
+    job_fn run                 # called by a worker with the GIL; must not raise
+    job_free_fn free_job       # frees an abandoned job
+    pthread_cond_t cond
+
+cdef int limiter_init(lambda_limiter *lim, int limit) noexcept nogil
+cdef bint limiter_retire(lambda_limiter *lim) noexcept nogil
+cdef int limiter_inflight(lambda_limiter *lim) noexcept nogil
+cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil
+
+cdef double monotonic_now() noexcept nogil
+cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil
+
+cdef int pool_resize(int delta) except -1
+cdef int pool_threads() noexcept nogil

@@ -1,0 +1,330 @@
+# cython: language_level=3
+"""The VMOD implementation: constructors, methods and events of `lambda`, called by the thin C VMOD
+through the entry-point table exported as the capsule `vmod_lambda._vmod._ops`.
+
+Functions that run on Varnish worker threads are `noexcept nogil` and touch no Python object: they
+copy their input into a job, hand it to the worker pool (_handoff) and wait. Functions that run on
+the CLI thread (constructors, destructors) take the GIL. Nothing raised may escape to Varnish.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.pycapsule cimport PyCapsule_New
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from libc.stdio cimport snprintf
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, strdup, strlen
+
+from vrt cimport vrt_ctx, VRT_CTX_MAGIC
+from cache cimport WS_Copy, SLT_VCL_Error
+from lambda_compat cimport lambda_log, lambda_fail, VMOD_LAMBDA_BUILD_ID
+from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LAMBDA_OPS_MAGIC,
+                              VMOD_LAMBDA_OPS_VERSION)
+from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
+                                   limiter_destroy, submit_wait, submit_result, monotonic_now,
+                                   pool_resize, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
+                                   SUBMIT_ABANDONED, SUBMIT_STOPPED)
+
+from vmod_lambda.config import ConfigError, validate_backend
+from vmod_lambda.invoker import InvokeError, Invoker
+
+cdef enum:
+    OBJ_MAGIC = 0x4c4f424a
+    MSG_LEN = 1024
+    # The synchronous invocation limit; a larger payload is refused before anything is sent.
+    MAX_PAYLOAD = 6 * 1024 * 1024
+
+# How long past its timeout a Varnish thread waits for a worker that has not answered: the worker's
+# own socket timeouts fire first, this only bounds a stuck one.
+cdef double DEADLINE_MARGIN
+DEADLINE_MARGIN = 1.0
+
+
+cdef struct lambda_obj:
+    lambda_limiter lim          # first: the limiter's on_idle callback gets the object back by a cast
+    unsigned magic
+    char *vcl_name
+    char *function_name
+    char *region
+    double timeout
+    int pool_size
+    PyObject *invoker           # owned reference to a vmod_lambda.invoker.Invoker
+
+
+cdef struct invoke_job:
+    lambda_job base             # first, see lambda_limiter above
+    lambda_obj *obj
+    char *payload
+    size_t payload_len
+    int ok
+    char *out                   # NUL-terminated response payload when ok
+    size_t out_len
+    char *err                   # reason when not ok
+
+
+cdef char *_cstr(str s) noexcept:
+    """A malloc'd UTF-8 copy of s (NULL when out of memory)."""
+    cdef bytes b = s.encode("utf-8", "replace")
+    cdef char *p = <char *>malloc(len(b) + 1)
+    if p != NULL:
+        memcpy(p, <const char *>b, len(b))
+        p[len(b)] = 0
+    return p
+
+
+cdef str _pystr(const char *s):
+    return None if s == NULL else s.decode("utf-8", "replace")
+
+
+cdef void _fail_msg(const vrt_ctx *ctx, str msg) noexcept:
+    cdef bytes b
+    try:
+        b = msg.encode("utf-8", "replace")
+        lambda_fail(ctx, b)
+    except BaseException:
+        lambda_fail(ctx, "lambda: internal error while reporting an error")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Objects
+
+cdef void _obj_free(lambda_obj *o) noexcept:
+    """Release an object (with the GIL): its Python client, its strings, its limiter."""
+    Py_XDECREF(o.invoker)
+    o.invoker = NULL
+    limiter_destroy(&o.lim)
+    free(o.vcl_name)
+    free(o.function_name)
+    free(o.region)
+    o.magic = 0
+    free(o)
+
+
+cdef void _obj_idle(lambda_limiter *lim) noexcept:
+    # The last abandoned job of a discarded object is done (worker thread, GIL held).
+    _obj_free(<lambda_obj *>lim)
+
+
+cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
+                            const vmod_lambda_backend_args *a) noexcept with gil:
+    cdef lambda_obj *o = NULL
+    name = _pystr(vcl_name) or "?"
+    try:
+        cfg = validate_backend(
+            name, _pystr(a.function_name), _pystr(a.region), _pystr(a.endpoint_url),
+            a.timeout if a.has_timeout else None, _pystr(a.response_format),
+            a.pool_size if a.has_pool_size else None)
+    except ConfigError as e:
+        _fail_msg(ctx, str(e))
+        return NULL
+    except BaseException as e:
+        _fail_msg(ctx, f"lambda.backend(): {name}: internal error: {type(e).__name__}: {e}")
+        return NULL
+    try:
+        inv = Invoker(cfg)
+    except BaseException as e:
+        _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the Lambda client: "
+                       f"{type(e).__name__}: {e}")
+        return NULL
+
+    o = <lambda_obj *>calloc(1, sizeof(lambda_obj))
+    if o == NULL:
+        _fail_msg(ctx, f"lambda.backend(): {name}: out of memory")
+        return NULL
+    o.magic = OBJ_MAGIC
+    o.vcl_name = _cstr(name)
+    o.function_name = _cstr(cfg.function_name)
+    o.region = _cstr(cfg.region)
+    o.timeout = cfg.timeout
+    o.pool_size = cfg.pool_size
+    if limiter_init(&o.lim, cfg.pool_size) != 0 or o.vcl_name == NULL or \
+            o.function_name == NULL or o.region == NULL:
+        _obj_free(o)
+        _fail_msg(ctx, f"lambda.backend(): {name}: out of memory")
+        return NULL
+    o.lim.on_idle = _obj_idle
+    Py_INCREF(inv)
+    o.invoker = <PyObject *>inv
+    try:
+        pool_resize(cfg.pool_size)
+    except BaseException as e:
+        _obj_free(o)
+        _fail_msg(ctx, f"lambda.backend(): {name}: cannot start worker threads: {e}")
+        return NULL
+    return o
+
+
+cdef void ops_backend_fini(void *p) noexcept with gil:
+    cdef lambda_obj *o = <lambda_obj *>p
+    if o == NULL or o.magic != OBJ_MAGIC:
+        return
+    pool_size = o.pool_size
+    if limiter_retire(&o.lim):
+        _obj_free(o)
+    # else: a worker still runs an abandoned job of this object; _obj_idle frees it afterwards.
+    try:
+        pool_resize(-pool_size)
+    except BaseException:
+        pass    # nothing to report to: __fini has no ctx; the pool shrinks on the next resize
+
+
+cdef const char *ops_backend_get_function_name(const vrt_ctx *ctx, void *p) noexcept nogil:
+    cdef lambda_obj *o = <lambda_obj *>p
+    return o.function_name if o != NULL and o.magic == OBJ_MAGIC else NULL
+
+
+cdef const char *ops_backend_get_region(const vrt_ctx *ctx, void *p) noexcept nogil:
+    cdef lambda_obj *o = <lambda_obj *>p
+    return o.region if o != NULL and o.magic == OBJ_MAGIC else NULL
+
+
+# ---------------------------------------------------------------------------------------------------
+# invoke()
+
+cdef void _invoke_job_free(lambda_job *j) noexcept nogil:
+    cdef invoke_job *job = <invoke_job *>j
+    free(job.payload)
+    free(job.out)
+    free(job.err)
+    free(job)
+
+
+cdef void _job_error(invoke_job *job, str reason) noexcept:
+    job.ok = 0
+    free(job.err)
+    job.err = _cstr(reason)
+
+
+cdef void _run_invoke(lambda_job *j) noexcept:
+    """Worker thread, GIL held: invoke the function and store the payload or the reason."""
+    cdef invoke_job *job = <invoke_job *>j
+    cdef bytes data
+    try:
+        res = (<object>job.obj.invoker).invoke(PyBytes_FromStringAndSize(job.payload,
+                                                                         job.payload_len))
+        data = res.payload
+        if b"\0" in data:
+            raise InvokeError("payload", f"the response payload contains a NUL byte (offset "
+                                         f"{data.index(0)}), which VCL strings cannot hold",
+                              res.request_id)
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvokeError("payload", f"the response payload is not UTF-8 text (byte "
+                                         f"0x{data[e.start]:02x} at offset {e.start})",
+                              res.request_id) from None
+        job.out = <char *>malloc(len(data) + 1)
+        if job.out == NULL:
+            raise MemoryError()
+        memcpy(job.out, <const char *>data, len(data))
+        job.out[len(data)] = 0
+        job.out_len = len(data)
+        job.ok = 1
+    except InvokeError as e:
+        _job_error(job, str(e))
+    except MemoryError:
+        _job_error(job, "out of memory")
+    except BaseException as e:
+        try:
+            _job_error(job, f"internal error: {type(e).__name__}: {e}")
+        except BaseException:
+            pass
+
+
+cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *payload,
+                                    const char *fallback) noexcept nogil:
+    cdef lambda_obj *o = <lambda_obj *>p
+    cdef invoke_job *job = NULL
+    cdef char reason[MSG_LEN]
+    cdef char msg[MSG_LEN]
+    cdef const char *why = reason
+    cdef const char *r = NULL
+    cdef size_t n
+    cdef submit_result rc
+
+    if ctx == NULL or ctx.magic != VRT_CTX_MAGIC:
+        return NULL
+    if o == NULL or o.magic != OBJ_MAGIC:
+        lambda_fail(ctx, "lambda: invoke: called on an object that does not exist")
+        return NULL
+    if payload == NULL:
+        payload = ""
+    n = strlen(payload)
+    reason[0] = 0
+    if n > MAX_PAYLOAD:
+        snprintf(reason, MSG_LEN, "payload of %zu bytes exceeds the 6 MB limit of synchronous "
+                 "invocations; not sent", n)
+    else:
+        job = <invoke_job *>calloc(1, sizeof(invoke_job))
+        if job != NULL:
+            job.payload = <char *>malloc(n + 1)
+        if job == NULL or job.payload == NULL:
+            snprintf(reason, MSG_LEN, "out of memory")
+        else:
+            memcpy(job.payload, payload, n)
+            job.payload_len = n
+            job.obj = o
+            job.base.run = _run_invoke
+            job.base.free_job = _invoke_job_free
+            rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
+            if rc == SUBMIT_DONE:
+                if job.ok:
+                    r = <const char *>WS_Copy(ctx.ws, job.out, <int>(job.out_len + 1))
+                    if r == NULL:
+                        snprintf(reason, MSG_LEN, "the response payload of %zu bytes does not "
+                                 "fit in the workspace", job.out_len)
+                elif job.err != NULL:
+                    why = job.err
+                else:
+                    snprintf(reason, MSG_LEN, "out of memory")
+            elif rc == SUBMIT_ABANDONED:
+                job = NULL      # the worker still runs it and frees it
+                snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
+                         o.timeout + DEADLINE_MARGIN)
+            elif rc == SUBMIT_TIMEOUT:
+                snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for a worker thread",
+                         o.timeout + DEADLINE_MARGIN)
+            elif rc == SUBMIT_BUSY:
+                snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of pool_size=%d "
+                         "invocations in flight to finish", o.timeout + DEADLINE_MARGIN,
+                         o.pool_size)
+            else:
+                snprintf(reason, MSG_LEN, "the worker pool is not running")
+    if r != NULL:
+        _invoke_job_free(<lambda_job *>job)
+        return r
+    snprintf(msg, MSG_LEN, "lambda: %s: invoke: %s", o.vcl_name, why)
+    if job != NULL:
+        _invoke_job_free(<lambda_job *>job)
+    if fallback != NULL:
+        lambda_log(ctx, SLT_VCL_Error, msg)
+        return fallback
+    lambda_fail(ctx, msg)
+    return NULL
+
+
+# ---------------------------------------------------------------------------------------------------
+# Events and the table
+
+cdef int ops_event(const vrt_ctx *ctx, int event) noexcept nogil:
+    return 0
+
+
+# No initializer on module-level C data (see DESIGN): filled once when the module is imported.
+cdef vmod_lambda_ops OPS
+
+
+cdef void _fill_ops() noexcept:
+    OPS.magic = VMOD_LAMBDA_OPS_MAGIC
+    OPS.version = VMOD_LAMBDA_OPS_VERSION
+    OPS.build_id = VMOD_LAMBDA_BUILD_ID
+    OPS.event = ops_event
+    OPS.backend_init = ops_backend_init
+    OPS.backend_fini = ops_backend_fini
+    OPS.backend_invoke = ops_backend_invoke
+    OPS.backend_get_function_name = ops_backend_get_function_name
+    OPS.backend_get_region = ops_backend_get_region
+
+
+_fill_ops()
+_ops = PyCapsule_New(&OPS, "vmod_lambda._vmod._ops", NULL)
+BUILD_ID = (<bytes>VMOD_LAMBDA_BUILD_ID).decode()
