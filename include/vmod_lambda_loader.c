@@ -23,6 +23,9 @@
 #define IMPL_MODULE	"vmod_lambda._vmod"
 #define IMPL_CAPSULE	IMPL_MODULE "._ops"
 
+/* Set by the thin VMOD when this loader failed its binding self-check: Python must never start. */
+int vmod_lambda_refused;
+
 static pthread_mutex_t boot_mtx = PTHREAD_MUTEX_INITIALIZER;
 static int started;
 static char started_home[4096];

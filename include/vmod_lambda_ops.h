@@ -44,6 +44,10 @@ struct vmod_lambda_ops {
 			    const char *fallback);
 	const char	*(*backend_get_function_name)(const struct vrt_ctx *, void *obj);
 	const char	*(*backend_get_region)(const struct vrt_ctx *, void *obj);
+
+	/* lambda.selftest(), lambda.status() */
+	const char	*(*selftest)(const struct vrt_ctx *);
+	const char	*(*status)(const struct vrt_ctx *);
 };
 
 /* Exported by the python loader. Returns NULL and writes a message to err on failure. */

@@ -27,3 +27,5 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         const char *(*backend_invoke)(const vrt_ctx *, void *, const char *, const char *) noexcept
         const char *(*backend_get_function_name)(const vrt_ctx *, void *) noexcept
         const char *(*backend_get_region)(const vrt_ctx *, void *) noexcept
+        const char *(*selftest)(const vrt_ctx *) noexcept
+        const char *(*status)(const vrt_ctx *) noexcept

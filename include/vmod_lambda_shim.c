@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
 #include <link.h>
 #include <stdio.h>
@@ -26,7 +27,18 @@
 #include "vcc_if.h"
 #include "vmod_lambda_build.h"
 
+#if defined(__x86_64__)
+#  define RELOC_JUMP_SLOT	R_X86_64_JUMP_SLOT
+#  define RELOC_GLOB_DAT	R_X86_64_GLOB_DAT
+#elif defined(__aarch64__)
+#  define RELOC_JUMP_SLOT	R_AARCH64_JUMP_SLOT
+#  define RELOC_GLOB_DAT	R_AARCH64_GLOB_DAT
+#else
+#  error "vmod-lambda's binding self-check knows x86_64 and aarch64 relocations only"
+#endif
+
 static const struct vmod_lambda_ops *ops;
+static const char * const loaders[] = { "jemalloc", "libc" };
 
 /* Where the python home is: VMOD_LAMBDA_HOME for the child, else the one `make install` filled. */
 static const char *
@@ -50,36 +62,93 @@ object_of(const void *addr)
 }
 
 /*
- * The self-check: what libpython will call must be what varnishd uses for memory, and must not be
+ * What did libpython's relocation for `name` actually resolve to? Read its GOT: the symbol's
+ * JUMP_SLOT or GLOB_DAT relocation holds the address the dynamic linker bound (the loader is opened
+ * RTLD_NOW, so all are bound). This is the real binding; dlsym() on a handle only shows what a fresh
+ * lookup in that handle's scope would find, which differs when RTLD_DEEPBIND was not in effect.
+ */
+static void *
+bound_address(void *lib, const char *name)
+{
+	struct link_map *lm = NULL;
+	const ElfW(Sym) *symtab = NULL;
+	const char *strtab = NULL;
+	const ElfW(Rela) *rel[2] = { NULL, NULL };
+	size_t relsz[2] = { 0, 0 }, i;
+	const ElfW(Dyn) *d;
+	int t;
+
+	if (dlinfo(lib, RTLD_DI_LINKMAP, &lm) != 0 || lm == NULL || lm->l_ld == NULL)
+		return (NULL);
+#define DYNPTR(v) ((v) < (ElfW(Addr))lm->l_addr ? (v) + lm->l_addr : (v))
+	for (d = lm->l_ld; d->d_tag != DT_NULL; d++) {
+		switch (d->d_tag) {
+		case DT_SYMTAB: symtab = (const void *)DYNPTR(d->d_un.d_ptr); break;
+		case DT_STRTAB: strtab = (const void *)DYNPTR(d->d_un.d_ptr); break;
+		case DT_JMPREL: rel[0] = (const void *)DYNPTR(d->d_un.d_ptr); break;
+		case DT_PLTRELSZ: relsz[0] = d->d_un.d_val; break;
+		case DT_RELA: rel[1] = (const void *)DYNPTR(d->d_un.d_ptr); break;
+		case DT_RELASZ: relsz[1] = d->d_un.d_val; break;
+		default: break;
+		}
+	}
+#undef DYNPTR
+	if (symtab == NULL || strtab == NULL)
+		return (NULL);
+	for (t = 0; t < 2; t++) {
+		if (rel[t] == NULL)
+			continue;
+		for (i = 0; i < relsz[t] / sizeof(ElfW(Rela)); i++) {
+			const ElfW(Rela) *r = &rel[t][i];
+			unsigned type = ELF64_R_TYPE(r->r_info);
+
+			if (type != RELOC_JUMP_SLOT && type != RELOC_GLOB_DAT)
+				continue;
+			if (strcmp(strtab + symtab[ELF64_R_SYM(r->r_info)].st_name, name))
+				continue;
+			return (*(void **)(lm->l_addr + r->r_offset));
+		}
+	}
+	return (NULL);
+}
+
+/*
+ * The self-check: what libpython calls must be what varnishd uses for memory, and must not be
  * varnishd's zlib. A failure here leaves Python unstarted: the load fails instead of the heap breaking.
  */
 static int
-check_bindings(void *loader, char *err, size_t errlen)
+check_bindings(char *err, size_t errlen)
 {
-	void *m_loader, *m_global, *z_loader;
-	Dl_info il, ig;
+	void *py, *m_python, *m_varnishd, *z_python;
+	Dl_info zi, vi;
+	int r = 0;
 
-	m_loader = dlsym(loader, "malloc");
-	m_global = dlsym(RTLD_DEFAULT, "malloc");
-	if (m_loader != m_global) {
+	py = dlopen(VMOD_LAMBDA_LIBPYTHON, RTLD_NOW | RTLD_NOLOAD);
+	if (py == NULL) {
+		snprintf(err, errlen, "the python loader did not load %s", VMOD_LAMBDA_LIBPYTHON);
+		return (-1);
+	}
+	m_python = bound_address(py, "malloc");
+	m_varnishd = dlsym(RTLD_DEFAULT, "malloc");
+	z_python = bound_address(py, "inflateInit2_");
+	if (m_python == NULL || z_python == NULL) {
+		snprintf(err, errlen, "cannot read the symbol bindings of %s: refusing to start Python",
+		    VMOD_LAMBDA_LIBPYTHON);
+		r = -1;
+	} else if (m_python != m_varnishd) {
 		snprintf(err, errlen, "the python loader binds malloc to %s but varnishd allocates "
 		    "with %s: refusing to start Python (mixing heaps corrupts memory)",
-		    object_of(m_loader), object_of(m_global));
-		return (-1);
-	}
-	z_loader = dlsym(loader, "inflateInit2_");
-	if (z_loader == NULL) {
-		snprintf(err, errlen, "the python loader does not see a zlib: refusing to start Python");
-		return (-1);
-	}
-	/* VRT_fail lives in varnishd: a zlib function in the same object is varnishd's own copy. */
-	if (dladdr(z_loader, &il) != 0 && dladdr((void *)VRT_fail, &ig) != 0 &&
-	    il.dli_fbase == ig.dli_fbase) {
+		    object_of(m_python), object_of(m_varnishd));
+		r = -1;
+	} else if (dladdr(z_python, &zi) != 0 && dladdr((void *)VRT_fail, &vi) != 0 &&
+	    zi.dli_fbase == vi.dli_fbase) {
+		/* VRT_fail lives in varnishd: a zlib function in the same object is its own copy. */
 		snprintf(err, errlen, "the python loader binds zlib to varnishd's own copy, not to "
 		    "libz: refusing to start Python (zlib would fail and adler32 abort the child)");
-		return (-1);
+		r = -1;
 	}
-	return (0);
+	dlclose(py);
+	return (r);
 }
 
 static int
@@ -112,6 +181,26 @@ lambda_boot(VRT_CTX)
 		return (1);
 	}
 
+	/* An earlier start in this child failed its self-check: libpython's bindings stay wrong. */
+	for (unsigned u = 0; u < sizeof loaders / sizeof *loaders; u++) {
+		char p2[4096];
+		void *l;
+		int *refused;
+
+		snprintf(p2, sizeof p2, "%s/lib/vmod_lambda/libvmod_lambda_loader_%s.so", home,
+		    loaders[u]);
+		l = dlopen(p2, RTLD_NOW | RTLD_NOLOAD);
+		if (l == NULL)
+			continue;
+		refused = dlsym(l, "vmod_lambda_refused");
+		dlclose(l);
+		if (refused != NULL && *refused) {
+			VRT_fail(ctx, "lambda: an earlier start of Python in this varnishd child failed "
+			    "its self-check (loader %s): restart varnishd", p2);
+			return (1);
+		}
+	}
+
 	/*
 	 * libpython already in the process without our loader having booted it (another module embeds
 	 * Python, or an earlier attempt failed its self-check): its bindings are not ours to trust.
@@ -138,7 +227,11 @@ lambda_boot(VRT_CTX)
 		    "%s? set VMOD_LAMBDA_HOME for another place)", dlerror(), home);
 		return (1);
 	}
-	if (check_bindings(loader, err, sizeof err)) {
+	if (check_bindings(err, sizeof err)) {
+		int *refused = dlsym(loader, "vmod_lambda_refused");
+
+		if (refused != NULL)
+			*refused = 1;
 		VRT_fail(ctx, "lambda: %s", err);
 		return (1);
 	}
@@ -239,4 +332,22 @@ vmod_backend_get_region(VRT_CTX, struct vmod_lambda_backend *o)
 	if (ops == NULL || o == NULL)
 		return (NULL);
 	return (ops->backend_get_region(ctx, o));
+}
+
+VCL_STRING
+vmod_selftest(VRT_CTX)
+{
+	if (ops == NULL) {
+		VRT_fail(ctx, "lambda: selftest: the VMOD did not start");
+		return (NULL);
+	}
+	return (ops->selftest(ctx));
+}
+
+VCL_STRING
+vmod_status(VRT_CTX)
+{
+	if (ops == NULL)
+		return ("not started");
+	return (ops->status(ctx));
 }

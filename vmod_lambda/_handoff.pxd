@@ -60,4 +60,5 @@ cdef double monotonic_now() noexcept nogil
 cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil
 
 cdef int pool_resize(int delta) except -1
-cdef int pool_threads() noexcept nogil
+cdef void pool_status(int *threads, int *wanted, int *queued) noexcept nogil
+cdef int count_fds() noexcept nogil

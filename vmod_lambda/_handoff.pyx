@@ -8,6 +8,15 @@ from libc.string cimport memset
 from posix.time cimport timespec
 from posix_thread cimport *
 
+cdef extern from "<dirent.h>" nogil:
+    ctypedef struct DIR:
+        pass
+    struct dirent:
+        pass
+    DIR *opendir(const char *)
+    dirent *readdir(DIR *)
+    int closedir(DIR *)
+
 # The pool is shared by every object of every VCL in the child; its size is the sum of the limits of
 # the live limiters, capped here. See vmod_lambda.vcc, "Threads".
 cdef int MAX_THREADS
@@ -211,12 +220,29 @@ def _worker_main():
             idle.on_idle(idle)
 
 
-cdef int pool_threads() noexcept nogil:
-    cdef int n
+cdef void pool_status(int *threads, int *wanted, int *queued) noexcept nogil:
+    cdef lambda_job *p
     pthread_mutex_lock(&mtx)
-    n = nthreads
+    threads[0] = nthreads
+    wanted[0] = target if target < MAX_THREADS else MAX_THREADS
+    queued[0] = 0
+    p = q_head
+    while p != NULL:
+        queued[0] += 1
+        p = p.next
     pthread_mutex_unlock(&mtx)
-    return n
+
+
+cdef int count_fds() noexcept nogil:
+    """Open file descriptors of this process (for leak checks), -1 if /proc is not there."""
+    cdef DIR *d = opendir("/proc/self/fd")
+    cdef int n = 0
+    if d == NULL:
+        return -1
+    while readdir(d) != NULL:
+        n += 1
+    closedir(d)
+    return n - 3        # ".", ".." and the directory's own descriptor
 
 
 cdef int pool_resize(int delta) except -1:
@@ -270,17 +296,3 @@ def _reap(double budget):
         time.sleep(0.005)
 
 
-def stats():
-    """(threads running, threads wanted, jobs queued) for tests and diagnostics."""
-    cdef int n, tg, queued = 0
-    cdef lambda_job *p
-    with nogil:
-        pthread_mutex_lock(&mtx)
-        n = nthreads
-        tg = target
-        p = q_head
-        while p != NULL:
-            queued += 1
-            p = p.next
-        pthread_mutex_unlock(&mtx)
-    return n, tg, queued, len([t for t in _threads if t.is_alive()])

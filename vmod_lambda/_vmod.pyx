@@ -21,7 +21,7 @@ from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LA
                               VMOD_LAMBDA_OPS_VERSION)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
-                                   pool_resize, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
+                                   pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
                                    SUBMIT_ABANDONED, SUBMIT_STOPPED)
 
 from vmod_lambda.config import ConfigError, validate_backend
@@ -36,6 +36,7 @@ cdef enum:
 # How long past its timeout a Varnish thread waits for a worker that has not answered: the worker's
 # own socket timeouts fire first, this only bounds a stuck one.
 cdef double DEADLINE_MARGIN
+cdef const char *EMPTY = ""
 DEADLINE_MARGIN = 1.0
 
 
@@ -230,76 +231,142 @@ cdef void _run_invoke(lambda_job *j) noexcept:
             pass
 
 
+cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limiter *lim,
+                               double timeout, const char *payload, char *reason) noexcept nogil:
+    """Hand job to the pool with payload as its input and wait; its text result copied to the
+    workspace, or NULL with reason filled (MSG_LEN bytes). Frees job, or leaves it to the worker."""
+    cdef const char *r = NULL
+    cdef size_t n = strlen(payload)
+    cdef submit_result rc
+    reason[0] = 0
+    if n > MAX_PAYLOAD:
+        snprintf(reason, MSG_LEN, "payload of %zu bytes exceeds the 6 MB limit of synchronous "
+                 "invocations; not sent", n)
+        _invoke_job_free(<lambda_job *>job)
+        return NULL
+    job.payload = <char *>malloc(n + 1)
+    if job.payload == NULL:
+        snprintf(reason, MSG_LEN, "out of memory")
+        _invoke_job_free(<lambda_job *>job)
+        return NULL
+    memcpy(job.payload, payload, n)
+    job.payload_len = n
+    job.base.free_job = _invoke_job_free
+    rc = submit_wait(&job.base, lim, monotonic_now() + timeout + DEADLINE_MARGIN)
+    if rc == SUBMIT_DONE:
+        if job.ok:
+            r = <const char *>WS_Copy(ctx.ws, job.out, <int>(job.out_len + 1))
+            if r == NULL:
+                snprintf(reason, MSG_LEN, "the response payload of %zu bytes does not fit in "
+                         "the workspace", job.out_len)
+        else:
+            if job.err != NULL:
+                snprintf(reason, MSG_LEN, "%s", job.err)
+            else:
+                snprintf(reason, MSG_LEN, "out of memory")
+    elif rc == SUBMIT_ABANDONED:
+        job = NULL      # the worker still runs it and frees it
+        snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
+                 timeout + DEADLINE_MARGIN)
+    elif rc == SUBMIT_TIMEOUT:
+        snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for a worker thread",
+                 timeout + DEADLINE_MARGIN)
+    elif rc == SUBMIT_BUSY:
+        snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d invocations "
+                 "in flight (pool_size) to finish", timeout + DEADLINE_MARGIN, lim.limit)
+    else:
+        snprintf(reason, MSG_LEN, "the worker pool is not running")
+    if job != NULL:
+        _invoke_job_free(<lambda_job *>job)
+    return r
+
+
 cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *payload,
                                     const char *fallback) noexcept nogil:
     cdef lambda_obj *o = <lambda_obj *>p
-    cdef invoke_job *job = NULL
+    cdef invoke_job *job
     cdef char reason[MSG_LEN]
-    cdef char msg[MSG_LEN]
-    cdef const char *why = reason
+    cdef char msg[MSG_LEN + 128]
     cdef const char *r = NULL
-    cdef size_t n
-    cdef submit_result rc
 
     if ctx == NULL or ctx.magic != VRT_CTX_MAGIC:
         return NULL
     if o == NULL or o.magic != OBJ_MAGIC:
         lambda_fail(ctx, "lambda: invoke: called on an object that does not exist")
         return NULL
-    if payload == NULL:
-        payload = ""
-    n = strlen(payload)
-    reason[0] = 0
-    if n > MAX_PAYLOAD:
-        snprintf(reason, MSG_LEN, "payload of %zu bytes exceeds the 6 MB limit of synchronous "
-                 "invocations; not sent", n)
+    job = <invoke_job *>calloc(1, sizeof(invoke_job))
+    if job == NULL:
+        snprintf(reason, MSG_LEN, "out of memory")
     else:
-        job = <invoke_job *>calloc(1, sizeof(invoke_job))
-        if job != NULL:
-            job.payload = <char *>malloc(n + 1)
-        if job == NULL or job.payload == NULL:
-            snprintf(reason, MSG_LEN, "out of memory")
-        else:
-            memcpy(job.payload, payload, n)
-            job.payload_len = n
-            job.obj = o
-            job.base.run = _run_invoke
-            job.base.free_job = _invoke_job_free
-            rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
-            if rc == SUBMIT_DONE:
-                if job.ok:
-                    r = <const char *>WS_Copy(ctx.ws, job.out, <int>(job.out_len + 1))
-                    if r == NULL:
-                        snprintf(reason, MSG_LEN, "the response payload of %zu bytes does not "
-                                 "fit in the workspace", job.out_len)
-                elif job.err != NULL:
-                    why = job.err
-                else:
-                    snprintf(reason, MSG_LEN, "out of memory")
-            elif rc == SUBMIT_ABANDONED:
-                job = NULL      # the worker still runs it and frees it
-                snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
-                         o.timeout + DEADLINE_MARGIN)
-            elif rc == SUBMIT_TIMEOUT:
-                snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for a worker thread",
-                         o.timeout + DEADLINE_MARGIN)
-            elif rc == SUBMIT_BUSY:
-                snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of pool_size=%d "
-                         "invocations in flight to finish", o.timeout + DEADLINE_MARGIN,
-                         o.pool_size)
-            else:
-                snprintf(reason, MSG_LEN, "the worker pool is not running")
+        job.obj = o
+        job.base.run = _run_invoke
+        r = _run_text_job(ctx, job, &o.lim, o.timeout, payload if payload != NULL else EMPTY,
+                          reason)
     if r != NULL:
-        _invoke_job_free(<lambda_job *>job)
         return r
-    snprintf(msg, MSG_LEN, "lambda: %s: invoke: %s", o.vcl_name, why)
-    if job != NULL:
-        _invoke_job_free(<lambda_job *>job)
+    snprintf(msg, sizeof(msg), "lambda: %s: invoke: %s", o.vcl_name, reason)
     if fallback != NULL:
         lambda_log(ctx, SLT_VCL_Error, msg)
         return fallback
     lambda_fail(ctx, msg)
     return NULL
+
+
+# ---------------------------------------------------------------------------------------------------
+# lambda.selftest() and lambda.status(): diagnostics of the Python side
+
+cdef lambda_limiter SELFTEST_LIM
+cdef double SELFTEST_TIMEOUT
+SELFTEST_TIMEOUT = 30.0
+
+
+cdef void _run_selftest(lambda_job *j) noexcept:
+    cdef invoke_job *job = <invoke_job *>j
+    cdef bytes data
+    try:
+        from vmod_lambda import selftest
+        data = selftest.run().encode("utf-8", "replace").replace(b"\0", b" ")
+        job.out = <char *>malloc(len(data) + 1)
+        if job.out == NULL:
+            raise MemoryError()
+        memcpy(job.out, <const char *>data, len(data))
+        job.out[len(data)] = 0
+        job.out_len = len(data)
+        job.ok = 1
+    except BaseException as e:
+        try:
+            _job_error(job, f"internal error: {type(e).__name__}: {e}")
+        except BaseException:
+            pass
+
+
+cdef const char *ops_selftest(const vrt_ctx *ctx) noexcept nogil:
+    cdef invoke_job *job
+    cdef char reason[MSG_LEN]
+    cdef char msg[MSG_LEN + 128]
+    cdef const char *r = NULL
+    if ctx == NULL or ctx.magic != VRT_CTX_MAGIC:
+        return NULL
+    job = <invoke_job *>calloc(1, sizeof(invoke_job))
+    if job == NULL:
+        snprintf(reason, MSG_LEN, "out of memory")
+    else:
+        job.base.run = _run_selftest
+        r = _run_text_job(ctx, job, &SELFTEST_LIM, SELFTEST_TIMEOUT, "", reason)
+    if r != NULL:
+        return r
+    snprintf(msg, sizeof(msg), "lambda: selftest: %s", reason)
+    lambda_fail(ctx, msg)
+    return NULL
+
+
+cdef const char *ops_status(const vrt_ctx *ctx) noexcept nogil:
+    cdef char buf[MSG_LEN]
+    cdef int threads, wanted, queued
+    pool_status(&threads, &wanted, &queued)
+    snprintf(buf, MSG_LEN, "threads=%d wanted=%d queued=%d fds=%d", threads, wanted, queued,
+             count_fds())
+    return <const char *>WS_Copy(ctx.ws, buf, -1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -323,6 +390,9 @@ cdef void _fill_ops() noexcept:
     OPS.backend_invoke = ops_backend_invoke
     OPS.backend_get_function_name = ops_backend_get_function_name
     OPS.backend_get_region = ops_backend_get_region
+    OPS.selftest = ops_selftest
+    OPS.status = ops_status
+    limiter_init(&SELFTEST_LIM, 4)
 
 
 _fill_ops()
