@@ -12,6 +12,10 @@ cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_condattr_t:
         pass
 
+    ctypedef unsigned long pthread_t
+    pthread_t pthread_self()
+    int pthread_setname_np(pthread_t, const char *)
+
     int pthread_mutex_init(pthread_mutex_t *, const pthread_mutexattr_t *)
     int pthread_mutex_lock(pthread_mutex_t *)
     int pthread_mutex_unlock(pthread_mutex_t *)

@@ -208,6 +208,8 @@ cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
 def _worker_main():
     cdef lambda_job *job
     cdef lambda_limiter *idle
+    # Named for top -H, ps -L and gdb: these threads are vmod-lambda's, not Varnish's.
+    pthread_setname_np(pthread_self(), "vmod-lambda")
     while True:
         with nogil:
             job = _take()
