@@ -1,0 +1,211 @@
+"""vmod_lambda.invoker against real HTTP endpoints: moto's server and a scripted local Lambda API."""
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from vmod_lambda.config import validate_backend
+from vmod_lambda.invoker import MAX_PAYLOAD, InvokeError, Invoker, clean_reason
+
+
+class ScriptedLambda:
+    """A loopback Lambda API that answers each invocation with the next scripted action."""
+
+    def __init__(self):
+        self.actions = []
+        self.requests = []
+        self.connections = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                outer.connections += 1
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests.append((self.path, dict(self.headers), body))
+                action = outer.actions.pop(0) if outer.actions else ("ok", b"null")
+                kind = action[0]
+                if kind == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if kind == "sleep":
+                    time.sleep(action[1])
+                    action = ("ok", b"late")
+                status, headers, payload = {
+                    "ok": lambda: (200, {}, action[1]),
+                    "close": lambda: (200, {"Connection": "close"}, action[1]),
+                    "error": lambda: (200, {"X-Amz-Function-Error": action[1]}, action[2]),
+                    "status": lambda: (action[1], {"x-amzn-ErrorType": action[2]}, action[3]),
+                }[kind]()
+                self.send_response(status)
+                headers.setdefault("x-amzn-RequestId", f"req-{len(outer.requests)}")
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                if kind == "close":
+                    self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api():
+    s = ScriptedLambda()
+    yield s
+    s.stop()
+
+
+def invoker(url, **kw):
+    return Invoker(validate_backend("fn", kw.pop("function_name", "my-fn"), "us-east-1",
+                                    endpoint_url=url, **kw))
+
+
+def test_request_is_a_signed_requestresponse_invocation(api):
+    api.actions.append(("ok", b'{"a":1}'))
+    res = invoker(api.url).invoke(b'{"q":"x"}')
+    assert res.payload == b'{"a":1}'
+    assert res.request_id == "req-1"
+    path, headers, body = api.requests[0]
+    assert path == "/2015-03-31/functions/my-fn/invocations"
+    assert headers["X-Amz-Invocation-Type"] == "RequestResponse"
+    assert headers["Authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIDVMODLAMBDATEST/")
+    assert "/us-east-1/lambda/aws4_request" in headers["Authorization"]
+    assert body == b'{"q":"x"}'
+
+
+def test_arn_with_qualifier_is_sent_quoted_in_the_path(api):
+    invoker(api.url, function_name="arn:aws:lambda:us-east-1:123456789012:function:f:live") \
+        .invoke(b"{}")
+    assert api.requests[0][0] == \
+        "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af%3Alive/invocations"
+
+
+def test_function_error_carries_type_message_and_request_id(api):
+    api.actions.append(("error", "Unhandled", b'{"errorType":"ValueError","errorMessage":"boom"}'))
+    with pytest.raises(InvokeError) as e:
+        invoker(api.url).invoke(b"{}")
+    assert e.value.kind == "function_error"
+    assert str(e.value) == "function error (Unhandled): ValueError: boom (RequestId: req-1)"
+
+
+@pytest.mark.parametrize("status, code, kind", [
+    (429, "TooManyRequestsException", "throttled"),
+    (500, "ServiceException", "service"),
+    (404, "ResourceNotFoundException", "service"),
+    (413, "RequestTooLargeException", "service"),
+])
+def test_service_errors(api, status, code, kind):
+    api.actions.append(("status", status, code, b'{"message":"said the service"}'))
+    with pytest.raises(InvokeError) as e:
+        invoker(api.url).invoke(b"{}")
+    assert e.value.kind == kind
+    assert e.value.status == status
+    assert str(e.value) == f"{code} (HTTP {status}): said the service (RequestId: req-1)"
+    assert len(api.requests) == 1       # never retried
+
+
+def test_read_timeout_is_not_retried(api):
+    api.actions.append(("sleep", 1.0))
+    inv = invoker(api.url, timeout=0.3)
+    with pytest.raises(InvokeError) as e:
+        inv.invoke(b"{}")
+    assert e.value.kind == "timeout"
+    assert str(e.value) == "timed out after 0.3s waiting for the function"
+    time.sleep(1.0)
+    assert len(api.requests) == 1
+
+
+def test_connection_dropped_after_sending_is_not_retried(api):
+    api.actions.append(("drop",))
+    with pytest.raises(InvokeError) as e:
+        invoker(api.url).invoke(b"{}")
+    assert e.value.kind == "transport"
+    assert len(api.requests) == 1
+
+
+def test_idle_connection_closed_by_the_endpoint_is_not_reused(api):
+    inv = invoker(api.url)
+    for i in range(3):
+        api.actions.append(("close", str(i).encode()))
+        assert inv.invoke(b"{}").payload == str(i).encode()
+        time.sleep(0.05)
+    assert api.connections == 3
+
+
+def test_keepalive_connection_is_reused(api):
+    inv = invoker(api.url)
+    for i in range(3):
+        api.actions.append(("ok", b"x"))
+        inv.invoke(b"{}")
+    assert api.connections == 1
+
+
+def test_connection_refused_is_a_transport_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(InvokeError) as e:
+        invoker(f"http://127.0.0.1:{port}", timeout=2).invoke(b"{}")
+    assert e.value.kind == "transport"
+    assert str(e.value) == f"cannot connect to the Lambda endpoint http://127.0.0.1:{port}"
+
+
+def test_oversized_payload_is_refused_before_sending(api):
+    with pytest.raises(InvokeError) as e:
+        invoker(api.url).invoke(b"x" * (MAX_PAYLOAD + 1))
+    assert e.value.kind == "payload"
+    assert api.requests == []
+
+
+def test_missing_credentials_are_reported_without_network(monkeypatch, api):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(InvokeError) as e:
+        invoker(api.url).invoke(b"{}")
+    assert e.value.kind == "credentials"
+    assert api.requests == []
+
+
+def test_reasons_are_one_printable_bounded_line():
+    assert clean_reason("a\r\nb\x00c\td") == "a b c d"
+    assert len(clean_reason("x" * 5000)) == 400
+
+
+def test_against_moto_server():
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        requests.post(f"{url}/moto-api/config", json={"lambda": {"use_docker": False}}).raise_for_status()
+        inv = invoker(url, function_name="anything")
+        assert json.loads(inv.invoke(b'{"hello":"moto"}').payload) == {"hello": "moto"}
+        requests.post(f"{url}/moto-api/static/lambda-simple/response",
+                      json={"results": ["queued answer"], "region": "us-east-1"}).raise_for_status()
+        assert inv.invoke(b"{}").payload == b"queued answer"
+    finally:
+        server.stop()
