@@ -2,7 +2,8 @@
 #
 #   make               build libvmod_lambda.so, the python loaders and the Cython modules into build/
 #   make install       the VMOD into Varnish's vmod dir, the Python side into $(PREFIX)
-#   make test          everything: pytest (tests/) and varnishtest (vtc/) against the fresh build
+#   make test          pytest (tests/) and varnishtest (vtc/) against the fresh build
+#   make check         every test: `make test`, the docs are current, install, the installed VMOD
 #   make docs          docs/vmod_lambda.rst and docs/vmod_lambda.3 from vmod_lambda.vcc
 #
 # Every target sets up what it needs first (scripts/setup-deps.sh: apt as root, pip into .venv).
@@ -38,7 +39,8 @@ PYSRC        := $(wildcard vmod_lambda/*.py)
 LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lambda_loader_libc.so
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX))
 
-.PHONY: all build deps install install-home stage test pytest vtc docs clean distclean demo
+.PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
+	clean distclean demo
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -105,6 +107,15 @@ stage: all
 test: stage
 	@$(MAKE) --no-print-directory pytest vtc
 
+# Every test: the fresh build (pytest, varnishtest), the committed docs, then `make install` and the
+# installed VMOD under varnishd's default jail. Needs root (apt, install).
+check: test docs-check
+	@$(MAKE) --no-print-directory install
+	@$(MAKE) --no-print-directory installcheck
+
+installcheck:
+	INSTALLED=1 sh scripts/run-vtc.sh vtc/installed/*.vtc
+
 pytest:
 	$(VPY) -m pytest -q tests
 
@@ -112,12 +123,13 @@ VTC_JOBS ?= 2
 vtc:
 	STAGE=$(STAGE) VPY=$(VPY) sh scripts/run-vtc.sh -j $(VTC_JOBS) vtc/*.vtc
 
-docs: $(BUILD)/vcc_if.c
-	install -d docs
-	cp $(BUILD)/vmod_lambda.rst docs/vmod_lambda.rst
-	$(VPY) -c 'import docutils' 2>/dev/null || $(VENV)/bin/pip install -q docutils
-	$(VENV)/bin/rst2man.py $(BUILD)/vmod_lambda.man.rst docs/vmod_lambda.3 2>/dev/null || \
-		$(VENV)/bin/rst2man $(BUILD)/vmod_lambda.man.rst docs/vmod_lambda.3
+# The reference manual, rendered from the .vcc by the installed vmodtool, committed under docs/.
+# docs-check fails when the committed copy is stale (for the Varnish version that rendered it).
+docs: $(BUILD)/vcc_if.c deps
+	sh scripts/docs.sh render $(BUILD) docs $(VENV)
+
+docs-check: $(BUILD)/vcc_if.c deps
+	sh scripts/docs.sh check $(BUILD) docs $(VENV)
 
 clean:
 	rm -rf $(BUILD) vmod_lambda/*.so vmod_lambda/*.c .pytest_cache

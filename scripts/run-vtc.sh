@@ -1,6 +1,7 @@
 #!/bin/sh
 # Run varnishtest files against the staged fresh build (make stage):
 #   STAGE=/var/tmp/vmod-lambda-test scripts/run-vtc.sh [varnishtest options] file.vtc ...
+#   INSTALLED=1 scripts/run-vtc.sh file.vtc ...     (against `make install`: no overrides at all)
 #
 # The varnishd child (user vcache) loads libvmod_lambda.so from $STAGE/vmods and the Python side from
 # $STAGE (VMOD_LAMBDA_HOME). Credentials are fake and fixed, and every AWS lookup that could leave the
@@ -9,7 +10,6 @@ set -eu
 : "${STAGE:=/var/tmp/vmod-lambda-test}"
 vmoddir=$(pkg-config --variable=vmoddir varnishapi)
 
-export VMOD_LAMBDA_HOME="$STAGE"
 export AWS_ACCESS_KEY_ID=AKIDVMODLAMBDATEST
 export AWS_SECRET_ACCESS_KEY=vmod-lambda-test-secret
 unset AWS_SESSION_TOKEN AWS_PROFILE AWS_DEFAULT_PROFILE AWS_ENDPOINT_URL AWS_ENDPOINT_URL_LAMBDA
@@ -18,4 +18,9 @@ export AWS_CONFIG_FILE=/dev/null
 export AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset VMOD_LAMBDA_LOADER VMOD_LAMBDA_NO_DEEPBIND
 
+if [ -n "${INSTALLED:-}" ]; then
+	unset VMOD_LAMBDA_HOME
+	exec varnishtest -t 120 "$@"
+fi
+export VMOD_LAMBDA_HOME="$STAGE"
 exec varnishtest -t 120 -p "vmod_path=$STAGE/vmods:$vmoddir" -D "stage=$STAGE" "$@"

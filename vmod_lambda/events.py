@@ -9,7 +9,7 @@ event as if AWS had sent it:
 
 * ``"1.0"``: API Gateway REST API, Lambda proxy integration (payload format 1.0). A superset of the
   event of movableink's vmod-lambda (httpMethod, path, queryStringParameters, headers, body,
-  isBase64Encoded), except that absent parts are null there, as API Gateway sends them.
+  isBase64Encoded), except that an absent query or body is null, as API Gateway sends them.
 * ``"2.0"``: API Gateway HTTP API / Lambda function URL (payload format 2.0).
 * ``"alb"``: Application Load Balancer target group, optionally with multi-value headers.
 
@@ -219,8 +219,9 @@ def _event_v1(req: HttpRequest) -> dict:
     """API Gateway REST API proxy event (payload format 1.0).
 
     path, requestContext.path and pathParameters.proxy are percent-decoded ("+" stays a "+" in a
-    path); queryStringParameters / multiValueQueryStringParameters are decoded; headers /
-    multiValueHeaders include Cookie. Absent parts are null, as API Gateway sends them.
+    path); queryStringParameters / multiValueQueryStringParameters are decoded, null when there is
+    no query; headers / multiValueHeaders include Cookie and are {} (not null) when there are no
+    headers, as the AWS Powertools model requires; body is null when empty.
     """
     raw_path, query = _split_url(req.url)
     path = unquote(raw_path) if "%" in raw_path else raw_path
@@ -236,8 +237,8 @@ def _event_v1(req: HttpRequest) -> dict:
         "resource": "/{proxy+}",
         "path": path,
         "httpMethod": req.method,
-        "headers": {k: v[-1] for k, v in mheaders.items()} or None,
-        "multiValueHeaders": mheaders or None,
+        "headers": {k: v[-1] for k, v in mheaders.items()},
+        "multiValueHeaders": mheaders,
         "queryStringParameters": {k: v[-1] for k, v in mquery.items()} or None,
         "multiValueQueryStringParameters": mquery or None,
         "requestContext": {
