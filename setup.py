@@ -36,7 +36,7 @@ setup(
     description="The Python side of the Varnish VMOD lambda (AWS Lambda from VCL)",
     license="BSD-3-Clause",
     packages=["vmod_lambda"],
-    ext_modules=cythonize([ext("_handoff"), ext("_vmod")], include_path=["include", "vmod_lambda"],
+    ext_modules=cythonize([ext("_handoff"), ext("_director"), ext("_vmod")], include_path=["include", "vmod_lambda"],
                           compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),
     zip_safe=False,
 )

@@ -1,6 +1,7 @@
-# Declarations from Varnish's cache/cache.h (workspaces and the shared memory log) that vmod-lambda uses.
-# Reached through vmod_lambda_compat.h, see vrt.pxd.
+# Declarations from Varnish's cache/cache.h that vmod-lambda uses: workspaces, the shared memory log,
+# HTTP objects and the busyobj of a backend fetch. Reached through vmod_lambda_compat.h, see vrt.pxd.
 
+from libc.stdint cimport uint16_t
 from vrt cimport ws, vsl_log
 
 cdef extern from "vmod_lambda_compat.h" nogil:
@@ -10,6 +11,27 @@ cdef extern from "vmod_lambda_compat.h" nogil:
         SLT_VCL_Error
         SLT_VCL_Log
         SLT_FetchError
+
+    ctypedef struct txt:
+        const char *b
+        const char *e
+
+    cdef struct http:
+        txt *hd
+        uint16_t nhd
+
+    cdef enum:
+        HTTP_HDR_METHOD
+        HTTP_HDR_URL
+        HTTP_HDR_PROTO
+        HTTP_HDR_FIRST
+
+    cdef struct busyobj:
+        vsl_log *vsl
+        http *bereq
+        http *beresp
+
+    ctypedef int objiterate_f(void *priv, unsigned flush, const void *ptr, ssize_t length)
 
     void *WS_Copy(ws *ws, const void *src, int length)
     void *WS_Alloc(ws *ws, unsigned nbytes)

@@ -50,4 +50,91 @@ lambda_fail(const struct vrt_ctx *ctx, const char *msg)
 	VRT_fail(ctx, "%s", msg);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Backend fetches (the director's gethdrs/finish and the VFP), after the recipe in DESIGN.md.
+ */
+
+/* The request body of a fetch: cached (std.cache_req_body) or straight from the client request. */
+static inline int
+lambda_bereq_body(struct busyobj *bo, objiterate_f *cb, void *priv)
+{
+	if (bo->bereq_body != NULL)
+		return (ObjIterate(bo->wrk, bo->bereq_body, priv, cb, 0));
+	if (bo->req != NULL && bo->req->req_body_status != BS_NONE)
+		return (VRB_Iterate(bo->wrk, bo->vsl, bo->req, cb, priv) < 0 ? -1 : 0);
+	return (0);
+}
+
+/* Give the fetch a body of len bytes read by vfp (priv in its priv1), or none when len is 0. */
+static inline int
+lambda_beresp_body(struct busyobj *bo, ssize_t len, const struct vfp *vfp, void *priv)
+{
+	struct http_conn *htc;
+	struct vfp_entry *vfe;
+
+	htc = WS_Alloc(bo->ws, sizeof *htc);
+	if (htc == NULL)
+		return (-1);
+	INIT_OBJ(htc, HTTP_CONN_MAGIC);
+	htc->doclose = SC_REM_CLOSE;	/* must be a valid stream_close; nothing is closed */
+	htc->priv = priv;
+	if (len > 0) {
+		htc->body_status = BS_LENGTH;
+		htc->content_length = len;
+		vfe = VFP_Push(bo->vfc, vfp);
+		if (vfe == NULL)
+			return (-1);
+		vfe->priv1 = priv;
+	} else {
+		htc->body_status = BS_NONE;
+		htc->content_length = 0;
+	}
+	bo->htc = htc;
+	return (0);
+}
+
+static inline void *
+lambda_htc_priv(const struct busyobj *bo)
+{
+	return (bo->htc != NULL ? bo->htc->priv : NULL);
+}
+
+static inline void
+lambda_htc_clear(struct busyobj *bo)
+{
+	bo->htc = NULL;
+}
+
+/* Add one "Name: value" header line to beresp (copied to the workspace). */
+static inline void
+lambda_beresp_header(struct busyobj *bo, const char *line)
+{
+	http_PrintfHeader(bo->beresp, "%s", line);
+}
+
+static inline void
+lambda_beresp_status(struct busyobj *bo, unsigned status, const char *reason)
+{
+	if (reason == NULL)
+		reason = http_Status2Reason(status, NULL);
+	http_PutResponse(bo->beresp, "HTTP/1.1", (uint16_t)status, reason);
+}
+
+/* The director callbacks, in the struct layout of this Varnish (fields were added in 7.3). */
+static inline const struct vdi_methods *
+lambda_vdi_methods(vdi_gethdrs_f *gethdrs, vdi_finish_f *finish, vdi_healthy_f *healthy,
+    vdi_list_f *list, vdi_event_f *event)
+{
+	static struct vdi_methods m;
+
+	m.magic = VDI_METHODS_MAGIC;
+	m.type = "lambda";
+	m.gethdrs = gethdrs;
+	m.finish = finish;
+	m.healthy = healthy;
+	m.list = list;
+	m.event = event;
+	return (&m);
+}
+
 #endif

@@ -10,10 +10,11 @@
 #define VMOD_LAMBDA_OPS_H
 
 #define VMOD_LAMBDA_OPS_MAGIC	0x4c6d4264u
-#define VMOD_LAMBDA_OPS_VERSION	1u
+#define VMOD_LAMBDA_OPS_VERSION	2u
 
 struct vrt_ctx;
 struct vrt_backend_probe;
+struct director;
 
 /* Constructor arguments, as VCL gave them (NULL / has_* = 0 when absent). */
 struct vmod_lambda_backend_args {
@@ -26,6 +27,8 @@ struct vmod_lambda_backend_args {
 	long long			pool_size;
 	const struct vrt_backend_probe	*probe;
 	const char			*response_format;
+	const char			*event_format;
+	int				multi_value;
 };
 
 struct vmod_lambda_ops {
@@ -44,6 +47,7 @@ struct vmod_lambda_ops {
 			    const char *fallback);
 	const char	*(*backend_get_function_name)(const struct vrt_ctx *, void *obj);
 	const char	*(*backend_get_region)(const struct vrt_ctx *, void *obj);
+	const struct director *(*backend_backend)(const struct vrt_ctx *, void *obj);
 
 	/* lambda.selftest(), lambda.status() */
 	const char	*(*selftest)(const struct vrt_ctx *);

@@ -1,6 +1,6 @@
 # The entry-point table the implementation hands to the thin VMOD (vmod_lambda_ops.h).
 
-from vrt cimport vrt_ctx, vrt_backend_probe
+from vrt cimport vrt_ctx, vrt_backend_probe, director
 
 cdef extern from "vmod_lambda_ops.h" nogil:
     cdef unsigned VMOD_LAMBDA_OPS_MAGIC
@@ -16,6 +16,8 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         long long pool_size
         const vrt_backend_probe *probe
         const char *response_format
+        const char *event_format
+        int multi_value
 
     cdef struct vmod_lambda_ops:
         unsigned magic
@@ -27,5 +29,6 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         const char *(*backend_invoke)(const vrt_ctx *, void *, const char *, const char *) noexcept
         const char *(*backend_get_function_name)(const vrt_ctx *, void *) noexcept
         const char *(*backend_get_region)(const vrt_ctx *, void *) noexcept
+        const director *(*backend_backend)(const vrt_ctx *, void *) noexcept
         const char *(*selftest)(const vrt_ctx *) noexcept
         const char *(*status)(const vrt_ctx *) noexcept

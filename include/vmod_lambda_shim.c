@@ -289,6 +289,8 @@ vmod_backend__init(VRT_CTX, struct vmod_lambda_backend **objp, const char *vcl_n
 	args.timeout = a->valid_timeout ? a->timeout : 0.0;
 	args.probe = a->valid_probe ? a->probe : NULL;
 	args.response_format = a->response_format;
+	args.event_format = a->event_format;
+	args.multi_value = a->multi_value;
 	args.has_pool_size = a->valid_pool_size;
 	args.pool_size = a->valid_pool_size ? a->pool_size : 0;
 	*objp = ops->backend_init(ctx, vcl_name, &args);
@@ -324,6 +326,14 @@ vmod_backend_get_function_name(VRT_CTX, struct vmod_lambda_backend *o)
 	if (ops == NULL || o == NULL)
 		return (NULL);
 	return (ops->backend_get_function_name(ctx, o));
+}
+
+VCL_BACKEND
+vmod_backend_backend(VRT_CTX, struct vmod_lambda_backend *o)
+{
+	if (ops == NULL || o == NULL)
+		return (NULL);
+	return (ops->backend_backend(ctx, o));
 }
 
 VCL_STRING

@@ -22,12 +22,14 @@ cdef extern from "vmod_lambda_compat.h" nogil:
     cdef struct vrt_backend_probe:
         pass
 
+    cdef struct busyobj
     cdef struct vrt_ctx:
         unsigned magic
         unsigned method
         vsb *msg
         vsl_log *vsl
         ws *ws
+        busyobj *bo
         vtim_real now
 
     cdef enum vcl_event_e:
@@ -37,3 +39,27 @@ cdef extern from "vmod_lambda_compat.h" nogil:
         VCL_EVENT_DISCARD
 
     void VRT_fail(const vrt_ctx *ctx, const char *fmt, ...)
+
+cdef extern from "vmod_lambda_compat.h" nogil:
+    ctypedef double VCL_TIME
+    ctypedef unsigned VCL_BOOL
+
+    cdef struct director:
+        unsigned magic
+        void *priv
+        char *vcl_name
+
+    ctypedef const director *VCL_BACKEND
+
+    ctypedef int vdi_gethdrs_f(const vrt_ctx *, VCL_BACKEND)
+    ctypedef void vdi_finish_f(const vrt_ctx *, VCL_BACKEND)
+    ctypedef VCL_BOOL vdi_healthy_f(const vrt_ctx *, VCL_BACKEND, VCL_TIME *)
+    ctypedef void vdi_list_f(const vrt_ctx *, VCL_BACKEND, vsb *, int, int)
+    ctypedef void vdi_event_f(VCL_BACKEND, vcl_event_e)
+
+    cdef struct vdi_methods:
+        pass
+
+    VCL_BACKEND VRT_AddDirector(const vrt_ctx *ctx, const vdi_methods *m, void *priv,
+                                const char *fmt, ...)
+    void VRT_DelDirector(VCL_BACKEND *d)

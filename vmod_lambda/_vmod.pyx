@@ -14,11 +14,13 @@ from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, strdup, strlen
 
-from vrt cimport vrt_ctx, VRT_CTX_MAGIC
+from vrt cimport vrt_ctx, VRT_CTX_MAGIC, director
 from cache cimport WS_Copy, SLT_VCL_Error
 from lambda_compat cimport lambda_log, lambda_fail, VMOD_LAMBDA_BUILD_ID
 from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LAMBDA_OPS_MAGIC,
                               VMOD_LAMBDA_OPS_VERSION)
+from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
+from vmod_lambda._director cimport director_attach, director_detach
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
                                    pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
@@ -28,7 +30,6 @@ from vmod_lambda.config import ConfigError, validate_backend
 from vmod_lambda.invoker import InvokeError, Invoker
 
 cdef enum:
-    OBJ_MAGIC = 0x4c4f424a
     MSG_LEN = 1024
     # The synchronous invocation limit; a larger payload is refused before anything is sent.
     MAX_PAYLOAD = 6 * 1024 * 1024
@@ -38,17 +39,6 @@ cdef enum:
 cdef double DEADLINE_MARGIN
 cdef const char *EMPTY = ""
 DEADLINE_MARGIN = 1.0
-
-
-cdef struct lambda_obj:
-    lambda_limiter lim          # first: the limiter's on_idle callback gets the object back by a cast
-    unsigned magic
-    char *vcl_name
-    char *function_name
-    char *region
-    double timeout
-    int pool_size
-    PyObject *invoker           # owned reference to a vmod_lambda.invoker.Invoker
 
 
 cdef struct invoke_job:
@@ -113,7 +103,8 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
         cfg = validate_backend(
             name, _pystr(a.function_name), _pystr(a.region), _pystr(a.endpoint_url),
             a.timeout if a.has_timeout else None, _pystr(a.response_format),
-            a.pool_size if a.has_pool_size else None)
+            a.pool_size if a.has_pool_size else None, _pystr(a.event_format),
+            bool(a.multi_value))
     except ConfigError as e:
         _fail_msg(ctx, str(e))
         return NULL
@@ -145,6 +136,10 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.lim.on_idle = _obj_idle
     Py_INCREF(inv)
     o.invoker = <PyObject *>inv
+    if director_attach(ctx, o) != 0:
+        _obj_free(o)
+        _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the director")
+        return NULL
     try:
         pool_resize(cfg.pool_size)
     except BaseException as e:
@@ -159,6 +154,7 @@ cdef void ops_backend_fini(void *p) noexcept with gil:
     if o == NULL or o.magic != OBJ_MAGIC:
         return
     pool_size = o.pool_size
+    director_detach(o)
     if limiter_retire(&o.lim):
         _obj_free(o)
     # else: a worker still runs an abandoned job of this object; _obj_idle frees it afterwards.
@@ -171,6 +167,11 @@ cdef void ops_backend_fini(void *p) noexcept with gil:
 cdef const char *ops_backend_get_function_name(const vrt_ctx *ctx, void *p) noexcept nogil:
     cdef lambda_obj *o = <lambda_obj *>p
     return o.function_name if o != NULL and o.magic == OBJ_MAGIC else NULL
+
+
+cdef const director *ops_backend_backend(const vrt_ctx *ctx, void *p) noexcept nogil:
+    cdef lambda_obj *o = <lambda_obj *>p
+    return o.dir if o != NULL and o.magic == OBJ_MAGIC else NULL
 
 
 cdef const char *ops_backend_get_region(const vrt_ctx *ctx, void *p) noexcept nogil:
@@ -390,6 +391,7 @@ cdef void _fill_ops() noexcept:
     OPS.backend_invoke = ops_backend_invoke
     OPS.backend_get_function_name = ops_backend_get_function_name
     OPS.backend_get_region = ops_backend_get_region
+    OPS.backend_backend = ops_backend_backend
     OPS.selftest = ops_selftest
     OPS.status = ops_status
     limiter_init(&SELFTEST_LIM, 4)

@@ -14,6 +14,7 @@ MAX_TIMEOUT = 900.0          # Lambda's own maximum function timeout (15 minutes
 DEFAULT_POOL_SIZE = 64
 MAX_POOL_SIZE = 1024
 RESPONSE_FORMATS = ("json", "http")
+EVENT_FORMATS = ("1.0", "2.0", "alb")
 
 # FunctionName as the Invoke API accepts it: name, name:qualifier, partial or full ARN.
 # https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_RequestSyntax
@@ -36,6 +37,8 @@ class BackendConfig:
     timeout: float
     response_format: str
     pool_size: int
+    event_format: str = "1.0"
+    multi_value: bool = False
 
     @property
     def connect_timeout(self) -> float:
@@ -43,7 +46,8 @@ class BackendConfig:
 
 
 def validate_backend(name, function_name, region, endpoint_url=None, timeout=None,
-                     response_format="json", pool_size=None) -> BackendConfig:
+                     response_format="json", pool_size=None, event_format="1.0",
+                     multi_value=False) -> BackendConfig:
     """Check the arguments of `new <name> = lambda.backend(...)`; raise ConfigError or return them."""
     def fail(what):
         raise ConfigError(f"lambda.backend(): {name}: {what}")
@@ -81,5 +85,8 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
         pool_size = DEFAULT_POOL_SIZE
     if not 1 <= pool_size <= MAX_POOL_SIZE:
         fail(f"pool_size must be from 1 to {MAX_POOL_SIZE} (got {pool_size})")
+    event_format = event_format or ""
+    if event_format not in EVENT_FORMATS:
+        fail(f"event_format must be \"1.0\", \"2.0\" or \"alb\" (got {event_format[:40]!r})")
     return BackendConfig(name, function_name, region, endpoint_url, float(timeout),
-                         response_format, int(pool_size))
+                         response_format, int(pool_size), event_format, bool(multi_value))

@@ -1,0 +1,307 @@
+# cython: language_level=3
+"""The director behind obj.backend(): gethdrs, finish and healthy callbacks, and the VFP.
+
+gethdrs runs on the fetch thread without the GIL: it copies the backend request (head and body) into a
+job, hands it to the worker pool and waits. A worker maps the request to an event, invokes the
+function and maps the answer back (vmod_lambda.fetch), then gethdrs writes beresp and pushes a VFP
+that feeds the body from the job. finish frees the job. Any failure is a FetchError line
+`lambda: <object>: <reason>` and a failed fetch (vcl_backend_error), never a malformed response.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdio cimport snprintf
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, strlen
+
+from vrt cimport (vrt_ctx, VRT_CTX_MAGIC, VCL_BACKEND, VCL_BOOL, VCL_TIME, director, vdi_methods,
+                 VRT_AddDirector, VRT_DelDirector)
+from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, HTTP_HDR_METHOD,
+                    HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST)
+from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
+from lambda_compat cimport (lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
+                            lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
+                            lambda_vdi_methods)
+from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
+from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_result, monotonic_now,
+                                   SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT, SUBMIT_ABANDONED)
+
+from vmod_lambda import fetch as _fetch
+from vmod_lambda.invoker import InvokeError
+
+cdef enum:
+    MSG_LEN = 1024
+    FETCH_MAGIC = 0x66657463
+    # Bodies beyond this are not kept: the event could not be sent anyway (413 without invoking).
+    MAX_BODY = 6 * 1024 * 1024
+
+cdef double DEADLINE_MARGIN
+DEADLINE_MARGIN = 1.0
+
+
+cdef struct fetch_job:
+    lambda_job base             # first: the pool hands this back as a lambda_job
+    unsigned magic
+    lambda_obj *obj
+    # the backend request
+    char *head
+    size_t head_len
+    char *body
+    size_t body_len
+    size_t body_cap
+    size_t body_seen            # bytes the client sent, also beyond MAX_BODY
+    # the backend response, or err
+    int ok
+    int status
+    char *reason
+    char *resp_head             # "Name: value\0" lines
+    size_t resp_head_len
+    char *resp_body
+    size_t resp_body_len
+    size_t resp_off
+    char *err
+    char *note
+
+
+cdef void _job_free(lambda_job *j) noexcept nogil:
+    cdef fetch_job *job = <fetch_job *>j
+    if job == NULL:
+        return
+    job.magic = 0
+    free(job.head)
+    free(job.body)
+    free(job.reason)
+    free(job.resp_head)
+    free(job.resp_body)
+    free(job.err)
+    free(job.note)
+    free(job)
+
+
+cdef char *_dup(bytes b, size_t *length) noexcept:
+    cdef char *p = <char *>malloc(len(b) + 1)
+    if p != NULL:
+        memcpy(p, <const char *>b, len(b))
+        p[len(b)] = 0
+        if length != NULL:
+            length[0] = len(b)
+    return p
+
+
+cdef void _set_err(fetch_job *job, str reason) noexcept:
+    job.ok = 0
+    free(job.err)
+    job.err = _dup(reason.encode("utf-8", "replace"), NULL)
+
+
+cdef void _run_fetch(lambda_job *j) noexcept:
+    """Worker thread, GIL held: the whole Lambda round trip of one fetch."""
+    cdef fetch_job *job = <fetch_job *>j
+    cdef bytes head_blob
+    try:
+        head = PyBytes_FromStringAndSize(job.head, job.head_len)
+        if job.body_seen > MAX_BODY:
+            body = None
+        else:
+            body = PyBytes_FromStringAndSize(job.body, job.body_len) if job.body_len else b""
+        r = _fetch.handle(<object>job.obj.invoker, head, body, job.body_seen)
+        head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
+        job.resp_head = _dup(head_blob, &job.resp_head_len)
+        job.resp_body = _dup(r.body, &job.resp_body_len)
+        if r.reason:
+            job.reason = _dup(r.reason.encode("utf-8", "replace"), NULL)
+        if r.note:
+            job.note = _dup(r.note.encode("utf-8", "replace"), NULL)
+        if job.resp_head == NULL or job.resp_body == NULL:
+            raise MemoryError()
+        job.status = r.status
+        job.ok = 1
+    except InvokeError as e:
+        _set_err(job, str(e))
+    except MemoryError:
+        _set_err(job, "out of memory")
+    except BaseException as e:
+        try:
+            _set_err(job, f"internal error: {type(e).__name__}: {e}")
+        except BaseException:
+            pass
+
+
+cdef int _append(char **buf, size_t *length, size_t *cap, const char *p, size_t n) noexcept nogil:
+    cdef size_t want = length[0] + n + 1
+    cdef char *nb
+    if want > cap[0]:
+        if want < 2 * cap[0]:
+            want = 2 * cap[0]
+        if want < 1024:
+            want = 1024
+        nb = <char *>realloc(buf[0], want)
+        if nb == NULL:
+            return -1
+        buf[0] = nb
+        cap[0] = want
+    memcpy(buf[0] + length[0], p, n)
+    length[0] += n
+    buf[0][length[0]] = 0
+    return 0
+
+
+cdef int _collect_head(const http *hp, fetch_job *job) noexcept nogil:
+    """METHOD\\nURL\\nPROTO\\nName: value\\n... (header values never hold a newline in Varnish)."""
+    cdef size_t cap = 0
+    cdef unsigned u
+    cdef const txt *t
+    for u in range(hp.nhd):
+        if HTTP_HDR_PROTO < u < HTTP_HDR_FIRST:
+            continue        # status and reason: empty in a request
+        t = &hp.hd[u]
+        if t.b == NULL:
+            if u >= HTTP_HDR_FIRST:
+                continue
+        elif _append(&job.head, &job.head_len, &cap, t.b, <size_t>(t.e - t.b)):
+            return -1
+        if _append(&job.head, &job.head_len, &cap, "\n", 1):
+            return -1
+    return 0
+
+
+cdef int _body_cb(void *priv, unsigned flush, const void *ptr, ssize_t length) noexcept nogil:
+    cdef fetch_job *job = <fetch_job *>priv
+    if length <= 0:
+        return 0
+    job.body_seen += <size_t>length
+    if job.body_seen > MAX_BODY:
+        return 0        # keep reading the client's body, keep none of it: answered with 413
+    return _append(&job.body, &job.body_len, &job.body_cap, <const char *>ptr, <size_t>length)
+
+
+cdef vfp_status _vfp_pull(vfp_ctx *vc, vfp_entry *vfe, void *p, ssize_t *lp) noexcept nogil:
+    cdef fetch_job *job = <fetch_job *>vfe.priv1
+    cdef size_t n
+    if job == NULL or job.magic != FETCH_MAGIC or lp == NULL:
+        return VFP_ERROR
+    n = job.resp_body_len - job.resp_off
+    if <ssize_t>n > lp[0]:
+        n = <size_t>lp[0]
+    memcpy(p, job.resp_body + job.resp_off, n)
+    job.resp_off += n
+    lp[0] = <ssize_t>n
+    return VFP_END if job.resp_off >= job.resp_body_len else VFP_OK
+
+
+cdef vfp LAMBDA_VFP
+
+
+cdef void _fetch_error(busyobj *bo, lambda_obj *o, const char *reason) noexcept nogil:
+    VSLb(bo.vsl, SLT_FetchError, "lambda: %s: %s", o.vcl_name, reason)
+
+
+cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
+    cdef lambda_obj *o
+    cdef busyobj *bo
+    cdef fetch_job *job
+    cdef submit_result rc
+    cdef char reason[MSG_LEN]
+    cdef char line[64]
+    cdef const char *h
+    cdef const char *end
+
+    if ctx == NULL or ctx.magic != VRT_CTX_MAGIC or ctx.bo == NULL or d == NULL:
+        return -1
+    bo = ctx.bo
+    o = <lambda_obj *>d.priv
+    if o == NULL or o.magic != OBJ_MAGIC:
+        VSLb(bo.vsl, SLT_FetchError, "lambda: backend of a discarded object")
+        return -1
+    job = <fetch_job *>calloc(1, sizeof(fetch_job))
+    if job == NULL:
+        _fetch_error(bo, o, "out of memory")
+        return -1
+    job.magic = FETCH_MAGIC
+    job.obj = o
+    job.base.run = _run_fetch
+    job.base.free_job = _job_free
+    if _collect_head(bo.bereq, job) != 0:
+        _fetch_error(bo, o, "out of memory")
+        _job_free(<lambda_job *>job)
+        return -1
+    if lambda_bereq_body(bo, _body_cb, job) != 0:
+        _fetch_error(bo, o, "cannot read the request body")
+        _job_free(<lambda_job *>job)
+        return -1
+
+    rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
+    if rc == SUBMIT_ABANDONED:
+        snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
+                 o.timeout + DEADLINE_MARGIN)
+        _fetch_error(bo, o, reason)
+        return -1       # the worker still runs the job and frees it
+    if rc != SUBMIT_DONE or not job.ok:
+        if rc == SUBMIT_DONE and job.err != NULL:
+            snprintf(reason, MSG_LEN, "%s", job.err)
+        elif rc == SUBMIT_DONE:
+            snprintf(reason, MSG_LEN, "out of memory")
+        elif rc == SUBMIT_TIMEOUT:
+            snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for a worker thread",
+                     o.timeout + DEADLINE_MARGIN)
+        elif rc == SUBMIT_BUSY:
+            snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d "
+                     "invocations in flight (pool_size) to finish", o.timeout + DEADLINE_MARGIN,
+                     o.pool_size)
+        else:
+            snprintf(reason, MSG_LEN, "the worker pool is not running")
+        _fetch_error(bo, o, reason)
+        _job_free(<lambda_job *>job)
+        return -1
+
+    if job.note != NULL:
+        VSLb(bo.vsl, SLT_Error, "lambda: %s: %s", o.vcl_name, job.note)
+    lambda_beresp_status(bo, <unsigned>job.status, job.reason)
+    h = job.resp_head
+    end = job.resp_head + job.resp_head_len
+    while h < end:
+        lambda_beresp_header(bo, h)
+        h += strlen(h) + 1
+    snprintf(line, sizeof(line), "Content-Length: %zu", job.resp_body_len)
+    lambda_beresp_header(bo, line)
+    if lambda_beresp_body(bo, <ssize_t>job.resp_body_len, &LAMBDA_VFP, job) != 0:
+        _fetch_error(bo, o, "out of workspace (workspace_backend) for the response")
+        _job_free(<lambda_job *>job)
+        return -1
+    return 0
+
+
+cdef void _finish(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
+    cdef fetch_job *job
+    if ctx == NULL or ctx.bo == NULL:
+        return
+    job = <fetch_job *>lambda_htc_priv(ctx.bo)
+    if job != NULL and job.magic == FETCH_MAGIC:
+        _job_free(<lambda_job *>job)
+    lambda_htc_clear(ctx.bo)
+
+
+cdef VCL_BOOL _healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed) noexcept nogil:
+    return 1
+
+
+cdef const vdi_methods *METHODS
+
+
+cdef void _module_init() noexcept:
+    global METHODS
+    LAMBDA_VFP.name = "lambda"
+    LAMBDA_VFP.pull = _vfp_pull
+    METHODS = lambda_vdi_methods(_gethdrs, _finish, _healthy, NULL, NULL)
+
+
+_module_init()
+
+
+cdef int director_attach(const vrt_ctx *ctx, lambda_obj *o) noexcept:
+    o.dir = VRT_AddDirector(ctx, METHODS, o, "%s", o.vcl_name)
+    return 0 if o.dir != NULL else -1
+
+
+cdef void director_detach(lambda_obj *o) noexcept:
+    if o.dir != NULL:
+        VRT_DelDirector(&o.dir)
