@@ -74,9 +74,10 @@ class ResponseError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # Request -> event
 
-# Compact output. ensure_ascii=False keeps non-ASCII text at its UTF-8 size (Lambda's request limit
-# is 6 MB); a string that cannot be UTF-8 (a lone surrogate) falls back to the ASCII encoder, whose
-# \\uXXXX escapes are always valid. check_circular is useless for the trees built here.
+# Compact output. The ASCII encoder is the faster one and always succeeds (\uXXXX escapes); a
+# non-ASCII text body is encoded as UTF-8 instead, to keep it at its UTF-8 size (Lambda's request
+# limit is 6 MB), unless some string cannot be UTF-8 (a lone surrogate). check_circular is useless
+# for the trees built here.
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
 
@@ -93,7 +94,8 @@ _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
 def build_event(fmt: str, req: HttpRequest, *, multi_value: bool = False) -> bytes:
     """Return the Lambda event for *req* in format *fmt* ("1.0", "2.0" or "alb") as compact UTF-8 JSON.
 
-    *multi_value* matters for "alb" only: the target group's multi-value headers setting.
+    *multi_value* matters for "alb" only: the target group's multi-value headers setting. The JSON
+    is ASCII (non-ASCII as \\uXXXX escapes) except for a non-ASCII text body, which is sent as UTF-8.
 
     Common rules:
 
@@ -123,10 +125,13 @@ def build_event(fmt: str, req: HttpRequest, *, multi_value: bool = False) -> byt
         event = _event_alb(req, multi_value)
     else:
         raise ValueError(f"unknown event format {str(fmt)[:20]!r} (expected \"1.0\", \"2.0\" or \"alb\")")
-    try:
-        return _encode_utf8(event).encode("utf-8")
-    except UnicodeEncodeError:
-        return _encode_ascii(event).encode("ascii")
+    body = event.get("body")
+    if body and not body.isascii():                  # non-ASCII text body: keep it at UTF-8 size
+        try:
+            return _encode_utf8(event).encode("utf-8")
+        except UnicodeEncodeError:
+            pass
+    return _encode_ascii(event).encode("ascii")
 
 
 def _split_url(url: str) -> tuple[str, str | None]:
