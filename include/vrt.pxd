@@ -63,3 +63,4 @@ cdef extern from "vmod_lambda_compat.h" nogil:
     VCL_BACKEND VRT_AddDirector(const vrt_ctx *ctx, const vdi_methods *m, void *priv,
                                 const char *fmt, ...)
     void VRT_DelDirector(VCL_BACKEND *d)
+    VCL_BOOL VRT_Healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed)

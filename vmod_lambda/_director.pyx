@@ -14,7 +14,7 @@ from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, strlen
 
 from vrt cimport (vrt_ctx, VRT_CTX_MAGIC, VCL_BACKEND, VCL_BOOL, VCL_TIME, director, vdi_methods,
-                 VRT_AddDirector, VRT_DelDirector)
+                 VRT_AddDirector, VRT_DelDirector, VRT_Healthy)
 from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, HTTP_HDR_METHOD,
                     HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST)
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
@@ -211,6 +211,10 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     o = <lambda_obj *>d.priv
     if o == NULL or o.magic != OBJ_MAGIC:
         VSLb(bo.vsl, SLT_FetchError, "lambda: backend of a discarded object")
+        return -1
+    if not VRT_Healthy(ctx, d, NULL):
+        # Sick by probe or by backend.set_health: fail at once, invoke nothing.
+        _fetch_error(bo, o, "backend is sick: not invoked")
         return -1
     job = <fetch_job *>calloc(1, sizeof(fetch_job))
     if job == NULL:
