@@ -11,6 +11,7 @@ cdef extern from "vmod_lambda_compat.h" nogil:
         SLT_VCL_Error
         SLT_VCL_Log
         SLT_FetchError
+        SLT_Backend_health
 
     ctypedef struct txt:
         const char *b

@@ -20,7 +20,14 @@ cdef extern from "vmod_lambda_compat.h" nogil:
     cdef struct ws:
         pass
     cdef struct vrt_backend_probe:
-        pass
+        const char *url
+        const char *request
+        vtim_dur timeout
+        vtim_dur interval
+        unsigned exp_status
+        unsigned window
+        unsigned threshold
+        unsigned initial
 
     cdef struct busyobj
     cdef struct vrt_ctx:
@@ -64,3 +71,5 @@ cdef extern from "vmod_lambda_compat.h" nogil:
                                 const char *fmt, ...)
     void VRT_DelDirector(VCL_BACKEND *d)
     VCL_BOOL VRT_Healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed)
+    void VRT_SetChanged(VCL_BACKEND d, VCL_TIME changed)
+    double VTIM_real()

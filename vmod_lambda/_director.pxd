@@ -3,5 +3,5 @@
 from vrt cimport vrt_ctx
 from vmod_lambda._object cimport lambda_obj
 
-cdef int director_attach(const vrt_ctx *ctx, lambda_obj *o) noexcept
+cdef int director_attach(const vrt_ctx *ctx, lambda_obj *o) except -1
 cdef void director_detach(lambda_obj *o) noexcept

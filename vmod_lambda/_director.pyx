@@ -13,12 +13,16 @@ from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, strlen
 
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from vrt cimport (vrt_ctx, VRT_CTX_MAGIC, VCL_BACKEND, VCL_BOOL, VCL_TIME, director, vdi_methods,
-                 VRT_AddDirector, VRT_DelDirector, VRT_Healthy)
-from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, HTTP_HDR_METHOD,
+                 vrt_backend_probe, vsb, vcl_event_e, VCL_EVENT_WARM, VCL_EVENT_COLD,
+                 VRT_AddDirector, VRT_DelDirector, VRT_Healthy, VRT_SetChanged, VTIM_real)
+from vsb cimport VSB_cat, VSB_printf, VSB_indent
+from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, SLT_Backend_health,
+                    HTTP_HDR_METHOD,
                     HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST)
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
-from lambda_compat cimport (lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
+from lambda_compat cimport (lambda_log, lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
                             lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
                             lambda_vdi_methods)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
@@ -27,6 +31,7 @@ from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_result, monot
 
 from vmod_lambda import fetch as _fetch
 from vmod_lambda.invoker import InvokeError
+from vmod_lambda.probe import Prober, ProbeSpec
 
 cdef enum:
     MSG_LEN = 1024
@@ -285,7 +290,90 @@ cdef void _finish(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
 
 
 cdef VCL_BOOL _healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed) noexcept nogil:
-    return 1
+    cdef lambda_obj *o = <lambda_obj *>d.priv if d != NULL else NULL
+    if o == NULL or o.magic != OBJ_MAGIC:
+        return 0
+    if o.prober == NULL:
+        return 1
+    if changed != NULL:
+        changed[0] = o.probe_changed
+    return o.probe_healthy
+
+
+# ---------------------------------------------------------------------------------------------------
+# Probes: a vmod_lambda.probe.Prober per object with a probe, running while the VCL is warm.
+
+cdef class _ProbeReport:
+    """What a Prober calls after each poke: the verdict, its log line. Dead once the object is."""
+    cdef lambda_obj *obj
+
+    def __call__(self, bint healthy, bint went, str line):
+        cdef bytes b = line.encode("utf-8", "replace")
+        if self.obj == NULL:
+            return
+        self.obj.probe_healthy = healthy
+        if went:
+            self.obj.probe_changed = VTIM_real()
+            if self.obj.dir != NULL:
+                VRT_SetChanged(self.obj.dir, self.obj.probe_changed)
+        lambda_log(NULL, SLT_Backend_health, b)
+
+
+cdef object _probe_spec(const vrt_backend_probe *p):
+    return ProbeSpec(url=p.url.decode("utf-8", "replace") if p.url != NULL else None,
+                     request=p.request.decode("utf-8", "replace") if p.request != NULL else None,
+                     timeout=p.timeout, interval=p.interval, exp_status=p.exp_status,
+                     window=p.window, threshold=p.threshold, initial=p.initial)
+
+
+cdef void _event(VCL_BACKEND d, vcl_event_e ev) noexcept with gil:
+    cdef lambda_obj *o = <lambda_obj *>d.priv if d != NULL else NULL
+    if o == NULL or o.magic != OBJ_MAGIC or o.prober == NULL:
+        return
+    try:
+        if ev == VCL_EVENT_WARM:
+            (<object>o.prober).start()
+        elif ev == VCL_EVENT_COLD:
+            (<object>o.prober).stop()
+    except BaseException as e:
+        lambda_log(NULL, SLT_Error, f"lambda: {o.vcl_name.decode()}: probe: {e}".encode(
+            "utf-8", "replace"))
+
+
+cdef void _list(const vrt_ctx *ctx, VCL_BACKEND d, vsb *v, int pflag, int jflag) noexcept with gil:
+    cdef lambda_obj *o = <lambda_obj *>d.priv if d != NULL else NULL
+    cdef const char *health
+    cdef bytes text
+    if o == NULL or o.magic != OBJ_MAGIC or v == NULL:
+        return
+    health = "healthy" if VRT_Healthy(ctx, d, NULL) else "sick"
+    try:
+        if o.prober == NULL:
+            if pflag:
+                if jflag:
+                    VSB_cat(v, "{},\n")
+            elif jflag:
+                VSB_printf(v, "[0, 0, \"%s\"]", health)
+            else:
+                VSB_printf(v, "0/0\t%s", health)
+        elif pflag:
+            text = (<object>o.prober).list_text(True, bool(jflag)).encode()
+            if jflag:
+                VSB_cat(v, "{\n")
+                VSB_indent(v, 2)
+                VSB_cat(v, text)
+                VSB_indent(v, -2)
+                VSB_cat(v, "\n},\n")
+            else:
+                VSB_cat(v, text)
+        else:
+            good, window = (<object>o.prober).list_text(False, False)
+            if jflag:
+                VSB_printf(v, "[%u, %u, \"%s\"]", <unsigned>good, <unsigned>window, health)
+            else:
+                VSB_printf(v, "%u/%u\t%s", <unsigned>good, <unsigned>window, health)
+    except BaseException:
+        VSB_cat(v, "?")
 
 
 cdef const vdi_methods *METHODS
@@ -295,17 +383,49 @@ cdef void _module_init() noexcept:
     global METHODS
     LAMBDA_VFP.name = "lambda"
     LAMBDA_VFP.pull = _vfp_pull
-    METHODS = lambda_vdi_methods(_gethdrs, _finish, _healthy, NULL, NULL)
+    METHODS = lambda_vdi_methods(_gethdrs, _finish, _healthy, _list, _event)
 
 
 _module_init()
 
 
-cdef int director_attach(const vrt_ctx *ctx, lambda_obj *o) noexcept:
+cdef int director_attach(const vrt_ctx *ctx, lambda_obj *o) except -1:
+    """Create the director, and the prober when the object has a probe (with the GIL)."""
+    cdef _ProbeReport report
     o.dir = VRT_AddDirector(ctx, METHODS, o, "%s", o.vcl_name)
-    return 0 if o.dir != NULL else -1
+    if o.dir == NULL:
+        raise RuntimeError("VRT_AddDirector failed")
+    if o.probe_spec == NULL:
+        return 0
+    try:
+        report = _ProbeReport()
+        report.obj = o
+        prober = Prober(o.vcl_name.decode("utf-8", "replace"), <object>o.invoker,
+                        _probe_spec(o.probe_spec), report)
+    except BaseException as e:
+        VRT_DelDirector(&o.dir)
+        raise RuntimeError(f"cannot create the probe: {type(e).__name__}: {e}") from None
+    Py_INCREF(prober)
+    o.prober = <PyObject *>prober
+    Py_INCREF(report)
+    o.probe_report = <PyObject *>report
+    return 0
 
 
 cdef void director_detach(lambda_obj *o) noexcept:
+    """Stop the prober and delete the director (with the GIL, on the CLI thread)."""
+    cdef _ProbeReport report
+    if o.probe_report != NULL:
+        report = <_ProbeReport>o.probe_report
+        report.obj = NULL
+        Py_XDECREF(o.probe_report)
+        o.probe_report = NULL
+    if o.prober != NULL:
+        try:
+            (<object>o.prober).stop()
+        except BaseException:
+            pass
+        Py_XDECREF(o.prober)
+        o.prober = NULL
     if o.dir != NULL:
         VRT_DelDirector(&o.dir)

@@ -205,6 +205,12 @@ cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
     return lim
 
 
+def name_thread(str name):
+    """Give the calling thread an OS-level name (15 bytes at most) for top -H, ps -L and gdb."""
+    cdef bytes b = name.encode()[:15]
+    pthread_setname_np(pthread_self(), b)
+
+
 def _worker_main():
     cdef lambda_job *job
     cdef lambda_limiter *idle

@@ -2,7 +2,7 @@
 # (the backend). Created and destroyed on the CLI thread; read by Varnish worker threads without the GIL.
 
 from cpython.ref cimport PyObject
-from vrt cimport VCL_BACKEND
+from vrt cimport VCL_BACKEND, vrt_backend_probe
 from vmod_lambda._handoff cimport lambda_limiter
 
 cdef enum:
@@ -18,3 +18,8 @@ cdef struct lambda_obj:
     int pool_size
     PyObject *invoker           # owned reference to a vmod_lambda.invoker.Invoker
     VCL_BACKEND dir             # the director of .backend()
+    const vrt_backend_probe *probe_spec     # the VCL's probe (lives as long as the VCL)
+    PyObject *prober            # owned reference to a vmod_lambda.probe.Prober, or NULL
+    PyObject *probe_report      # owned reference to the report callback given to it
+    int probe_healthy           # the probe's verdict, read by healthy() without a lock
+    double probe_changed

@@ -128,6 +128,8 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.region = _cstr(cfg.region)
     o.timeout = cfg.timeout
     o.pool_size = cfg.pool_size
+    o.probe_spec = a.probe
+    o.probe_healthy = 1
     if limiter_init(&o.lim, cfg.pool_size) != 0 or o.vcl_name == NULL or \
             o.function_name == NULL or o.region == NULL:
         _obj_free(o)
@@ -136,9 +138,11 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.lim.on_idle = _obj_idle
     Py_INCREF(inv)
     o.invoker = <PyObject *>inv
-    if director_attach(ctx, o) != 0:
+    try:
+        director_attach(ctx, o)
+    except BaseException as e:
         _obj_free(o)
-        _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the director")
+        _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the backend: {e}")
         return NULL
     try:
         pool_resize(cfg.pool_size)
