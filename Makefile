@@ -131,6 +131,11 @@ docs: $(BUILD)/vcc_if.c deps
 docs-check: $(BUILD)/vcc_if.c deps
 	sh scripts/docs.sh check $(BUILD) docs $(VENV)
 
+# The README's first command: install, then the emulator with examples/demo_app.py and varnishd
+# with examples/demo.vcl on 127.0.0.1:6081.
+demo: install
+	VENV=$(VENV) sh scripts/demo.sh
+
 clean:
 	rm -rf $(BUILD) vmod_lambda/*.so vmod_lambda/*.c .pytest_cache
 
