@@ -78,5 +78,10 @@ def handle(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int) 
         resp = parse_response(cfg.response_format, res.payload)
     except ResponseError as e:
         raise InvokeError("invalid_response", f"invalid response: {e}", res.request_id) from None
+    if resp.status < 200:
+        # A 1xx is an interim response: delivered as final, a 101 would tell the client its
+        # connection was upgraded. API Gateway answers 502 for these too.
+        raise InvokeError("invalid_response", f"invalid response: status {resp.status} is an "
+                          "interim (1xx) response, not a final one", res.request_id)
     return FetchResult(resp.status, resp.reason, resp.headers, resp.body,
                        request_id=res.request_id)

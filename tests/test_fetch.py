@@ -1,0 +1,81 @@
+"""vmod_lambda.fetch: one backend fetch (head and body as the director hands them over) through a
+scripted Lambda API over real HTTP."""
+
+import json
+
+import pytest
+
+from test_invoker import ScriptedLambda, invoker  # noqa: F401 (fixtures and helpers)
+from vmod_lambda.fetch import client_ip, handle, parse_head
+from vmod_lambda.invoker import InvokeError
+
+HEAD = (b"GET\n/a/b?x=1&x=2\nHTTP/1.1\nHost: shop.example\nX-Forwarded-For: 10.0.0.1, 192.0.2.7\n"
+        b"Cookie: a=1; b=2\n")
+
+
+@pytest.fixture
+def api():
+    s = ScriptedLambda()
+    yield s
+    s.stop()
+
+
+def test_parse_head_keeps_order_and_repeats():
+    method, url, proto, headers = parse_head(b"POST\n/x\nHTTP/1.0\nA: 1\nA: 2\nB:  spaced \n")
+    assert (method, url, proto) == ("POST", "/x", "HTTP/1.0")
+    assert headers == [("A", "1"), ("A", "2"), ("B", "spaced")]
+
+
+def test_source_ip_is_the_entry_varnish_appended():
+    assert client_ip([("X-Forwarded-For", "10.0.0.1, 192.0.2.7")]) == "192.0.2.7"
+    assert client_ip([]) == "127.0.0.1"
+
+
+@pytest.mark.parametrize("fmt, probe", [
+    ("1.0", lambda e: e["multiValueQueryStringParameters"]["x"] == ["1", "2"]),
+    ("2.0", lambda e: e["rawQueryString"] == "x=1&x=2" and e["cookies"] == ["a=1", "b=2"]),
+    ("alb", lambda e: "elb" in e["requestContext"] and e["queryStringParameters"]["x"] == "2"),
+])
+def test_the_event_sent_is_in_the_configured_format(api, fmt, probe):
+    api.actions.append(("ok", b'{"statusCode":201,"headers":{"X-A":"1"},"body":"made"}'))
+    r = handle(invoker(api.url, event_format=fmt), HEAD, b"", 0)
+    event = json.loads(api.requests[0][2])
+    assert probe(event)
+    assert (r.status, r.headers, r.body) == (201, [("X-A", "1")], b"made")
+    assert r.request_id == "req-1"
+
+
+def test_body_over_the_limit_is_answered_413_without_invoking(api):
+    r = handle(invoker(api.url), HEAD, None, 7 * 1024 * 1024)
+    assert r.status == 413
+    assert "answered 413 without invoking" in r.note
+    assert api.requests == []
+
+
+def test_event_over_the_limit_is_answered_413_without_invoking(api):
+    r = handle(invoker(api.url), HEAD.replace(b"GET", b"POST") + b"Content-Type: text/plain\n",
+               b"x" * (6 * 1024 * 1024 - 10), 6 * 1024 * 1024 - 10)
+    assert r.status == 413
+    assert r.note.startswith("event of ")
+    assert api.requests == []
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b'{"statusCode":700}', "invalid response: statusCode 700 is not in 100-599"),
+    (b'{"statusCode":101,"body":""}', "invalid response: status 101 is an interim (1xx)"),
+    (b'not json', "invalid response: payload is not valid JSON"),
+])
+def test_invalid_responses_fail_with_the_request_id(api, payload, reason):
+    api.actions.append(("ok", payload))
+    with pytest.raises(InvokeError) as e:
+        handle(invoker(api.url), HEAD, b"", 0)
+    assert e.value.kind == "invalid_response"
+    assert str(e.value).startswith(reason)
+    assert str(e.value).endswith("(RequestId: req-1)")
+
+
+def test_function_errors_propagate(api):
+    api.actions.append(("error", "Unhandled", b'{"errorType":"E","errorMessage":"m"}'))
+    with pytest.raises(InvokeError) as e:
+        handle(invoker(api.url), HEAD, b"", 0)
+    assert e.value.kind == "function_error"
