@@ -114,14 +114,20 @@ check: test docs-check
 	@$(MAKE) --no-print-directory installcheck
 
 installcheck:
-	INSTALLED=1 sh scripts/run-vtc.sh vtc/installed/*.vtc
+	@INSTALLED=1 sh scripts/run-vtc.sh vtc/installed/*.vtc 2>&1 | tee $(BUILD)/vtc-installed.log; \
+	rc=$${PIPESTATUS[0]}; \
+	echo "varnishtest (installed): $$(grep -c '^#.* passed' $(BUILD)/vtc-installed.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc-installed.log) failed"; \
+	exit $$rc
 
 pytest:
 	$(VPY) -m pytest -q tests
 
 VTC_JOBS ?= 2
 vtc:
-	STAGE=$(STAGE) VPY=$(VPY) sh scripts/run-vtc.sh -j $(VTC_JOBS) vtc/*.vtc
+	@STAGE=$(STAGE) sh scripts/run-vtc.sh -j $(VTC_JOBS) vtc/*.vtc 2>&1 | tee $(BUILD)/vtc.log; \
+	rc=$${PIPESTATUS[0]}; \
+	echo "varnishtest: $$(grep -c '^#.* passed' $(BUILD)/vtc.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc.log) failed"; \
+	exit $$rc
 
 # The reference manual, rendered from the .vcc by the installed vmodtool, committed under docs/.
 # docs-check fails when the committed copy is stale (for the Varnish version that rendered it).
