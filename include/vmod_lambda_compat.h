@@ -93,6 +93,53 @@ lambda_beresp_body(struct busyobj *bo, ssize_t len, const struct vfp *vfp, void 
 	return (0);
 }
 
+/*
+ * Give the fetch a body of unknown length that vfp (priv in its priv1) produces as it arrives:
+ * BS_CHUNKED with content_length -1, as a chunked backend response (Varnish streams it to clients).
+ */
+static inline int
+lambda_beresp_stream(struct busyobj *bo, const struct vfp *vfp, void *priv)
+{
+	struct http_conn *htc;
+	struct vfp_entry *vfe;
+
+	htc = WS_Alloc(bo->ws, sizeof *htc);
+	if (htc == NULL)
+		return (-1);
+	INIT_OBJ(htc, HTTP_CONN_MAGIC);
+	htc->doclose = SC_REM_CLOSE;
+	htc->priv = priv;
+	htc->body_status = BS_CHUNKED;
+	htc->content_length = -1;
+	vfe = VFP_Push(bo->vfc, vfp);
+	if (vfe == NULL)
+		return (-1);
+	vfe->priv1 = priv;
+	bo->htc = htc;
+	return (0);
+}
+
+/* Fail the fetch from a VFP: logs FetchError with msg (never taken as a format). */
+static inline enum vfp_status
+lambda_vfp_error(struct vfp_ctx *vc, const char *msg)
+{
+	return (VFP_Error(vc, "%s", msg));
+}
+
+/* bereq.first_byte_timeout and bereq.between_bytes_timeout as the fetch has them: NAN (or 0 on
+ * older Varnish) when neither VCL nor Varnish gave them a value. */
+static inline double
+lambda_bo_first_byte_timeout(const struct busyobj *bo)
+{
+	return (bo->first_byte_timeout);
+}
+
+static inline double
+lambda_bo_between_bytes_timeout(const struct busyobj *bo)
+{
+	return (bo->between_bytes_timeout);
+}
+
 static inline void *
 lambda_htc_priv(const struct busyobj *bo)
 {

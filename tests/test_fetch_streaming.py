@@ -170,3 +170,19 @@ def test_big_stream_reads_in_bounded_pieces(emu):
         biggest = max(biggest, len(data))
     f.close()
     assert total == 8 << 20 and biggest <= 65536
+
+
+def test_a_fetch_after_a_failed_stream_gets_a_clean_connection(emu):
+    """A stream cut short by an InvokeComplete error is not read to its end: its connection must
+    be dropped, not handed back to the pool half-read (the next fetch would read its tail)."""
+    base = make(emu, "error")
+    for _ in range(3):
+        f = StreamedFetch(EventInBody(base, {}), HEAD, b"", 0)
+        f.start()
+        with pytest.raises(InvokeError, match="boom mid-stream"):
+            list(f.body())
+        f.close()
+        g = StreamedFetch(EventInBody(make(emu, "chunks"), {"n": 2, "size": 3}), HEAD, b"", 0)
+        g.invoker.client = base.client          # the same connection pool
+        head, body = drain(g)
+        assert head.status == 200 and body == b"xxxxxx"

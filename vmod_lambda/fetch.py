@@ -123,6 +123,7 @@ class StreamedFetch:
         self._stream = eventstream.LambdaStream()
         self._pending = []            # body bytes decoded but not handed out yet
         self._done = False
+        self._eof = False             # the HTTP body was read to its end
 
     def start(self) -> FetchResult:
         cfg = self.invoker.cfg
@@ -174,6 +175,7 @@ class StreamedFetch:
             try:
                 if raw is None:
                     self._done = True
+                    self._eof = True
                     self._stream.close()
                     return None
                 events = self._stream.feed(raw)
@@ -205,10 +207,10 @@ class StreamedFetch:
         if raw is None:
             return
         try:
-            if self._done and not self._pending:
+            if self._eof:
                 raw.release_conn()
             else:
-                raw.close()     # unfinished: the connection is dropped, never reused
+                raw.close()     # not read to its end: the connection is dropped, never reused
         except Exception:
             pass
 
