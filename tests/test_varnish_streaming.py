@@ -217,3 +217,16 @@ def vm(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise AssertionError(f"no {field}")
+
+
+def test_a_pass_client_that_leaves_releases_the_worker_and_the_function(varnish, emulator):
+    """Varnish abandons a pass fetch whose client went away; the VMOD's worker then stops reading
+    and drops the connection, which ends the function (nothing keeps streaming into the void)."""
+    conn = http.client.HTTPConnection("127.0.0.1", varnish.port, timeout=60)
+    conn.request("GET", "/gone?mode=big&mb=150&pause=0.01&pass=1")
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read1(65536)
+    conn.close()
+    assert emulator.wait_idle(60), "the function kept streaming after the client left"
+    resp, body, err = raw_get(varnish, "/after?mode=plain&n=2&size=10")
+    assert err is None and body == chunk(0, 10) + chunk(1, 10)
