@@ -120,7 +120,7 @@ installcheck:
 	exit $$rc
 
 pytest:
-	$(VPY) -m pytest -q tests
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests
 
 VTC_JOBS ?= 2
 vtc:
