@@ -7,6 +7,7 @@ for the log, which never contains credentials or request headers.
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -18,7 +19,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 
 from .config import BackendConfig
 
-__all__ = ["Invoker", "InvokeError", "InvokeResult", "MAX_PAYLOAD", "clean_reason"]
+__all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "MAX_PAYLOAD",
+           "clean_reason", "take_record"]
 
 VERSION = "0.1.0"
 MAX_PAYLOAD = 6 * 1024 * 1024      # synchronous invocation limit, request and response
@@ -54,6 +56,32 @@ class InvokeResult:
     request_id: Optional[str]
     executed_version: Optional[str]
     log_result: Optional[str]
+
+
+@dataclass
+class InvocationRecord:
+    """What one invocation sent and got, for counters and the varnishlog record (see take_record)."""
+    invocation_type: str
+    qualifier: Optional[str]
+    sent: int
+    received: int = 0
+    duration: float = 0.0
+    request_id: Optional[str] = None
+    executed_version: Optional[str] = None
+    status: Optional[int] = None
+    log_result: Optional[str] = None
+
+
+# The record of the last invocation made by this thread: a worker runs one job at a time, so the
+# job that called invoke() takes it afterwards, whatever invoke() returned or raised.
+_tls = threading.local()
+
+
+def take_record() -> Optional[InvocationRecord]:
+    """The record of this thread's last invocation since the last call (None: nothing was sent)."""
+    rec = getattr(_tls, "record", None)
+    _tls.record = None
+    return rec
 
 
 def clean_reason(text) -> str:
@@ -103,6 +131,7 @@ class Invoker:
                qualifier: Optional[str] = None) -> InvokeResult:
         """Invoke the function (RequestResponse, or Event: queued, answered with 202) with the
         object's qualifier, or with qualifier when given."""
+        _tls.record = None
         if invocation_type == "Event":
             if len(payload) > MAX_ASYNC_PAYLOAD:
                 raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 1 MB "
@@ -115,9 +144,17 @@ class Invoker:
         qualifier = qualifier if qualifier is not None else self.cfg.qualifier
         if qualifier:
             kwargs["Qualifier"] = qualifier
+        rec = _tls.record = InvocationRecord(invocation_type, qualifier or None, len(payload))
+        t0 = time.monotonic()
+        try:
+            return self._invoke(kwargs, rec)
+        finally:
+            rec.duration = time.monotonic() - t0
+
+    def _invoke(self, kwargs: dict, rec: InvocationRecord) -> InvokeResult:
         if self.cfg.client_context:
             kwargs["ClientContext"] = self.cfg.client_context
-        if self.cfg.log_tail and invocation_type == "RequestResponse":
+        if self.cfg.log_tail and kwargs["InvocationType"] == "RequestResponse":
             kwargs["LogType"] = "Tail"
         try:
             try:
@@ -132,6 +169,7 @@ class Invoker:
             code = err.get("Code") or "Error"
             kind = "throttled" if status == 429 or code == "TooManyRequestsException" else "service"
             msg = err.get("Message") or ""
+            rec.status, rec.request_id = status, meta.get("RequestId") or None
             raise InvokeError(kind, f"{code} (HTTP {status})" + (f": {msg}" if msg else ""),
                               meta.get("RequestId") or None, status) from None
         except ReadTimeoutError:
@@ -155,6 +193,8 @@ class Invoker:
         meta = resp.get("ResponseMetadata", {})
         request_id = meta.get("RequestId") or None
         body = resp["_body"]
+        rec.status, rec.request_id, rec.received = resp.get("StatusCode"), request_id, len(body)
+        rec.executed_version, rec.log_result = resp.get("ExecutedVersion"), resp.get("LogResult")
         if resp.get("FunctionError"):
             raise InvokeError("function_error",
                               _function_error_reason(resp["FunctionError"], body), request_id,
