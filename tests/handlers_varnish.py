@@ -11,6 +11,14 @@ def slow_page(event, context):
             "body": f"rendered for {event.get('path') or event.get('rawPath')}"}
 
 
+def chatty_page(event, context):
+    """Logs the request's headers (a credential among them) and answers: for log_tail."""
+    import json
+    print(f"handling {event.get('path')}")
+    print(json.dumps({"headers": event.get("headers") or {}}, sort_keys=True))
+    return {"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": "chatty"}
+
+
 # ---- streaming backends (tests/test_varnish_streaming.py): parameters in the query string
 
 from vmod_lambda.emulator import HttpResponseStream, streamify_response  # noqa: E402

@@ -230,3 +230,31 @@ def test_a_pass_client_that_leaves_releases_the_worker_and_the_function(varnish,
     assert emulator.wait_idle(60), "the function kept streaming after the client left"
     resp, body, err = raw_get(varnish, "/after?mode=plain&n=2&size=10")
     assert err is None and body == chunk(0, 10) + chunk(1, 10)
+
+
+def lambda_counters(v):
+    out = subprocess.run(["varnishstat", "-n", v.workdir, "-1", "-f", "lambda.*"],
+                         capture_output=True, text=True, timeout=30).stdout
+    return {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.strip()}
+
+
+def test_streamed_fetches_are_counted_and_logged(emulator):
+    """Own varnishd (fresh counters): a complete stream and a failed one, with log_tail."""
+    with Varnishd(vcl(emulator.url).replace("streaming = true", "streaming = true, "
+                                                                 "log_tail = true")) as v:
+        resp, body, err = raw_get(v, "/k1?mode=http&n=4&size=1000&pass=1")
+        assert err is None and len(body) == 4000
+        raw_get(v, "/k2?mode=http&n=2&fail=1&pass=1")
+        time.sleep(0.5)
+        c = lambda_counters(v)
+        assert c["lambda.page.fetch"] == 2 and c["lambda.page.req"] == 2
+        assert c["lambda.page.function_error"] == 1 and c["lambda.page.fail"] == 1
+        assert c["lambda.page.beresp_bodybytes"] >= 4000 + 512
+        assert c["lambda.page.payload_in"] >= 4000 + 512
+        assert c["lambda.page.inflight"] == 0 and c["lambda.page.queued"] == 0
+        log = subprocess.run(["varnishlog", "-n", v.workdir, "-d", "-b", "-i", "VCL_Log"],
+                             capture_output=True, text=True, timeout=30).stdout
+        assert "lambda: page: fetch ok function=page" in log, log
+        assert "lambda: page: fetch function_error function=page" in log
+        assert "lambda: page: log: REPORT RequestId:" in log
+        assert not v.panicked()

@@ -19,6 +19,7 @@ from vrt cimport (vrt_ctx, VRT_CTX_MAGIC, VCL_BACKEND, VCL_BOOL, VCL_TIME, direc
                  VRT_AddDirector, VRT_DelDirector, VRT_Healthy, VRT_SetChanged, VTIM_real)
 from vsb cimport VSB_cat, VSB_printf, VSB_indent
 from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, SLT_Backend_health,
+                    SLT_VCL_Log,
                     HTTP_HDR_METHOD,
                     HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST)
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
@@ -34,12 +35,14 @@ from posix_thread cimport (pthread_mutex_t, pthread_cond_t, pthread_condattr_t, 
                            pthread_cond_broadcast, pthread_condattr_init,
                            pthread_condattr_setclock, CLOCK_MONOTONIC, ETIMEDOUT)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
+from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
+                                 stats_vsl, KIND_FETCH, KIND_PROBE)
 from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_detached, submit_result,
                                    monotonic_now, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
                                    SUBMIT_ABANDONED)
 
 from vmod_lambda import fetch as _fetch
-from vmod_lambda.invoker import InvokeError
+from vmod_lambda.invoker import InvokeError, take_record
 from vmod_lambda.probe import Prober, ProbeSpec
 
 cdef enum:
@@ -74,6 +77,8 @@ cdef struct fetch_job:
     size_t resp_off
     char *err
     char *note
+    char *vsl                   # varnishlog lines of the invocation, NUL-separated
+    size_t vsl_len
 
 
 cdef void _job_free(lambda_job *j) noexcept nogil:
@@ -88,6 +93,7 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     free(job.resp_body)
     free(job.err)
     free(job.note)
+    free(job.vsl)
     free(job)
 
 
@@ -108,8 +114,36 @@ cdef void _set_err(fetch_job *job, str reason) noexcept:
 
 
 cdef void _run_fetch(lambda_job *j) noexcept:
-    """Worker thread, GIL held: the whole Lambda round trip of one fetch."""
+    """Worker thread, GIL held: the whole Lambda round trip of one fetch, then its counters and
+    varnishlog lines."""
     cdef fetch_job *job = <fetch_job *>j
+    cdef lambda_obj *o = job.obj
+    cdef bytes lines
+    take_record()
+    err = _fetch_call(job)
+    try:
+        rec = take_record()
+        stats_account(o.vsc, KIND_FETCH, err, rec)
+        if rec is None and err is None and job.ok and job.note != NULL:
+            # answered locally (413) without invoking
+            lambda_stat_add(&o.vsc.too_large, 1)
+            lambda_stat_add(&o.vsc.fail, 1)
+        if rec is not None:
+            lambda_stat_add(&o.vsc.bereq_hdrbytes, job.head_len)
+            lambda_stat_add(&o.vsc.bereq_bodybytes, job.body_len)
+            if job.ok:
+                lambda_stat_add(&o.vsc.beresp_hdrbytes, job.resp_head_len)
+                lambda_stat_add(&o.vsc.beresp_bodybytes, job.resp_body_len)
+        lines = stats_vsl(o.vcl_name.decode("utf-8", "replace"),
+                          o.function_name.decode("utf-8", "replace"), KIND_FETCH, err, rec)
+        if lines:
+            job.vsl = _dup(lines, &job.vsl_len)
+    except BaseException:
+        pass
+
+
+cdef object _fetch_call(fetch_job *job):
+    """Map, invoke, map back into job; returns the InvokeError (None when ok)."""
     cdef bytes head_blob
     try:
         head = PyBytes_FromStringAndSize(job.head, job.head_len)
@@ -129,15 +163,19 @@ cdef void _run_fetch(lambda_job *j) noexcept:
             raise MemoryError()
         job.status = r.status
         job.ok = 1
+        return None
     except InvokeError as e:
         _set_err(job, str(e))
+        return e
     except MemoryError:
         _set_err(job, "out of memory")
+        return InvokeError("internal", "out of memory")
     except BaseException as e:
         try:
             _set_err(job, f"internal error: {type(e).__name__}: {e}")
+            return InvokeError("internal", str(e))
         except BaseException:
-            pass
+            return None
 
 
 cdef int _append(char **buf, size_t *length, size_t *cap, const char *p, size_t n) noexcept nogil:
@@ -250,6 +288,14 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         return -1
 
     rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
+    if rc == SUBMIT_DONE and job.vsl != NULL:
+        h = job.vsl
+        end = job.vsl + job.vsl_len
+        while h < end:
+            VSLb(bo.vsl, SLT_VCL_Log, "%s", h)
+            h += strlen(h) + 1
+    elif rc == SUBMIT_BUSY or rc == SUBMIT_TIMEOUT:
+        stats_busy(o.vsc)
     if rc == SUBMIT_ABANDONED:
         snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
                  o.timeout + DEADLINE_MARGIN)
@@ -298,6 +344,7 @@ cdef void _finish(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     if job != NULL and job.magic == FETCH_MAGIC:
         _job_free(<lambda_job *>job)
     elif job != NULL and job.magic == STREAM_MAGIC:
+        _stream_log(ctx.bo, <stream_job *>job)
         _stream_leave(<stream_job *>job)
     lambda_htc_clear(ctx.bo)
 
@@ -319,6 +366,13 @@ cdef VCL_BOOL _healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed) noe
 cdef class _ProbeReport:
     """What a Prober calls after each poke: the verdict, its log line. Dead once the object is."""
     cdef lambda_obj *obj
+
+    def observe(self, bint good, err, rec):
+        """One poke: its counters and the happy bitmap (the prober's thread, GIL held)."""
+        if self.obj == NULL or self.obj.vsc == NULL:
+            return
+        stats_account(self.obj.vsc, KIND_PROBE, err, rec)
+        lambda_stat_happy(&self.obj.vsc.happy, good)
 
     def __call__(self, bint healthy, bint went, str line):
         cdef bytes b = line.encode("utf-8", "replace")
@@ -420,6 +474,7 @@ cdef struct stream_job:
     double between_bytes        # seconds the VFP waits for the next bytes
     double deadline             # monotonic: the whole stream must be in by then (obj timeout)
     size_t body_bytes
+    int logged                  # the worker's varnishlog lines were written
 
 
 cdef pthread_condattr_t STREAM_CONDATTR
@@ -559,18 +614,49 @@ cdef int _push_bytes(stream_job *sj, bytes data) except -2:
 
 
 cdef void _run_stream(lambda_job *j) noexcept:
-    """Worker thread, GIL held: the whole streamed invocation of one fetch."""
+    """Worker thread, GIL held: the whole streamed invocation of one fetch, then its counters and
+    varnishlog lines (ready before the end is published: the fetch logs them when it sees it)."""
     cdef stream_job *sj = <stream_job *>j
-    cdef bytes head_blob
+    cdef lambda_obj *o = sj.f.obj
     cdef int rc
+    cdef bytes lines
+    with nogil:
+        pthread_mutex_lock(&sj.mtx)
+        rc = sj.consumer_gone
+        pthread_mutex_unlock(&sj.mtx)
+    if rc:
+        return          # the fetch gave up while this job was queued: nothing was sent
+    take_record()
+    rc, err = _stream_call(sj)
+    try:
+        rec = take_record()
+        stats_account(o.vsc, KIND_FETCH, err, rec)
+        if rec is not None and o.vsc != NULL:
+            lambda_stat_add(&o.vsc.bereq_hdrbytes, sj.f.head_len)
+            lambda_stat_add(&o.vsc.bereq_bodybytes, sj.f.body_len)
+            if sj.head_ready:
+                lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp_head_len)
+                lambda_stat_add(&o.vsc.beresp_bodybytes, sj.body_bytes)
+        lines = stats_vsl(o.vcl_name.decode("utf-8", "replace"),
+                          o.function_name.decode("utf-8", "replace"), KIND_FETCH, err, rec)
+        if lines:
+            sj.f.vsl = _dup(lines, &sj.f.vsl_len)
+    except BaseException:
+        pass
+    if err is not None:
+        _chan_fail(sj, str(err))
+    elif rc == 1:
+        with nogil:
+            _chan_end(sj)
+
+
+cdef tuple _stream_call(stream_job *sj):
+    """Invoke and move the stream into the channel: (1, None) when all of it went through,
+    (0, None) when the fetch let go first, (rc, InvokeError) on failure."""
+    cdef bytes head_blob
+    cdef int rc = 0
     sf = None
     try:
-        with nogil:
-            pthread_mutex_lock(&sj.mtx)
-            rc = sj.consumer_gone
-            pthread_mutex_unlock(&sj.mtx)
-        if rc:
-            return          # the fetch gave up while this job was queued
         head = PyBytes_FromStringAndSize(sj.f.head, sj.f.head_len)
         if sj.f.body_seen > MAX_BODY:
             body = None
@@ -590,7 +676,7 @@ cdef void _run_stream(lambda_job *j) noexcept:
         with nogil:
             rc = _chan_head(sj)
         if rc == 0:
-            return
+            return 0, None
         rc = _push_bytes(sj, r.body)
         if rc == 1:
             for data in sf.body():
@@ -600,27 +686,40 @@ cdef void _run_stream(lambda_job *j) noexcept:
                 if monotonic_now() > sj.deadline:
                     rc = -1
                     break
-        if rc == 1:
-            with nogil:
-                _chan_end(sj)
-        elif rc == -1:
-            _chan_fail(sj, f"the response stream took longer than the timeout "
-                           f"({sj.f.obj.timeout:g}s)")
+        if rc == -1:
+            return rc, InvokeError("timeout", f"the response stream took longer than the "
+                                   f"timeout ({sj.f.obj.timeout:g}s)")
+        return rc, None
     except InvokeError as e:
-        _chan_fail(sj, str(e))
+        return rc, e
     except MemoryError:
-        _chan_fail(sj, "out of memory")
+        return rc, InvokeError("internal", "out of memory")
     except BaseException as e:
         try:
-            _chan_fail(sj, f"internal error: {type(e).__name__}: {e}")
+            return rc, InvokeError("internal", f"internal error: {type(e).__name__}: {e}")
         except BaseException:
-            pass
+            return rc, InvokeError("internal", "internal error")
     finally:
         if sf is not None:
             try:
                 sf.close()
             except BaseException:
                 pass
+
+
+cdef void _stream_log(busyobj *bo, stream_job *sj) noexcept nogil:
+    """On the fetch thread: the worker's varnishlog lines, once it has published the end."""
+    cdef const char *h
+    cdef const char *end
+    pthread_mutex_lock(&sj.mtx)
+    if (sj.eof or sj.failed) and sj.f.vsl != NULL and not sj.logged:
+        sj.logged = 1
+        h = sj.f.vsl
+        end = sj.f.vsl + sj.f.vsl_len
+        while h < end:
+            VSLb(bo.vsl, SLT_VCL_Log, "%s", h)
+            h += strlen(h) + 1
+    pthread_mutex_unlock(&sj.mtx)
 
 
 cdef const char *_err_text(stream_job *sj) noexcept nogil:
@@ -680,6 +779,7 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
     rc = submit_detached(&sj.f.base, &o.lim, start + first_byte)
     if rc != SUBMIT_DONE:
         if rc == SUBMIT_BUSY:
+            stats_busy(o.vsc)
             snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d "
                      "invocations in flight (pool_size) to finish", first_byte, o.pool_size)
         else:
@@ -705,6 +805,7 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
                  "response stream", first_byte)
     pthread_mutex_unlock(&sj.mtx)
     if not ok:
+        _stream_log(bo, sj)
         _fetch_error(bo, o, reason)
         _stream_leave(sj)
         return -1
@@ -805,7 +906,7 @@ cdef int director_attach(const vrt_ctx *ctx, lambda_obj *o) except -1:
         report = _ProbeReport()
         report.obj = o
         prober = Prober(o.vcl_name.decode("utf-8", "replace"), <object>o.invoker,
-                        _probe_spec(o.probe_spec), report)
+                        _probe_spec(o.probe_spec), report, observe=report.observe)
     except BaseException as e:
         VRT_DelDirector(&o.dir)
         raise RuntimeError(f"cannot create the probe: {type(e).__name__}: {e}") from None

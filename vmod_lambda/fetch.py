@@ -124,6 +124,7 @@ class StreamedFetch:
         self._pending = []            # body bytes decoded but not handed out yet
         self._done = False
         self._eof = False             # the HTTP body was read to its end
+        self.received = 0             # payload bytes received
 
     def start(self) -> FetchResult:
         cfg = self.invoker.cfg
@@ -185,6 +186,7 @@ class StreamedFetch:
                                   self.request_id) from None
             for ev in events:
                 if ev.kind == "chunk":
+                    self.received += len(ev.data)
                     self._pending.append(ev.data)
                 else:
                     self.log_result = ev.log_result
@@ -203,9 +205,15 @@ class StreamedFetch:
             yield data
 
     def close(self):
+        """End the exchange; complete the invocation record (received bytes, duration, log)."""
         raw = self.result.raw if self.result is not None else None
         if raw is None:
             return
+        rec = self.result.record
+        if rec is not None:
+            rec.received = self.received
+            rec.duration = time.monotonic() - self.result.started
+            rec.log_result = self.log_result
         try:
             if self._eof:
                 raw.release_conn()

@@ -8,6 +8,7 @@ for the log, which never contains credentials or request headers.
 import contextlib
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,8 +20,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 
 from .config import BackendConfig
 
-__all__ = ["Invoker", "InvokeError", "InvokeResult", "StreamResult", "MAX_PAYLOAD",
-           "clean_reason"]
+__all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "StreamResult",
+           "MAX_PAYLOAD", "clean_reason", "take_record"]
 
 VERSION = "0.1.0"
 MAX_PAYLOAD = 6 * 1024 * 1024      # synchronous invocation limit, request and response
@@ -66,6 +67,34 @@ class StreamResult:
     request_id: Optional[str]
     executed_version: Optional[str]
     content_type: Optional[str]
+    record: Optional["InvocationRecord"] = None   # completed by the reader (received, duration)
+    started: float = 0.0
+
+
+@dataclass
+class InvocationRecord:
+    """What one invocation sent and got, for counters and the varnishlog record (see take_record)."""
+    invocation_type: str
+    qualifier: Optional[str]
+    sent: int
+    received: int = 0
+    duration: float = 0.0
+    request_id: Optional[str] = None
+    executed_version: Optional[str] = None
+    status: Optional[int] = None
+    log_result: Optional[str] = None
+
+
+# The record of the last invocation made by this thread: a worker runs one job at a time, so the
+# job that called invoke() takes it afterwards, whatever invoke() returned or raised.
+_tls = threading.local()
+
+
+def take_record() -> Optional[InvocationRecord]:
+    """The record of this thread's last invocation since the last call (None: nothing was sent)."""
+    rec = getattr(_tls, "record", None)
+    _tls.record = None
+    return rec
 
 
 def clean_reason(text) -> str:
@@ -115,6 +144,7 @@ class Invoker:
                qualifier: Optional[str] = None) -> InvokeResult:
         """Invoke the function (RequestResponse, or Event: queued, answered with 202) with the
         object's qualifier, or with qualifier when given."""
+        _tls.record = None
         if invocation_type == "Event":
             if len(payload) > MAX_ASYNC_PAYLOAD:
                 raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 1 MB "
@@ -127,9 +157,17 @@ class Invoker:
         qualifier = qualifier if qualifier is not None else self.cfg.qualifier
         if qualifier:
             kwargs["Qualifier"] = qualifier
+        rec = _tls.record = InvocationRecord(invocation_type, qualifier or None, len(payload))
+        t0 = time.monotonic()
+        try:
+            return self._invoke(kwargs, rec)
+        finally:
+            rec.duration = time.monotonic() - t0
+
+    def _invoke(self, kwargs: dict, rec: InvocationRecord) -> InvokeResult:
         if self.cfg.client_context:
             kwargs["ClientContext"] = self.cfg.client_context
-        if self.cfg.log_tail and invocation_type == "RequestResponse":
+        if self.cfg.log_tail and kwargs["InvocationType"] == "RequestResponse":
             kwargs["LogType"] = "Tail"
         try:
             try:
@@ -144,6 +182,7 @@ class Invoker:
             code = err.get("Code") or "Error"
             kind = "throttled" if status == 429 or code == "TooManyRequestsException" else "service"
             msg = err.get("Message") or ""
+            rec.status, rec.request_id = status, meta.get("RequestId") or None
             raise InvokeError(kind, f"{code} (HTTP {status})" + (f": {msg}" if msg else ""),
                               meta.get("RequestId") or None, status) from None
         except ReadTimeoutError:
@@ -167,6 +206,8 @@ class Invoker:
         meta = resp.get("ResponseMetadata", {})
         request_id = meta.get("RequestId") or None
         body = resp["_body"]
+        rec.status, rec.request_id, rec.received = resp.get("StatusCode"), request_id, len(body)
+        rec.executed_version, rec.log_result = resp.get("ExecutedVersion"), resp.get("LogResult")
         if resp.get("FunctionError"):
             raise InvokeError("function_error",
                               _function_error_reason(resp["FunctionError"], body), request_id,
@@ -198,17 +239,25 @@ class Invoker:
             kwargs["ClientContext"] = self.cfg.client_context
         if self.cfg.log_tail:
             kwargs["LogType"] = "Tail"
-        with self.errors():
-            try:
-                resp = self.client.invoke_with_response_stream(**kwargs)
-            except EndpointConnectionError:
-                # Could not connect: nothing was sent, so one more try cannot invoke twice.
-                resp = self.client.invoke_with_response_stream(**kwargs)
+        rec = _tls.record = InvocationRecord("RequestResponse", qualifier or None, len(payload))
+        t0 = time.monotonic()
+        try:
+            with self.errors(rec):
+                try:
+                    resp = self.client.invoke_with_response_stream(**kwargs)
+                except EndpointConnectionError:
+                    # Could not connect: nothing was sent, so one more try cannot invoke twice.
+                    resp = self.client.invoke_with_response_stream(**kwargs)
+        finally:
+            rec.duration = time.monotonic() - t0
         meta = resp.get("ResponseMetadata", {})
+        rec.status, rec.request_id = resp.get("StatusCode", 200), meta.get("RequestId") or None
+        rec.executed_version = resp.get("ExecutedVersion")
         # The raw body: the event stream is decoded by vmod_lambda.eventstream, not botocore.
         raw = resp["EventStream"]._raw_stream
         return StreamResult(raw, resp.get("StatusCode", 200), meta.get("RequestId") or None,
-                            resp.get("ExecutedVersion"), resp.get("ResponseStreamContentType"))
+                            resp.get("ExecutedVersion"), resp.get("ResponseStreamContentType"),
+                            rec, t0)
 
     def read_stream(self, raw, amt: int = 65536):
         """Yield the body of a streamed answer as it arrives (an HTTP chunk, or what one read
@@ -233,14 +282,17 @@ class Invoker:
                               f"{type(e).__name__}: {e}") from None
 
     @contextlib.contextmanager
-    def errors(self):
-        """Map botocore's exceptions to InvokeError, as invoke() does."""
+    def errors(self, rec: Optional[InvocationRecord] = None):
+        """Map botocore's exceptions to InvokeError, as invoke() does (and note a service error's
+        status and request id in rec)."""
         try:
             yield
         except ClientError as e:
             err = e.response.get("Error", {})
             meta = e.response.get("ResponseMetadata", {})
             status = meta.get("HTTPStatusCode")
+            if rec is not None:
+                rec.status, rec.request_id = status, meta.get("RequestId") or None
             code = err.get("Code") or "Error"
             kind = "throttled" if status == 429 or code == "TooManyRequestsException" else "service"
             msg = err.get("Message") or ""
