@@ -44,6 +44,11 @@ sub vcl_recv {{
 sub vcl_backend_fetch {{
     {extra_fetch}
 }}
+sub vcl_backend_response {{
+    if (bereq.url ~ "gzip=1") {{
+        set beresp.do_gzip = true;
+    }}
+}}
 sub vcl_deliver {{
     std.collect(resp.http.Set-Cookie, "|");
     set resp.http.X-Cookies = resp.http.Set-Cookie;
@@ -320,3 +325,15 @@ def test_concurrent_streams_of_every_kind_leave_nothing_behind(emulator):
         fds_after = len(os.listdir(f"/proc/{child}/fd"))
         assert fds_after <= fds_before + 3, (fds_before, fds_after)
         assert not v.panicked()
+
+
+def test_varnish_can_gzip_a_streamed_body(varnish):
+    import gzip
+    conn = http.client.HTTPConnection("127.0.0.1", varnish.port, timeout=60)
+    conn.request("GET", "/z1?mode=http&n=40&size=1000&gzip=1&cookies=0",
+                 headers={"Accept-Encoding": "gzip"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    assert resp.status == 200 and resp.getheader("Content-Encoding") == "gzip"
+    assert gzip.decompress(data) == b"".join(chunk(i, 1000) for i in range(40))
