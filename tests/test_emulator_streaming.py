@@ -6,13 +6,12 @@ import http.client
 import json
 import os
 import sys
-import threading
 import time
 
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, EventStreamError as BotoEventStreamError
+from botocore.exceptions import ClientError
 from botocore.eventstream import ChecksumMismatch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

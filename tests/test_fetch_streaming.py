@@ -119,7 +119,7 @@ def test_function_error_mid_stream(emu):
 @pytest.mark.parametrize("where", ["message", "prelude"])
 def test_crc_corruption_breaks_the_fetch(emu, where):
     f = fetch(emu, "fault", {"fault": "corrupt_crc", "options": {"where": where}})
-    head = f.start()
+    assert f.start().body == b"before"
     with pytest.raises(InvokeError, match=f"broken response stream: {where} CRC mismatch"):
         list(f.body())
     f.close()
