@@ -337,3 +337,9 @@ def test_varnish_can_gzip_a_streamed_body(varnish):
     conn.close()
     assert resp.status == 200 and resp.getheader("Content-Encoding") == "gzip"
     assert gzip.decompress(data) == b"".join(chunk(i, 1000) for i in range(40))
+
+
+def test_a_204_prelude_has_no_body_and_frees_the_worker(varnish, emulator):
+    resp, body, err = raw_get(varnish, "/n204?mode=http&status=204&n=2&cookies=0")
+    assert resp.status == 204 and body == b"" and err is None
+    assert emulator.wait_idle(30)
