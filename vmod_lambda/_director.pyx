@@ -6,6 +6,8 @@ job, hands it to the worker pool and waits. A worker maps the request to an even
 function and maps the answer back (vmod_lambda.fetch), then gethdrs writes beresp and pushes a VFP
 that feeds the body from the job. finish frees the job. Any failure is a FetchError line
 `lambda: <object>: <reason>` and a failed fetch (vcl_backend_error), never a malformed response.
+Streaming objects (streaming = true) take another path, see "Streaming backends" below: the head
+as soon as it is known, the body through a bounded window while the function still writes it.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
