@@ -1,6 +1,7 @@
 /*
  * Everything Varnish that the C and Cython parts include, in the one order that works, and every
- * difference between the Varnish versions this VMOD supports (7.1 = VRT 15 ... 7.7 = VRT 21).
+ * difference between the Varnish versions this VMOD supports (7.1 = VRT 15 ... 7.7 = VRT 21; Vinyl Cache
+ * 9.0 = VRT 23 builds too).
  * The .pyx code stays version-free: it calls the lambda_* helpers below.
  */
 #ifndef VMOD_LAMBDA_COMPAT_H
@@ -11,8 +12,15 @@
 
 /* Python.h may have defined assert() already; vas.h defines its own. */
 #undef assert
-/* cache_varnishd.h pulls vdef.h, vrt.h and cache.h in the order they need (vrt.h errors after cache.h). */
-#include "cache/cache_varnishd.h"
+/*
+ * cache_varnishd.h pulls vdef.h, vrt.h and cache.h in the order they need (vrt.h errors after cache.h).
+ * Vinyl Cache (Varnish renamed, 9.0 = VRT 23) calls it cache_vinyld.h.
+ */
+#if defined(__has_include) && __has_include("cache/cache_vinyld.h")
+#  include "cache/cache_vinyld.h"
+#else
+#  include "cache/cache_varnishd.h"
+#endif
 #include "cache/cache_director.h"
 #include "cache/cache_filter.h"
 #include "vtim.h"
