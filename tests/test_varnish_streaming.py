@@ -191,30 +191,51 @@ def test_a_broken_stream_cuts_the_delivery_and_is_not_cached(varnish, emulator, 
     assert "FetchError" in log and "lambda: page:" in log and reason in log
 
 
-def test_a_stream_that_breaks_during_vcl_deliver_is_never_whole_nor_cached(emulator):
+@pytest.mark.parametrize("guard", [False, True], ids=["as_varnish_does", "lambda_guard"])
+def test_a_stream_that_breaks_during_vcl_deliver(emulator, guard):
     """Varnish's own window, the same for native backends (varnish-cache #3560, 7.1 to 7.7 at
     least): the client leaves VBF_Fetch() once the fetch streams (without the busy object) and
     takes the busy object again only in cnt_transmit. A fetch that fails and ends in between
     leaves it a failed object with no busy object: cnt_transmit then delivers the part that was
     stored as if complete, final chunk included (Content-Length is kept since #3561, but a stream
-    has none), and closes the connection. vcl_deliver sleeps here to hold the client in that
-    window. What the VMOD guarantees holds either way: the whole body is never delivered, the
-    object is not cached, the failure is counted and logged."""
+    has none), and closes the connection. vcl_deliver sleeps 2 s here and the stream breaks 0.5 s
+    after its head, to hold the client in that window (a client still before vcl_deliver gets a
+    503: both outcomes are checked). Without the guard, what the VMOD guarantees holds either
+    way: the whole body is never delivered, the object is not cached, the failure is counted and
+    logged. With lambda_guard in resp.filters, the client never sees a complete response: a 503,
+    a cut body, or (nothing was stored) the connection closed without a response."""
     full = chunk(0) + chunk(1) + chunk(2)
+    deliver = "vtc.sleep(2s);"
+    if guard:
+        deliver += '\n    set resp.filters = "lambda_guard " + resp.filters;'
     with Varnishd(vcl(emulator.url).replace("import std;", "import std;\nimport vtc;").replace(
-            "sub vcl_deliver {", "sub vcl_deliver {\n    vtc.sleep(2s);")) as v:
+            "sub vcl_deliver {", "sub vcl_deliver {\n    " + deliver)) as v:
         emulator.reset()
         outcomes = []
-        for attempt in (1, 2):
-            resp, body, err = raw_get(v, "/w1?mode=http&n=3&fault=corrupt_crc")
-            outcomes.append((resp.status, len(body), type(err).__name__ if err else None))
-            assert resp.status in (200, 503), outcomes
-            if resp.status == 200:
-                assert len(body) < len(full) and full.startswith(body), outcomes
+        paths = ["/w1?mode=http&n=3&delay=0.5&fault=corrupt_crc"] * 2 \
+            + ["/w0?mode=http&n=2&size=0&delay=0.5&fault=corrupt_crc"] * 2
+        for attempt, path in enumerate(paths, 1):
+            try:
+                resp, body, err = raw_get(v, path)
+            except (http.client.HTTPException, OSError) as e:
+                outcomes.append((path[:3], type(e).__name__))
+                assert guard and path.startswith("/w0"), outcomes
+                resp = None
+            if resp is not None:
+                outcomes.append((path[:3], resp.status, len(body), type(err).__name__ if err else None))
+                assert resp.status in (200, 503), outcomes
+                if resp.status == 200:
+                    assert len(body) < len(full) and full.startswith(body), outcomes
+                    if guard:
+                        assert err is not None, outcomes
             assert wait_stat(v, "MAIN.fetch_failed", attempt) == attempt
-        print("status, body bytes, client error:", outcomes)
-        assert emulator.stats()["invocations"]["page"] == 2, "a failed stream must not be cached"
+        print("outcomes:", outcomes)
+        assert emulator.stats()["invocations"]["page"] == 4, "a failed stream must not be cached"
         assert "CRC mismatch" in varnishlog(v, "/w1")
+        # A complete stream goes through the guard untouched, from the fetch and from the cache.
+        for _ in range(2):
+            resp, body, err = raw_get(v, "/w2?mode=http&n=3&cookies=0")
+            assert err is None and resp.status == 200 and body == full
         assert not v.panicked()
 
 
