@@ -362,21 +362,31 @@ static const struct vdp lambda_guard_vdp = {
 	.fini =		guard_fini,
 };
 
+/*
+ * The VCL's vmod priv notes that lambda_guard is registered in it: VRT_RemoveFilter() asserts
+ * that the filter is there. (VRT_AddFilter/VRT_RemoveFilter: the same from 7.1 to 7.7, where
+ * VRT_AddVDP is deprecated.)
+ */
 int v_matchproto_(vmod_event_f)
 vmod_event(VRT_CTX, struct vmod_priv *priv, enum vcl_event_e e)
 {
 	int r;
 
-	(void)priv;
+	AN(priv);
 	if (e == VCL_EVENT_LOAD && ops == NULL && lambda_boot(ctx))
 		return (1);
 	if (ops == NULL)
 		return (e == VCL_EVENT_LOAD ? 1 : 0);
-	if (e == VCL_EVENT_DISCARD)
-		VRT_RemoveVDP(ctx, &lambda_guard_vdp);
+	if (e == VCL_EVENT_LOAD && priv->priv == NULL) {
+		if (VRT_AddFilter(ctx, NULL, &lambda_guard_vdp) != NULL)
+			return (1);		/* VRT_fail()ed: the name is taken */
+		priv->priv = TRUST_ME(&lambda_guard_vdp);
+	}
 	r = ops->event(ctx, (int)e);
-	if (e == VCL_EVENT_LOAD && r == 0)
-		VRT_AddVDP(ctx, &lambda_guard_vdp);
+	if ((e == VCL_EVENT_DISCARD || (e == VCL_EVENT_LOAD && r != 0)) && priv->priv != NULL) {
+		VRT_RemoveFilter(ctx, NULL, &lambda_guard_vdp);
+		priv->priv = NULL;
+	}
 	return (r);
 }
 
