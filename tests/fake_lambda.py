@@ -165,14 +165,22 @@ def raw_request(port: int, request: bytes, timeout: float = 60.0) -> tuple[int, 
     """Send raw bytes to 127.0.0.1:port, read one HTTP/1.1 response.
 
     Returns (status, [(name, value) as bytes], body, raw header block). status 0 when the connection
-    closed without a response. Content-Length and chunked bodies are read; anything else until close.
+    closed (or was reset) without a response. Content-Length and chunked bodies are read; anything else until close.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(request)
+        try:
+            s.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass                # refused mid-request: the answer, if any, is still there to read
         buf = b""
         while b"\r\n\r\n" not in buf:
-            chunk = s.recv(65536)
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
+                if buf.startswith(b"HTTP/1.1 ") and b"\r\n" in buf:
+                    return int(buf.split(b" ")[1]), [], b"", buf
                 return 0, [], b"", buf
             buf += chunk
         head, _, rest = buf.partition(b"\r\n\r\n")
