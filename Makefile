@@ -5,6 +5,8 @@
 #   make test          pytest (tests/) and varnishtest (vtc/) against the fresh build
 #   make check         every test: `make test`, the docs are current, install, the installed VMOD
 #   make docs          docs/vmod_lambda.rst and docs/vmod_lambda.3 from vmod_lambda.vcc
+#   make soak          10+ minutes of mixed traffic, the child's RSS must stay within 10% (not in test)
+#   make valgrind      the varnishtest suite with varnishd under valgrind memcheck (slow, not in test)
 #
 # Every target sets up what it needs first (scripts/setup-deps.sh: apt as root, pip into .venv).
 
@@ -40,7 +42,7 @@ LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lamb
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
-	clean distclean demo
+	clean distclean demo soak valgrind
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -128,6 +130,16 @@ vtc:
 	rc=$${PIPESTATUS[0]}; \
 	echo "varnishtest: $$(grep -c '^#.* passed' $(BUILD)/vtc.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc.log) failed"; \
 	exit $$rc
+
+# Reliability runs (RELIABILITY.md), apart from `make test`: a soak of SOAK_ARGS (default 10 minutes)
+# and the vtc suite under valgrind memcheck (VALGRIND_VTC, one to a few minutes per file).
+SOAK_ARGS ?= --duration 600
+soak: stage
+	STAGE=$(STAGE) VENV=$(VENV) sh scripts/soak.sh $(SOAK_ARGS)
+
+VALGRIND_VTC ?= vtc/*.vtc
+valgrind: stage
+	STAGE=$(STAGE) sh scripts/valgrind-vtc.sh -j $(VTC_JOBS) $(VALGRIND_VTC)
 
 # The reference manual, rendered from the .vcc by the installed vmodtool, committed under docs/.
 # docs-check fails when the committed copy is stale (for the Varnish version that rendered it).
