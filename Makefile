@@ -5,7 +5,7 @@
 #   make test          pytest (tests/) and varnishtest (vtc/) against the fresh build
 #   make check         every test: `make test`, the docs are current, install, the installed VMOD
 #   make docs          docs/vmod_lambda.rst and docs/vmod_lambda.3 from vmod_lambda.vcc
-#   make soak          10+ minutes of mixed traffic, the child's RSS must stay within 10% (not in test)
+#   make soak          20 minutes of mixed traffic, the child's RSS must stay within 10% (not in test)
 #   make valgrind      the varnishtest suite with varnishd under valgrind memcheck (slow, not in test)
 #
 # Every target sets up what it needs first (scripts/setup-deps.sh: apt as root, pip into .venv).
@@ -131,9 +131,9 @@ vtc:
 	echo "varnishtest: $$(grep -c '^#.* passed' $(BUILD)/vtc.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc.log) failed"; \
 	exit $$rc
 
-# Reliability runs (RELIABILITY.md), apart from `make test`: a soak of SOAK_ARGS (default 10 minutes)
+# Reliability runs (RELIABILITY.md), apart from `make test`: a soak of SOAK_ARGS (default 20 minutes)
 # and the vtc suite under valgrind memcheck (VALGRIND_VTC, one to a few minutes per file).
-SOAK_ARGS ?= --duration 600
+SOAK_ARGS ?= --duration 1200 --warmup 600
 soak: stage
 	STAGE=$(STAGE) VENV=$(VENV) sh scripts/soak.sh $(SOAK_ARGS)
 
