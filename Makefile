@@ -121,8 +121,9 @@ installcheck:
 	echo "varnishtest (installed): $$(grep -c '^#.* passed' $(BUILD)/vtc-installed.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc-installed.log) failed"; \
 	exit $$rc
 
+# The pytest tests that start varnishd (tests/varnish_harness.py) load the build staged in $(STAGE).
 pytest:
-	$(VPY) -m pytest -q tests
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests
 
 VTC_JOBS ?= 2
 vtc:

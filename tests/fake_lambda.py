@@ -116,7 +116,11 @@ class FakeLambda:
                     self.close_connection = True
                     sock.shutdown(socket.SHUT_RDWR)
                 elif a.kind == "trickle":
+                    # Connection: close, so that the client does not pool a connection this
+                    # server closes once the trickle is over (a keep-alive race of the test's
+                    # own making).
                     data = (f"HTTP/1.1 200 OK\r\nContent-Length: {len(a.payload)}\r\n"
+                            "Connection: close\r\n"
                             "x-amzn-RequestId: fake-request-id\r\n\r\n").encode() + a.payload
                     try:
                         for i in range(len(data)):
