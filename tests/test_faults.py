@@ -11,6 +11,7 @@ panics or restarts; its threads and file descriptors do not grow from round to r
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -440,6 +441,7 @@ def test_expiring_credentials_are_refreshed_and_a_failing_source_fails_cleanly()
             assert not v.panicked()
     finally:
         fake.stop()
+        shutil.rmtree(d, ignore_errors=True)
     keys = [h["Authorization"].split("Credential=")[1].split("/")[0] for _, h, _ in fake.events]
     assert len(keys) == 4 and len(set(keys)) == 4, keys      # a fresh key for every invocation
     assert all(k.startswith("AKIDEXPIRING") for k in keys)
