@@ -5,6 +5,8 @@
 #   make test          pytest (tests/) and varnishtest (vtc/) against the fresh build
 #   make check         every test: `make test`, the docs are current, install, the installed VMOD
 #   make docs          docs/vmod_lambda.rst and docs/vmod_lambda.3 from vmod_lambda.vcc
+#   make soak          20 minutes of mixed traffic, the child's RSS must stay within 10% (not in test)
+#   make valgrind      the varnishtest suite with varnishd under valgrind memcheck (slow, not in test)
 #
 # Every target sets up what it needs first (scripts/setup-deps.sh: apt as root, pip into .venv).
 
@@ -41,7 +43,7 @@ LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lamb
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
-	clean distclean demo test-matrix
+	clean distclean demo test-matrix soak valgrind
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -127,6 +129,7 @@ installcheck:
 	echo "varnishtest (installed): $$(grep -c '^#.* passed' $(BUILD)/vtc-installed.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc-installed.log) failed"; \
 	exit $$rc
 
+# The pytest tests that start varnishd (tests/varnish_harness.py) load the build staged in $(STAGE).
 pytest:
 	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests
 
@@ -141,6 +144,16 @@ vtc:
 # package (cached in /var/cache/vmod-lambda) and against the machine's own Varnish. Not part of `check`.
 test-matrix: deps
 	VENV=$(abspath $(VENV)) bash scripts/varnish-matrix.sh $(MATRIX)
+
+# Reliability runs (RELIABILITY.md), apart from `make test`: a soak of SOAK_ARGS (default 20 minutes)
+# and the vtc suite under valgrind memcheck (VALGRIND_VTC, one to a few minutes per file).
+SOAK_ARGS ?= --duration 1200 --warmup 600
+soak: stage
+	STAGE=$(STAGE) VENV=$(VENV) sh scripts/soak.sh $(SOAK_ARGS)
+
+VALGRIND_VTC ?= vtc/*.vtc
+valgrind: stage
+	STAGE=$(STAGE) sh scripts/valgrind-vtc.sh -j $(VTC_JOBS) $(VALGRIND_VTC)
 
 # The reference manual, rendered from the .vcc by the installed vmodtool, committed under docs/.
 # docs-check fails when the committed copy is stale (for the Varnish version that rendered it).

@@ -20,6 +20,9 @@ cdef extern from "vmod_lambda_compat.h" nogil:
     void lambda_htc_clear(busyobj *bo)
     void lambda_beresp_header(busyobj *bo, const char *line)
     void lambda_beresp_status(busyobj *bo, unsigned status, const char *reason)
+    int lambda_beresp_fits(const busyobj *bo, unsigned nhdr, size_t head_bytes, char *err,
+                           size_t errlen)
+    int lambda_beresp_overflowed(const busyobj *bo)
     const vdi_methods *lambda_vdi_methods(vdi_gethdrs_f *gethdrs, vdi_finish_f *finish,
                                           vdi_healthy_f *healthy, vdi_list_f *list,
                                           vdi_event_f *event)

@@ -167,12 +167,58 @@ lambda_beresp_header(struct busyobj *bo, const char *line)
 	http_PrintfHeader(bo->beresp, "%s", line);
 }
 
+/*
+ * The reason is copied to the workspace: http_SetStatus() keeps the pointer it is given, and the
+ * job that holds the function's reason is freed when the fetch finishes. Without room for it, the
+ * standard reason (a static string) is used and the workspace is marked overflowed, which
+ * lambda_beresp_overflowed() reports.
+ */
 static inline void
 lambda_beresp_status(struct busyobj *bo, unsigned status, const char *reason)
 {
+	if (reason != NULL)
+		reason = WS_Copy(bo->ws, reason, -1);
 	if (reason == NULL)
 		reason = http_Status2Reason(status, NULL);
 	http_PutResponse(bo->beresp, "HTTP/1.1", (uint16_t)status, reason);
+}
+
+/*
+ * Whether a response head of nhdr header lines and head_bytes bytes (status line and CRLFs
+ * included) fits in beresp, checked before anything is written. The limits are the ones Varnish
+ * applies to a native backend's response head: http_max_hdr header lines (of which the request
+ * line fields and the Content-Length and Date lines set here and by Varnish take their share) and
+ * http_resp_size bytes. Past them http_PrintfHeader() would drop headers one by one (LostHeader)
+ * and the response would be served without them. Returns 0 when it fits, else -1 with the reason
+ * in err.
+ */
+static inline int
+lambda_beresp_fits(const struct busyobj *bo, unsigned nhdr, size_t head_bytes, char *err,
+    size_t errlen)
+{
+	unsigned room, limit;
+
+	room = bo->beresp->shd > bo->beresp->nhd ? bo->beresp->shd - bo->beresp->nhd : 0;
+	room = room > 2 ? room - 2 : 0;		/* Content-Length, Date */
+	if (nhdr > room) {
+		snprintf(err, errlen, "too many headers: %u in the response, at most %u fit "
+		    "(http_max_hdr = %u)", nhdr, room, (unsigned)cache_param->http_max_hdr);
+		return (-1);
+	}
+	limit = cache_param->http_resp_size;
+	if (head_bytes > limit) {
+		snprintf(err, errlen, "response headers of %zu bytes exceed http_resp_size "
+		    "(%u bytes)", head_bytes, limit);
+		return (-1);
+	}
+	return (0);
+}
+
+/* The backend workspace ran out (a header or the reason could not be copied). */
+static inline int
+lambda_beresp_overflowed(const struct busyobj *bo)
+{
+	return (WS_Overflowed(bo->ws));
 }
 
 /* The director callbacks, in the struct layout of this Varnish (fields were added in 7.3). */

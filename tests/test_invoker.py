@@ -211,3 +211,21 @@ def test_against_moto_server():
         assert inv.invoke(b"{}").payload == b"queued answer"
     finally:
         server.stop()
+
+
+def test_reasons_never_carry_credentials_an_endpoint_echoed(api):
+    # Regression (issue 8): an endpoint that echoed the request's Authorization header in its
+    # error message had it, and the credentials, written to VSL by the FetchError/VCL_Error line.
+    inv = invoker(api.url)
+    api.actions.append(("status", 403, "InvalidSignatureException", json.dumps({
+        "message": "Authorization: AWS4-HMAC-SHA256 Credential=AKIDVMODLAMBDATEST/20250101/"
+                   "us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=" + "ab" * 32 +
+                   " secret vmod-lambda-test-secret key AKIAIOSFODNN7EXAMPLE"}).encode()))
+    with pytest.raises(InvokeError) as e:
+        inv.invoke(b"{}")
+    text = str(e.value)
+    assert "InvalidSignatureException (HTTP 403)" in text
+    for leak in ("AKIDVMODLAMBDATEST", "vmod-lambda-test-secret", "AKIAIOSFODNN7EXAMPLE", "abab",
+                 "Credential="):
+        assert leak not in text, text
+    assert "[redacted]" in text

@@ -27,7 +27,8 @@ from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, SLT_Bac
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
 from lambda_compat cimport (lambda_log, lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
                             lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
-                            lambda_vdi_methods, lambda_beresp_stream, lambda_vfp_error,
+                            lambda_beresp_fits, lambda_beresp_overflowed, lambda_vdi_methods,
+                            lambda_beresp_stream, lambda_vfp_error,
                             lambda_bo_first_byte_timeout, lambda_bo_between_bytes_timeout)
 from libc.math cimport isnan
 from posix.time cimport timespec
@@ -258,6 +259,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     cdef char line[64]
     cdef const char *h
     cdef const char *end
+    cdef unsigned nhdr
+    cdef size_t head_bytes
 
     if ctx == NULL or ctx.magic != VRT_CTX_MAGIC or ctx.bo == NULL or d == NULL:
         return -1
@@ -323,14 +326,31 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
 
     if job.note != NULL:
         VSLb(bo.vsl, SLT_Error, "lambda: %s: %s", o.vcl_name, job.note)
-    lambda_beresp_status(bo, <unsigned>job.status, job.reason)
+    # The whole head must fit before any of it is written: a header dropped for lack of room
+    # would be served missing (a lost Set-Cookie, Cache-Control, Vary...).
+    nhdr = 0
     h = job.resp_head
     end = job.resp_head + job.resp_head_len
+    while h < end:
+        nhdr += 1
+        h += strlen(h) + 1
+    head_bytes = (17 + job.resp_head_len + nhdr + 20
+                  + (strlen(job.reason) if job.reason != NULL else 0))
+    if lambda_beresp_fits(bo, nhdr, head_bytes, reason, MSG_LEN) != 0:
+        _fetch_error(bo, o, reason)
+        _job_free(<lambda_job *>job)
+        return -1
+    lambda_beresp_status(bo, <unsigned>job.status, job.reason)
+    h = job.resp_head
     while h < end:
         lambda_beresp_header(bo, h)
         h += strlen(h) + 1
     snprintf(line, sizeof(line), "Content-Length: %zu", job.resp_body_len)
     lambda_beresp_header(bo, line)
+    if lambda_beresp_overflowed(bo):
+        _fetch_error(bo, o, "out of workspace (workspace_backend) for the response headers")
+        _job_free(<lambda_job *>job)
+        return -1
     if lambda_beresp_body(bo, <ssize_t>job.resp_body_len, &LAMBDA_VFP, job) != 0:
         _fetch_error(bo, o, "out of workspace (workspace_backend) for the response")
         _job_free(<lambda_job *>job)
@@ -747,6 +767,8 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
     cdef int w
     cdef const char *h
     cdef const char *end
+    cdef unsigned nhdr
+    cdef size_t head_bytes
 
     sj = <stream_job *>calloc(1, sizeof(stream_job))
     if sj == NULL:
@@ -815,12 +837,28 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
     # The head is the fetch's to read: the worker never touches it after publishing it.
     if sj.f.note != NULL:
         VSLb(bo.vsl, SLT_Error, "lambda: %s: %s", o.vcl_name, sj.f.note)
-    lambda_beresp_status(bo, <unsigned>sj.f.status, sj.f.reason)
+    # As for buffered fetches: the whole head fits, or the fetch fails (no header is dropped).
+    nhdr = 0
     h = sj.f.resp_head
     end = sj.f.resp_head + sj.f.resp_head_len
     while h < end:
+        nhdr += 1
+        h += strlen(h) + 1
+    head_bytes = (17 + sj.f.resp_head_len + nhdr + 20
+                  + (strlen(sj.f.reason) if sj.f.reason != NULL else 0))
+    if lambda_beresp_fits(bo, nhdr, head_bytes, reason, MSG_LEN) != 0:
+        _fetch_error(bo, o, reason)
+        _stream_leave(sj)
+        return -1
+    lambda_beresp_status(bo, <unsigned>sj.f.status, sj.f.reason)
+    h = sj.f.resp_head
+    while h < end:
         lambda_beresp_header(bo, h)
         h += strlen(h) + 1
+    if lambda_beresp_overflowed(bo):
+        _fetch_error(bo, o, "out of workspace (workspace_backend) for the response headers")
+        _stream_leave(sj)
+        return -1
     if sj.f.status == 204 or sj.f.status == 304:
         w = lambda_beresp_body(bo, 0, &LAMBDA_STREAM_VFP, sj)     # no body; finish() lets go
     else:

@@ -7,8 +7,10 @@ for the log, which never contains credentials or request headers.
 
 import contextlib
 import json
+import re
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -21,7 +23,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 from .config import BackendConfig
 
 __all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "StreamResult",
-           "MAX_PAYLOAD", "clean_reason", "take_record"]
+           "MAX_PAYLOAD", "clean_reason", "redact", "take_record"]
 
 VERSION = "0.1.0"
 MAX_PAYLOAD = 6 * 1024 * 1024      # synchronous invocation limit, request and response
@@ -97,9 +99,48 @@ def take_record() -> Optional[InvocationRecord]:
     return rec
 
 
+# Credential material that an endpoint (or a function) could echo back in an error message: a
+# SigV4 Authorization header, a signature, a security token, an AWS access key id. The values of
+# the credentials the clients sign with are redacted as well (see _known_secrets).
+_SECRET_PATTERNS = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=[^\s,]*(?:[\s,]+SignedHeaders=[^\s,]*)?"
+    r"(?:[\s,]+Signature=[0-9A-Fa-f]*)?"
+    r"|(?<![A-Za-z0-9])Signature=[0-9A-Fa-f]{16,}"
+    r"|(?i:x-amz-security-token)[\s:=]+[^\s,;\"']+"
+    r"|(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}"
+    r"(?![A-Z0-9])")
+REDACTED = "[redacted]"
+# The boto3 Credentials objects of live clients (weakly: they go with their Invoker).
+_credentials = weakref.WeakSet()
+
+
+def _known_secrets() -> list:
+    """Access key ids, secrets and tokens of the credentials the clients of this process use."""
+    out = []
+    for creds in list(_credentials):
+        try:
+            frozen = creds.get_frozen_credentials()
+        except Exception:       # refreshing failed: then nothing of it was sent either
+            continue
+        out.extend(v for v in (frozen.access_key, frozen.secret_key, frozen.token)
+                   if v and len(v) >= 8)
+    return out
+
+
+def redact(text: str) -> str:
+    """*text* without credential material: SigV4 headers and signatures, security tokens, access
+    key ids and the values of the credentials in use are replaced by "[redacted]"."""
+    text = _SECRET_PATTERNS.sub(REDACTED, text)
+    for secret in _known_secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
 def clean_reason(text) -> str:
-    """One printable line of bounded length: log records must not be split or forged by content."""
-    text = str(text)
+    """One printable line of bounded length, without credential material: log records must not be
+    split or forged by content, and must never carry what an endpoint echoed of a signature."""
+    text = redact(str(text)[:MAX_REASON * 4])
     out = "".join(c if c.isprintable() else " " for c in text[:MAX_REASON * 2])
     out = " ".join(out.split())
     if len(out) > MAX_REASON:
@@ -139,6 +180,9 @@ class Invoker:
             session = boto3.session.Session()
             self.client = session.client("lambda", region_name=cfg.region,
                                          endpoint_url=cfg.endpoint_url, config=config)
+            creds = session.get_credentials()
+        if creds is not None:
+            _credentials.add(creds)
 
     def invoke(self, payload: bytes, invocation_type: str = "RequestResponse",
                qualifier: Optional[str] = None) -> InvokeResult:
