@@ -10,7 +10,7 @@
 #define VMOD_LAMBDA_OPS_H
 
 #define VMOD_LAMBDA_OPS_MAGIC	0x4c6d4264u
-#define VMOD_LAMBDA_OPS_VERSION	2u
+#define VMOD_LAMBDA_OPS_VERSION	3u
 
 struct vrt_ctx;
 struct vrt_backend_probe;
@@ -29,6 +29,11 @@ struct vmod_lambda_backend_args {
 	const char			*response_format;
 	const char			*event_format;
 	int				multi_value;
+	const char			*transport;
+	int				log_tail;
+	int				streaming;
+	const char			*qualifier;
+	const char			*client_context;
 };
 
 struct vmod_lambda_ops {
@@ -44,7 +49,9 @@ struct vmod_lambda_ops {
 			    const struct vmod_lambda_backend_args *);
 	void		(*backend_fini)(void *obj);
 	const char	*(*backend_invoke)(const struct vrt_ctx *, void *obj, const char *payload,
-			    const char *fallback);
+			    const char *fallback, const char *qualifier);
+	int		(*backend_invoke_async)(const struct vrt_ctx *, void *obj, const char *payload,
+			    const char *qualifier);
 	const char	*(*backend_get_function_name)(const struct vrt_ctx *, void *obj);
 	const char	*(*backend_get_region)(const struct vrt_ctx *, void *obj);
 	const struct director *(*backend_backend)(const struct vrt_ctx *, void *obj);

@@ -18,6 +18,11 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         const char *response_format
         const char *event_format
         int multi_value
+        const char *transport
+        int log_tail
+        int streaming
+        const char *qualifier
+        const char *client_context
 
     cdef struct vmod_lambda_ops:
         unsigned magic
@@ -26,7 +31,9 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         int (*event)(const vrt_ctx *, int) noexcept
         void *(*backend_init)(const vrt_ctx *, const char *, const vmod_lambda_backend_args *) noexcept
         void (*backend_fini)(void *) noexcept
-        const char *(*backend_invoke)(const vrt_ctx *, void *, const char *, const char *) noexcept
+        const char *(*backend_invoke)(const vrt_ctx *, void *, const char *, const char *,
+                                      const char *) noexcept
+        int (*backend_invoke_async)(const vrt_ctx *, void *, const char *, const char *) noexcept
         const char *(*backend_get_function_name)(const vrt_ctx *, void *) noexcept
         const char *(*backend_get_region)(const vrt_ctx *, void *) noexcept
         const director *(*backend_backend)(const vrt_ctx *, void *) noexcept

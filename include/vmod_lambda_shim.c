@@ -293,6 +293,11 @@ vmod_backend__init(VRT_CTX, struct vmod_lambda_backend **objp, const char *vcl_n
 	args.multi_value = a->multi_value;
 	args.has_pool_size = a->valid_pool_size;
 	args.pool_size = a->valid_pool_size ? a->pool_size : 0;
+	args.transport = a->valid_transport ? a->transport : NULL;
+	args.log_tail = a->log_tail;
+	args.streaming = a->streaming;
+	args.qualifier = a->valid_qualifier ? a->qualifier : NULL;
+	args.client_context = a->valid_client_context ? a->client_context : NULL;
 	*objp = ops->backend_init(ctx, vcl_name, &args);
 }
 
@@ -317,7 +322,21 @@ vmod_backend_invoke(VRT_CTX, struct vmod_lambda_backend *o, struct VARGS(backend
 		VRT_fail(ctx, "lambda: invoke: the VMOD did not start");
 		return (NULL);
 	}
-	return (ops->backend_invoke(ctx, o, a->payload, a->valid_fallback ? a->fallback : NULL));
+	return (ops->backend_invoke(ctx, o, a->payload, a->valid_fallback ? a->fallback : NULL,
+	    a->valid_qualifier ? a->qualifier : NULL));
+}
+
+VCL_BOOL
+vmod_backend_invoke_async(VRT_CTX, struct vmod_lambda_backend *o,
+    struct VARGS(backend_invoke_async) *a)
+{
+	AN(a);
+	if (ops == NULL || o == NULL) {
+		VRT_fail(ctx, "lambda: invoke_async: the VMOD did not start");
+		return (0);
+	}
+	return (ops->backend_invoke_async(ctx, o, a->payload,
+	    a->valid_qualifier ? a->qualifier : NULL) != 0);
 }
 
 VCL_STRING

@@ -64,3 +64,48 @@ def test_invalid_arguments_name_object_and_argument(kwargs, message):
                                  "http://[::1]:9001/", "http://localhost/prefix"])
 def test_endpoint_urls_accepted(url):
     assert validate_backend("fn", "f", "us-east-1", endpoint_url=url).endpoint_url == url
+
+
+@pytest.mark.parametrize("name, base, qualifier", [
+    ("my-fn", "my-fn", None),
+    ("my-fn:live", "my-fn", "live"),
+    ("my-fn:$LATEST", "my-fn", "$LATEST"),
+    ("123456789012:function:my-fn:7", "123456789012:function:my-fn", "7"),
+    ("arn:aws:lambda:us-east-1:123456789012:function:my-fn:live",
+     "arn:aws:lambda:us-east-1:123456789012:function:my-fn", "live"),
+])
+def test_qualifier_is_split_from_function_name(name, base, qualifier):
+    cfg = validate_backend("fn", name, "us-east-1")
+    assert (cfg.base_name, cfg.qualifier) == (base, qualifier)
+
+
+def test_qualifier_argument_agrees_or_fails():
+    assert validate_backend("fn", "my-fn", "us-east-1", qualifier="blue").qualifier == "blue"
+    assert validate_backend("fn", "my-fn:blue", "us-east-1", qualifier="blue").qualifier == "blue"
+    with pytest.raises(ConfigError, match=r"^lambda.backend\(\): fn: qualifier 'green' disagrees "
+                                          r"with the qualifier 'blue' in function_name"):
+        validate_backend("fn", "my-fn:blue", "us-east-1", qualifier="green")
+    for bad in ("", "a b", "x" * 129, "$latest"):
+        with pytest.raises(ConfigError, match="is not a version, .LATEST or an alias name"):
+            validate_backend("fn", "my-fn", "us-east-1", qualifier=bad)
+
+
+def test_client_context_is_base64_json_object_within_lambdas_limit():
+    import base64
+    cfg = validate_backend("fn", "f", "us-east-1", client_context='{"custom": {"k": "v"}}')
+    assert base64.b64decode(cfg.client_context) == b'{"custom": {"k": "v"}}'
+    for bad, msg in (("[1]", "must be a JSON object"), ("{x", "is not JSON"),
+                     ('{"k": "%s"}' % ("v" * 2700), "more than Lambda's 3583")):
+        with pytest.raises(ConfigError, match=msg):
+            validate_backend("fn", "f", "us-east-1", client_context=bad)
+    # 3583 encoded bytes is the most Lambda takes: 2685 bytes of JSON encode to 3580
+    ok = '{"k": "%s"}' % ("v" * (2685 - 10))
+    assert len(validate_backend("fn", "f", "us-east-1", client_context=ok).client_context) <= 3583
+
+
+def test_transport_and_streaming():
+    assert validate_backend("fn", "f", "us-east-1").transport == "boto3"
+    with pytest.raises(ConfigError, match="transport must be one of 'boto3'"):
+        validate_backend("fn", "f", "us-east-1", transport="crt2")
+    with pytest.raises(ConfigError, match="streaming is not supported yet"):
+        validate_backend("fn", "f", "us-east-1", streaming=True)

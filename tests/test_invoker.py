@@ -96,11 +96,13 @@ def test_request_is_a_signed_requestresponse_invocation(api):
     assert body == b'{"q":"x"}'
 
 
-def test_arn_with_qualifier_is_sent_quoted_in_the_path(api):
-    invoker(api.url, function_name="arn:aws:lambda:us-east-1:123456789012:function:f:live") \
-        .invoke(b"{}")
-    assert api.requests[0][0] == \
-        "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af%3Alive/invocations"
+def test_arn_with_qualifier_is_sent_quoted_in_the_path_with_the_qualifier_as_parameter(api):
+    inv = invoker(api.url, function_name="arn:aws:lambda:us-east-1:123456789012:function:f:live")
+    inv.invoke(b"{}")
+    inv.invoke(b"{}", qualifier="7")
+    assert [r[0] for r in api.requests] == [
+        "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af"
+        "/invocations?Qualifier=" + q for q in ("live", "7")]
 
 
 def test_function_error_carries_type_message_and_request_id(api):

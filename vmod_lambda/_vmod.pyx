@@ -12,7 +12,7 @@ from cpython.pycapsule cimport PyCapsule_New
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, strdup, strlen
+from libc.string cimport memcpy, strdup, strlen, strncmp
 
 from vrt cimport vrt_ctx, VRT_CTX_MAGIC, director
 from cache cimport WS_Copy, SLT_VCL_Error
@@ -33,6 +33,8 @@ cdef enum:
     MSG_LEN = 1024
     # The synchronous invocation limit; a larger payload is refused before anything is sent.
     MAX_PAYLOAD = 6 * 1024 * 1024
+    # The asynchronous (Event) invocation limit.
+    MAX_ASYNC_PAYLOAD = 1024 * 1024
 
 # How long past its timeout a Varnish thread waits for a worker that has not answered: the worker's
 # own socket timeouts fire first, this only bounds a stuck one.
@@ -46,6 +48,8 @@ cdef struct invoke_job:
     lambda_obj *obj
     char *payload
     size_t payload_len
+    char *qualifier             # NULL: the object's
+    int async_                  # InvocationType Event
     int ok
     char *out                   # NUL-terminated response payload when ok
     size_t out_len
@@ -104,7 +108,8 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
             name, _pystr(a.function_name), _pystr(a.region), _pystr(a.endpoint_url),
             a.timeout if a.has_timeout else None, _pystr(a.response_format),
             a.pool_size if a.has_pool_size else None, _pystr(a.event_format),
-            bool(a.multi_value))
+            bool(a.multi_value), _pystr(a.transport), bool(a.log_tail), bool(a.streaming),
+            _pystr(a.qualifier), _pystr(a.client_context))
     except ConfigError as e:
         _fail_msg(ctx, str(e))
         return NULL
@@ -189,6 +194,7 @@ cdef const char *ops_backend_get_region(const vrt_ctx *ctx, void *p) noexcept no
 cdef void _invoke_job_free(lambda_job *j) noexcept nogil:
     cdef invoke_job *job = <invoke_job *>j
     free(job.payload)
+    free(job.qualifier)
     free(job.out)
     free(job.err)
     free(job)
@@ -205,8 +211,15 @@ cdef void _run_invoke(lambda_job *j) noexcept:
     cdef invoke_job *job = <invoke_job *>j
     cdef bytes data
     try:
-        res = (<object>job.obj.invoker).invoke(PyBytes_FromStringAndSize(job.payload,
-                                                                         job.payload_len))
+        res = (<object>job.obj.invoker).invoke(
+            PyBytes_FromStringAndSize(job.payload, job.payload_len),
+            "Event" if job.async_ else "RequestResponse", _pystr(job.qualifier))
+        if job.async_:
+            if res.status != 202:
+                raise InvokeError("service", f"Lambda answered HTTP {res.status} instead of 202 "
+                                  "Accepted", res.request_id, res.status)
+            job.ok = 1
+            return
         data = res.payload
         if b"\0" in data:
             raise InvokeError("payload", f"the response payload contains a NUL byte (offset "
@@ -244,6 +257,11 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
     cdef size_t n = strlen(payload)
     cdef submit_result rc
     reason[0] = 0
+    if job.async_ and n > MAX_ASYNC_PAYLOAD:
+        snprintf(reason, MSG_LEN, "payload of %zu bytes exceeds the 1 MB limit of asynchronous "
+                 "invocations; not sent", n)
+        _invoke_job_free(<lambda_job *>job)
+        return NULL
     if n > MAX_PAYLOAD:
         snprintf(reason, MSG_LEN, "payload of %zu bytes exceeds the 6 MB limit of synchronous "
                  "invocations; not sent", n)
@@ -259,7 +277,9 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
     job.base.free_job = _invoke_job_free
     rc = submit_wait(&job.base, lim, monotonic_now() + timeout + DEADLINE_MARGIN)
     if rc == SUBMIT_DONE:
-        if job.ok:
+        if job.ok and job.async_:
+            r = EMPTY
+        elif job.ok:
             r = <const char *>WS_Copy(ctx.ws, job.out, <int>(job.out_len + 1))
             if r == NULL:
                 snprintf(reason, MSG_LEN, "the response payload of %zu bytes does not fit in "
@@ -286,27 +306,61 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
     return r
 
 
-cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *payload,
-                                    const char *fallback) noexcept nogil:
-    cdef lambda_obj *o = <lambda_obj *>p
+cdef int _qualifier_ok(const char *q) noexcept nogil:
+    """A version, $LATEST or an alias name (1-128 of [A-Za-z0-9_-]), as the Invoke API wants."""
+    cdef size_t i, n = strlen(q)
+    cdef char c
+    if n == 7 and strncmp(q, "$LATEST", 7) == 0:
+        return 1
+    if n == 0 or n > 128:
+        return 0
+    for i in range(n):
+        c = q[i]
+        if not ((c >= c'a' and c <= c'z') or (c >= c'A' and c <= c'Z') or
+                (c >= c'0' and c <= c'9') or c == c'-' or c == c'_'):
+            return 0
+    return 1
+
+
+cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
+                         const char *qualifier, int async_, char *reason) noexcept nogil:
+    """One invocation from VCL: the result (EMPTY for async), or NULL with reason filled."""
     cdef invoke_job *job
+    reason[0] = 0
+    if qualifier != NULL and not _qualifier_ok(qualifier):
+        snprintf(reason, MSG_LEN, "qualifier \"%.128s\" is not a version, $LATEST or an alias "
+                 "name; not sent", qualifier)
+        return NULL
+    job = <invoke_job *>calloc(1, sizeof(invoke_job))
+    if job == NULL:
+        snprintf(reason, MSG_LEN, "out of memory")
+        return NULL
+    job.obj = o
+    job.async_ = async_
+    job.base.run = _run_invoke
+    if qualifier != NULL:
+        job.qualifier = strdup(qualifier)
+        if job.qualifier == NULL:
+            snprintf(reason, MSG_LEN, "out of memory")
+            _invoke_job_free(<lambda_job *>job)
+            return NULL
+    return _run_text_job(ctx, job, &o.lim, o.timeout, payload if payload != NULL else EMPTY,
+                         reason)
+
+
+cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *payload,
+                                    const char *fallback, const char *qualifier) noexcept nogil:
+    cdef lambda_obj *o = <lambda_obj *>p
     cdef char reason[MSG_LEN]
     cdef char msg[MSG_LEN + 128]
-    cdef const char *r = NULL
+    cdef const char *r
 
     if ctx == NULL or ctx.magic != VRT_CTX_MAGIC:
         return NULL
     if o == NULL or o.magic != OBJ_MAGIC:
         lambda_fail(ctx, "lambda: invoke: called on an object that does not exist")
         return NULL
-    job = <invoke_job *>calloc(1, sizeof(invoke_job))
-    if job == NULL:
-        snprintf(reason, MSG_LEN, "out of memory")
-    else:
-        job.obj = o
-        job.base.run = _run_invoke
-        r = _run_text_job(ctx, job, &o.lim, o.timeout, payload if payload != NULL else EMPTY,
-                          reason)
+    r = _invoke(ctx, o, payload, qualifier, 0, reason)
     if r != NULL:
         return r
     snprintf(msg, sizeof(msg), "lambda: %s: invoke: %s", o.vcl_name, reason)
@@ -315,6 +369,24 @@ cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *pay
         return fallback
     lambda_fail(ctx, msg)
     return NULL
+
+
+cdef int ops_backend_invoke_async(const vrt_ctx *ctx, void *p, const char *payload,
+                                  const char *qualifier) noexcept nogil:
+    cdef lambda_obj *o = <lambda_obj *>p
+    cdef char reason[MSG_LEN]
+    cdef char msg[MSG_LEN + 128]
+
+    if ctx == NULL or ctx.magic != VRT_CTX_MAGIC:
+        return 0
+    if o == NULL or o.magic != OBJ_MAGIC:
+        lambda_log(ctx, SLT_VCL_Error, "lambda: invoke_async: called on an object that does not exist")
+        return 0
+    if _invoke(ctx, o, payload, qualifier, 1, reason) != NULL:
+        return 1
+    snprintf(msg, sizeof(msg), "lambda: %s: invoke_async: %s", o.vcl_name, reason)
+    lambda_log(ctx, SLT_VCL_Error, msg)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -393,6 +465,7 @@ cdef void _fill_ops() noexcept:
     OPS.backend_init = ops_backend_init
     OPS.backend_fini = ops_backend_fini
     OPS.backend_invoke = ops_backend_invoke
+    OPS.backend_invoke_async = ops_backend_invoke_async
     OPS.backend_get_function_name = ops_backend_get_function_name
     OPS.backend_get_region = ops_backend_get_region
     OPS.backend_backend = ops_backend_backend

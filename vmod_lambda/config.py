@@ -4,6 +4,8 @@ Runs in the varnishd child at vcl.load (called by _vmod.pyx), and in pytest. Eve
 the constructor, the object and the argument, so that a failed vcl.load says what to fix.
 """
 
+import base64
+import json
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -15,12 +17,17 @@ DEFAULT_POOL_SIZE = 64
 MAX_POOL_SIZE = 1024
 RESPONSE_FORMATS = ("json", "http")
 EVENT_FORMATS = ("1.0", "2.0", "alb")
+TRANSPORTS = ("boto3",)
+DEFAULT_TRANSPORT = "boto3"
+MAX_CLIENT_CONTEXT = 3583    # bytes of the base64-encoded X-Amz-Client-Context header
 
 # FunctionName as the Invoke API accepts it: name, name:qualifier, partial or full ARN.
 # https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_RequestSyntax
 _FUNCTION_NAME = re.compile(
-    r"^(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?(\d{12}:)?"
-    r"(function:)?([a-zA-Z0-9-_.]+)(:(\$LATEST|[a-zA-Z0-9-_]+))?$")
+    r"^(?P<base>(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}((-gov)|(-iso([a-z]?)))?-[a-z]+-\d{1}:)?"
+    r"(\d{12}:)?(function:)?([a-zA-Z0-9-_.]+))(:(?P<qualifier>\$LATEST|[a-zA-Z0-9-_]+))?$")
+# Qualifier as the Invoke API accepts it: a version, $LATEST or an alias.
+_QUALIFIER = re.compile(r"^(\$LATEST|[a-zA-Z0-9-_]{1,128})$")
 _REGION = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
 
 
@@ -39,6 +46,14 @@ class BackendConfig:
     pool_size: int
     event_format: str = "1.0"
     multi_value: bool = False
+    transport: str = DEFAULT_TRANSPORT
+    log_tail: bool = False
+    streaming: bool = False
+    # The function without a qualifier, and the qualifier (from the argument or function_name).
+    base_name: str = ""
+    qualifier: Optional[str] = None
+    # X-Amz-Client-Context as sent: base64 of the JSON given.
+    client_context: Optional[str] = None
 
     @property
     def connect_timeout(self) -> float:
@@ -47,7 +62,8 @@ class BackendConfig:
 
 def validate_backend(name, function_name, region, endpoint_url=None, timeout=None,
                      response_format="json", pool_size=None, event_format="1.0",
-                     multi_value=False) -> BackendConfig:
+                     multi_value=False, transport=None, log_tail=False, streaming=False,
+                     qualifier=None, client_context=None) -> BackendConfig:
     """Check the arguments of `new <name> = lambda.backend(...)`; raise ConfigError or return them."""
     def fail(what):
         raise ConfigError(f"lambda.backend(): {name}: {what}")
@@ -56,9 +72,18 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
     region = region or ""
     if not function_name:
         fail("function_name must not be empty")
-    if len(function_name) > 170 or not _FUNCTION_NAME.match(function_name):
+    m = _FUNCTION_NAME.match(function_name) if len(function_name) <= 170 else None
+    if m is None:
         fail(f"function_name {function_name[:80]!r} is not a Lambda function name, "
              "name:qualifier or ARN")
+    base_name, name_qualifier = m.group("base"), m.group("qualifier")
+    if qualifier is not None:
+        if not _QUALIFIER.match(qualifier):
+            fail(f"qualifier {qualifier[:80]!r} is not a version, $LATEST or an alias name")
+        if name_qualifier is not None and name_qualifier != qualifier:
+            fail(f"qualifier {qualifier!r} disagrees with the qualifier {name_qualifier!r} in "
+                 f"function_name {function_name[:80]!r}; give one of them")
+    qualifier = qualifier if qualifier is not None else name_qualifier
     if not region:
         fail("region must not be empty")
     if not _REGION.match(region):
@@ -88,5 +113,35 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
     event_format = event_format or ""
     if event_format not in EVENT_FORMATS:
         fail(f"event_format must be \"1.0\", \"2.0\" or \"alb\" (got {event_format[:40]!r})")
+    transport = DEFAULT_TRANSPORT if transport is None else transport
+    if transport not in TRANSPORTS:
+        fail(f"transport must be one of {', '.join(repr(t) for t in TRANSPORTS)} "
+             f"(got {transport[:40]!r})")
+    if streaming:
+        fail("streaming is not supported yet")
+    client_context = encode_client_context(client_context, fail)
     return BackendConfig(name, function_name, region, endpoint_url, float(timeout),
-                         response_format, int(pool_size), event_format, bool(multi_value))
+                         response_format, int(pool_size), event_format, bool(multi_value),
+                         transport, bool(log_tail), bool(streaming), base_name, qualifier,
+                         client_context)
+
+
+def check_qualifier(qualifier: str) -> bool:
+    return bool(_QUALIFIER.match(qualifier))
+
+
+def encode_client_context(text, fail):
+    """The X-Amz-Client-Context header for the JSON object text (None stays None)."""
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        fail(f"client_context is not JSON: {e}")
+    if not isinstance(doc, dict):
+        fail("client_context must be a JSON object (like {\"custom\": {...}})")
+    encoded = base64.b64encode(text.encode("utf-8")).decode("ascii")
+    if len(encoded) > MAX_CLIENT_CONTEXT:
+        fail(f"client_context is {len(encoded)} bytes base64-encoded, more than Lambda's "
+             f"{MAX_CLIENT_CONTEXT}")
+    return encoded

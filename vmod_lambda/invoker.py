@@ -22,6 +22,7 @@ __all__ = ["Invoker", "InvokeError", "InvokeResult", "MAX_PAYLOAD", "clean_reaso
 
 VERSION = "0.1.0"
 MAX_PAYLOAD = 6 * 1024 * 1024      # synchronous invocation limit, request and response
+MAX_ASYNC_PAYLOAD = 1024 * 1024    # asynchronous (Event) invocation limit
 MAX_REASON = 400
 
 # boto3 sessions are not thread-safe while they create clients; clients are once created.
@@ -98,16 +99,32 @@ class Invoker:
             self.client = session.client("lambda", region_name=cfg.region,
                                          endpoint_url=cfg.endpoint_url, config=config)
 
-    def invoke(self, payload: bytes, invocation_type: str = "RequestResponse") -> InvokeResult:
-        if len(payload) > MAX_PAYLOAD:
+    def invoke(self, payload: bytes, invocation_type: str = "RequestResponse",
+               qualifier: Optional[str] = None) -> InvokeResult:
+        """Invoke the function (RequestResponse, or Event: queued, answered with 202) with the
+        object's qualifier, or with qualifier when given."""
+        if invocation_type == "Event":
+            if len(payload) > MAX_ASYNC_PAYLOAD:
+                raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 1 MB "
+                                  "limit of asynchronous invocations; not sent")
+        elif len(payload) > MAX_PAYLOAD:
             raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 6 MB limit "
                               "of synchronous invocations; not sent")
+        kwargs = {"FunctionName": self.cfg.base_name or self.cfg.function_name,
+                  "InvocationType": invocation_type, "Payload": payload}
+        qualifier = qualifier if qualifier is not None else self.cfg.qualifier
+        if qualifier:
+            kwargs["Qualifier"] = qualifier
+        if self.cfg.client_context:
+            kwargs["ClientContext"] = self.cfg.client_context
+        if self.cfg.log_tail and invocation_type == "RequestResponse":
+            kwargs["LogType"] = "Tail"
         try:
             try:
-                resp = self._call(payload, invocation_type)
+                resp = self._call(kwargs)
             except EndpointConnectionError:
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
-                resp = self._call(payload, invocation_type)
+                resp = self._call(kwargs)
         except ClientError as e:
             err = e.response.get("Error", {})
             meta = e.response.get("ResponseMetadata", {})
@@ -145,9 +162,8 @@ class Invoker:
         return InvokeResult(body, resp.get("StatusCode", 200), request_id,
                             resp.get("ExecutedVersion"), resp.get("LogResult"))
 
-    def _call(self, payload: bytes, invocation_type: str) -> dict:
-        resp = self.client.invoke(FunctionName=self.cfg.function_name,
-                                  InvocationType=invocation_type, Payload=payload)
+    def _call(self, kwargs: dict) -> dict:
+        resp = self.client.invoke(**kwargs)
         stream = resp.get("Payload")
         # Reading the body can time out or break as well: the same errors as the call.
         resp["_body"] = stream.read() if stream is not None else b""
