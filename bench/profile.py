@@ -49,6 +49,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--path", default="/lambda/pass/x")
     ap.add_argument("--gil", action="store_true", help="py-spy: only samples holding the GIL")
+    ap.add_argument("--perf", action="store_true", help="also perf record the child (slow report)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     pyspy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
@@ -76,9 +77,9 @@ def main():
         if args.gil:
             cmd.append("--gil")
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        if shutil.which("perf"):
+        if args.perf and shutil.which("perf"):
             procs.append(subprocess.Popen(
-                ["perf", "record", "-F", "499", "-g", "-p", str(child), "-o", perf_data, "--",
+                ["perf", "record", "-F", "199", "-p", str(child), "-o", perf_data, "--",
                  "sleep", str(args.duration)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for p in procs:
             p.wait()
@@ -91,8 +92,8 @@ def main():
             report.append("py-spy produced nothing: " + procs[0].stderr.read().decode()[-500:])
         if os.path.exists(perf_data):
             r = subprocess.run(["perf", "report", "-i", perf_data, "--no-children", "--sort",
-                                "dso,sym", "--stdio", "-g", "none", "--percent-limit", "0.7"],
-                               capture_output=True, text=True)
+                                "dso,sym", "--stdio", "--percent-limit", "0.7"],
+                               capture_output=True, text=True, timeout=300)
             report.append("perf (whole child, self time by shared object and symbol):")
             report += [ln for ln in r.stdout.splitlines() if ln and not ln.startswith("#")][:45]
     finally:

@@ -193,6 +193,15 @@ class DirectClient:
     def invoke(self, function_name: str, payload: bytes, invocation_type: str = "RequestResponse",
                qualifier: Optional[str] = None, log_type: Optional[str] = None,
                client_context: Optional[str] = None) -> Response:
+        """One Invoke call; raises the exceptions of this module."""
+        head = self.request_head(function_name, payload, invocation_type, qualifier, log_type,
+                                 client_context)
+        return self._exchange(head, payload)
+
+    def request_head(self, function_name: str, payload: bytes,
+                     invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
+                     log_type: Optional[str] = None, client_context: Optional[str] = None) -> bytes:
+        """The signed request line and headers of an Invoke call, as sent."""
         creds = self.credentials
         if creds is None:
             raise NoCredentials()
@@ -220,8 +229,7 @@ class DirectClient:
         lines.append(f"Authorization: {auth}")
         lines.append(f"User-Agent: {self.user_agent}")
         lines.append(f"Content-Length: {len(payload)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        return self._exchange(head, payload)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     # --------------------------------------------------------------------------- connections
 
