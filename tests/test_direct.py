@@ -29,6 +29,18 @@ from vmod_lambda.invoker import InvokeError, Invoker
 FIXED = datetime.datetime(2026, 2, 3, 4, 5, 6)
 
 
+@pytest.fixture(autouse=True, params=["nogil", "python"])
+def io_path(request, monkeypatch):
+    """Every test runs with the exchange in C without the GIL (_netio, http:// endpoints) and with
+    the pure-Python exchange (what https:// endpoints and a build without _netio use)."""
+    if request.param == "nogil":
+        if direct._netio is None:
+            pytest.skip("vmod_lambda._netio is not built")
+    else:
+        monkeypatch.setattr(direct, "_netio", None)
+    return request.param
+
+
 @pytest.fixture
 def fixed_time(monkeypatch):
     """Both signers at the same fixed time."""

@@ -19,6 +19,7 @@ raised as the exceptions below; invoker.py turns them into InvokeError exactly l
 
 import hashlib
 import hmac
+import os
 import select
 import socket
 import ssl
@@ -28,6 +29,11 @@ import time
 from collections import deque
 from typing import Optional
 from urllib.parse import quote, urlsplit
+
+try:
+    from . import _netio        # compiled: the exchange without the GIL (plain TCP)
+except ImportError:             # pragma: no cover - a source tree without the build
+    _netio = None
 
 __all__ = ["DirectClient", "ConnectFailed", "ConnectTimeout", "ReadTimeout", "Closed",
            "BadResponse", "NoCredentials", "Response", "sigv4_headers"]
@@ -291,6 +297,8 @@ class DirectClient:
                 pass
 
     def _exchange(self, head: bytes, payload: bytes) -> Response:
+        if self._ssl is None and _netio is not None:
+            return self._exchange_nogil(head, payload)
         sock, _reused = self._checkout()
         keep = False
         try:
@@ -304,7 +312,44 @@ class DirectClient:
                 raise ReadTimeout() from None
             except OSError as e:
                 raise Closed(str(e)) from None
-            resp, keep = self._read_response(sock)
+            resp, keep = _reading(self._read_response, sock)
+            return resp
+        finally:
+            if keep:
+                self._checkin(sock)
+            else:
+                sock.close()
+
+    def _exchange_nogil(self, head: bytes, payload: bytes) -> Response:
+        """The same exchange, its socket calls in one GIL-free C call (_netio.pyx)."""
+        idle = self._idle
+        while True:
+            try:
+                sock, check = idle.pop(), True
+            except IndexError:
+                sock, check = self._connect(), False
+            rc, err, rhead, rest, complete = _netio.exchange(sock.fileno(), head, payload, check)
+            if rc != _netio.STALE:
+                break
+            sock.close()
+        keep = False
+        try:
+            if rc != _netio.OK:
+                if rc in (_netio.SEND_TIMEOUT, _netio.RECV_TIMEOUT):
+                    raise ReadTimeout()
+                if rc == _netio.HEAD_TOO_LARGE:
+                    raise BadResponse("response header section too large")
+                if rc == _netio.NO_MEMORY:
+                    raise MemoryError()
+                raise Closed(os.strerror(err) if err else "connection closed before the response")
+            if complete:
+                status, reason, headers, version11 = _parse_head(rhead[:-4])
+                if status < 200:
+                    raise BadResponse(f"unexpected interim response {status}")
+                conn = headers.get("connection", "")
+                keep = "close" not in conn.lower() and (version11 or "keep-alive" in conn.lower())
+                return Response(status, reason, headers, rest)
+            resp, keep = _reading(self._finish_response, sock, rhead[:-4], bytearray(rest))
             return resp
         finally:
             if keep:
@@ -315,47 +360,55 @@ class DirectClient:
     def _read_response(self, sock):
         buf = bytearray()
         recv = sock.recv
-        try:
-            while True:
-                end = buf.find(_CRLF2)
-                if end >= 0:
-                    break
-                if len(buf) > MAX_HEAD:
-                    raise BadResponse("response header section too large")
-                chunk = recv(65536)
-                if not chunk:
-                    raise Closed("connection closed before the response")
-                buf += chunk
-            status, reason, headers, version11 = _parse_head(bytes(buf[:end]))
-            rest = buf[end + 4:]
-            te = headers.get("transfer-encoding")
-            cl = headers.get("content-length")
-            if status < 200 or status in (204, 304):
-                # 1xx are never final answers to this request; treat them as invalid.
-                if status < 200:
-                    raise BadResponse(f"unexpected interim response {status}")
-                body, complete = _EMPTY, not rest
-            elif te is not None and "chunked" in te.lower():
-                body, complete = _read_chunked(sock, rest)
-            elif cl is not None:
-                try:
-                    n = int(cl)
-                    if n < 0:
-                        raise ValueError
-                except ValueError:
-                    raise BadResponse(f"invalid Content-Length {cl[:40]!r}") from None
-                body, complete = _read_exact(sock, rest, n)
-            else:
-                body, complete = _read_to_eof(sock, rest), False
-        except (BlockingIOError, ssl.SSLWantReadError, socket.timeout):
-            raise ReadTimeout() from None
-        except (BadResponse, Closed):
-            raise
-        except OSError as e:
-            raise Closed(str(e)) from None
+        while True:
+            end = buf.find(_CRLF2)
+            if end >= 0:
+                break
+            if len(buf) > MAX_HEAD:
+                raise BadResponse("response header section too large")
+            chunk = recv(65536)
+            if not chunk:
+                raise Closed("connection closed before the response")
+            buf += chunk
+        return self._finish_response(sock, bytes(buf[:end]), buf[end + 4:])
+
+    def _finish_response(self, sock, head, rest):
+        """(Response, reusable) from the head and the bytes read after it; reads the rest."""
+        status, reason, headers, version11 = _parse_head(head)
+        te = headers.get("transfer-encoding")
+        cl = headers.get("content-length")
+        if status < 200 or status in (204, 304):
+            # 1xx are never final answers to this request; treat them as invalid.
+            if status < 200:
+                raise BadResponse(f"unexpected interim response {status}")
+            body, complete = _EMPTY, not rest
+        elif te is not None and "chunked" in te.lower():
+            body, complete = _read_chunked(sock, rest)
+        elif cl is not None:
+            try:
+                n = int(cl)
+                if n < 0:
+                    raise ValueError
+            except ValueError:
+                raise BadResponse(f"invalid Content-Length {cl[:40]!r}") from None
+            body, complete = _read_exact(sock, rest, n)
+        else:
+            body, complete = _read_to_eof(sock, rest), False
         conn = headers.get("connection", "").lower()
         keep = complete and ("close" not in conn) and (version11 or "keep-alive" in conn)
         return Response(status, reason, headers, body), keep
+
+
+def _reading(fn, *args):
+    """fn(*args) with socket errors turned into this module's exceptions."""
+    try:
+        return fn(*args)
+    except (BlockingIOError, ssl.SSLWantReadError, socket.timeout):
+        raise ReadTimeout() from None
+    except (BadResponse, Closed):
+        raise
+    except OSError as e:
+        raise Closed(str(e)) from None
 
 
 def _parse_head(head: bytes):
