@@ -22,6 +22,7 @@ DEPS_STAMP   := $(VENV)/.vmod-lambda-dev-deps
 # sub-make that `all` starts after it).
 VMODDIR      ?= $(shell pkg-config --variable=vmoddir varnishapi 2>/dev/null)
 VMODTOOL     := $(shell pkg-config --variable=vmodtool varnishapi 2>/dev/null)
+VSCTOOL      := $(shell pkg-config --variable=vsctool varnishapi 2>/dev/null)
 VARNISH_CFLAGS := $(shell pkg-config --cflags varnishapi 2>/dev/null)
 PY_CFLAGS    := $(shell pkg-config --cflags python3-embed 2>/dev/null)
 PY_LIBS      := $(shell pkg-config --libs python3-embed 2>/dev/null)
@@ -61,8 +62,15 @@ $(BUILD)/vcc_if.c $(BUILD)/vcc_if.h: vmod_lambda.vcc $(BUILD)/.dir
 	cd $(BUILD) && $(PYTHON_SYS) $(VMODTOOL) -o vcc_if ../vmod_lambda.vcc
 	touch $(BUILD)/config.h
 
+# The counters: VSC_lambda.[ch] from the installed Varnish's vsctool (compiled into vmod_lambda._stats).
+$(BUILD)/VSC_lambda.c $(BUILD)/VSC_lambda.h: include/VSC_lambda.vsc $(BUILD)/.dir
+	cd $(BUILD) && $(PYTHON_SYS) $(VSCTOOL) -ch ../include/VSC_lambda.vsc
+	@# vsctool names the counters "LAMBDA.*" (as VBE, MAIN); the module they follow says "lambda.*"
+	sed -i 's/^\(static const char vsc_lambda_name\[\] = \)"LAMBDA";/\1"lambda";/' $(BUILD)/VSC_lambda.c
+	grep -q 'vsc_lambda_name\[\] = "lambda"' $(BUILD)/VSC_lambda.c
+
 # One id for the three parts of a build, so a child running another build refuses to mix them.
-$(BUILD)/vmod_lambda_build.h: vmod_lambda.vcc $(HEADERS) $(SHIM_SRC) $(LOADER_SRC) $(PYX) $(PXD) $(BUILD)/.dir
+$(BUILD)/vmod_lambda_build.h: vmod_lambda.vcc include/VSC_lambda.vsc $(HEADERS) $(SHIM_SRC) $(LOADER_SRC) $(PYX) $(PXD) $(BUILD)/.dir
 	id=$$(cat $^ | sha256sum | cut -c1-16); \
 	echo "#define VMOD_LAMBDA_BUILD_ID \"$$id\"" > $@.tmp; \
 	echo "#define VMOD_LAMBDA_DEFAULT_HOME \"$(PREFIX)\"" >> $@.tmp; \
@@ -83,7 +91,7 @@ $(BUILD)/libvmod_lambda_loader_libc.so: $(LOADER_SRC) $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -Iinclude $(PY_CFLAGS) -o $@ $(LOADER_SRC) \
 		-Wl,--no-as-needed $(PY_LIBS) -lpthread -Wl,-z,nodelete
 
-$(EXTS) &: $(PYX) $(PXD) $(HEADERS) $(BUILD)/vmod_lambda_build.h setup.py
+$(EXTS) &: $(PYX) $(PXD) $(HEADERS) $(BUILD)/vmod_lambda_build.h $(BUILD)/VSC_lambda.c setup.py
 	VMOD_LAMBDA_BUILD_DIR=$(BUILD) $(VPY) setup.py -q build_ext --inplace --build-temp $(BUILD)/tmp
 	touch $(EXTS)
 

@@ -25,8 +25,8 @@ HEADERS = [os.path.join("include", f) for f in os.listdir("include") if f.endswi
 LINK_ARGS = ["-Wl,-z,nodelete"]
 
 
-def ext(name):
-    return Extension(f"vmod_lambda.{name}", [f"vmod_lambda/{name}.pyx"],
+def ext(name, *sources):
+    return Extension(f"vmod_lambda.{name}", [f"vmod_lambda/{name}.pyx", *sources],
                      include_dirs=INCLUDE_DIRS, depends=HEADERS, extra_link_args=LINK_ARGS)
 
 
@@ -36,7 +36,8 @@ setup(
     description="The Python side of the Varnish VMOD lambda (AWS Lambda from VCL)",
     license="BSD-3-Clause",
     packages=["vmod_lambda"],
-    ext_modules=cythonize([ext("_handoff"), ext("_director"), ext("_vmod"), ext("_netio")], include_path=["include", "vmod_lambda"],
+    ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
+                                    ext("_director"), ext("_vmod"), ext("_netio")], include_path=["include", "vmod_lambda"],
                           compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),
     entry_points={"console_scripts": ["vmod-lambda-emulator = vmod_lambda.emulator:main"]},
     zip_safe=False,

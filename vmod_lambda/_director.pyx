@@ -19,6 +19,7 @@ from vrt cimport (vrt_ctx, VRT_CTX_MAGIC, VCL_BACKEND, VCL_BOOL, VCL_TIME, direc
                  VRT_AddDirector, VRT_DelDirector, VRT_Healthy, VRT_SetChanged, VTIM_real)
 from vsb cimport VSB_cat, VSB_printf, VSB_indent
 from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, SLT_Backend_health,
+                    SLT_VCL_Log,
                     HTTP_HDR_METHOD,
                     HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST)
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
@@ -26,11 +27,13 @@ from lambda_compat cimport (lambda_log, lambda_bereq_body, lambda_beresp_body, l
                             lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
                             lambda_vdi_methods)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
+from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
+                                 stats_vsl, KIND_FETCH, KIND_PROBE)
 from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_result, monotonic_now,
                                    SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT, SUBMIT_ABANDONED)
 
 from vmod_lambda import fetch as _fetch
-from vmod_lambda.invoker import InvokeError
+from vmod_lambda.invoker import InvokeError, take_record
 from vmod_lambda.probe import Prober, ProbeSpec
 
 cdef enum:
@@ -65,6 +68,8 @@ cdef struct fetch_job:
     size_t resp_off
     char *err
     char *note
+    char *vsl                   # varnishlog lines of the invocation, NUL-separated
+    size_t vsl_len
 
 
 cdef void _job_free(lambda_job *j) noexcept nogil:
@@ -79,6 +84,7 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     free(job.resp_body)
     free(job.err)
     free(job.note)
+    free(job.vsl)
     free(job)
 
 
@@ -99,8 +105,36 @@ cdef void _set_err(fetch_job *job, str reason) noexcept:
 
 
 cdef void _run_fetch(lambda_job *j) noexcept:
-    """Worker thread, GIL held: the whole Lambda round trip of one fetch."""
+    """Worker thread, GIL held: the whole Lambda round trip of one fetch, then its counters and
+    varnishlog lines."""
     cdef fetch_job *job = <fetch_job *>j
+    cdef lambda_obj *o = job.obj
+    cdef bytes lines
+    take_record()
+    err = _fetch_call(job)
+    try:
+        rec = take_record()
+        stats_account(o.vsc, KIND_FETCH, err, rec)
+        if rec is None and err is None and job.ok and job.note != NULL:
+            # answered locally (413) without invoking
+            lambda_stat_add(&o.vsc.too_large, 1)
+            lambda_stat_add(&o.vsc.fail, 1)
+        if rec is not None:
+            lambda_stat_add(&o.vsc.bereq_hdrbytes, job.head_len)
+            lambda_stat_add(&o.vsc.bereq_bodybytes, job.body_len)
+            if job.ok:
+                lambda_stat_add(&o.vsc.beresp_hdrbytes, job.resp_head_len)
+                lambda_stat_add(&o.vsc.beresp_bodybytes, job.resp_body_len)
+        lines = stats_vsl(o.vcl_name.decode("utf-8", "replace"),
+                          o.function_name.decode("utf-8", "replace"), KIND_FETCH, err, rec)
+        if lines:
+            job.vsl = _dup(lines, &job.vsl_len)
+    except BaseException:
+        pass
+
+
+cdef object _fetch_call(fetch_job *job):
+    """Map, invoke, map back into job; returns the InvokeError (None when ok)."""
     cdef bytes head_blob
     try:
         head = PyBytes_FromStringAndSize(job.head, job.head_len)
@@ -120,15 +154,19 @@ cdef void _run_fetch(lambda_job *j) noexcept:
             raise MemoryError()
         job.status = r.status
         job.ok = 1
+        return None
     except InvokeError as e:
         _set_err(job, str(e))
+        return e
     except MemoryError:
         _set_err(job, "out of memory")
+        return InvokeError("internal", "out of memory")
     except BaseException as e:
         try:
             _set_err(job, f"internal error: {type(e).__name__}: {e}")
+            return InvokeError("internal", str(e))
         except BaseException:
-            pass
+            return None
 
 
 cdef int _append(char **buf, size_t *length, size_t *cap, const char *p, size_t n) noexcept nogil:
@@ -239,6 +277,14 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         return -1
 
     rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
+    if rc == SUBMIT_DONE and job.vsl != NULL:
+        h = job.vsl
+        end = job.vsl + job.vsl_len
+        while h < end:
+            VSLb(bo.vsl, SLT_VCL_Log, "%s", h)
+            h += strlen(h) + 1
+    elif rc == SUBMIT_BUSY or rc == SUBMIT_TIMEOUT:
+        stats_busy(o.vsc)
     if rc == SUBMIT_ABANDONED:
         snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
                  o.timeout + DEADLINE_MARGIN)
@@ -306,6 +352,13 @@ cdef VCL_BOOL _healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed) noe
 cdef class _ProbeReport:
     """What a Prober calls after each poke: the verdict, its log line. Dead once the object is."""
     cdef lambda_obj *obj
+
+    def observe(self, bint good, err, rec):
+        """One poke: its counters and the happy bitmap (the prober's thread, GIL held)."""
+        if self.obj == NULL or self.obj.vsc == NULL:
+            return
+        stats_account(self.obj.vsc, KIND_PROBE, err, rec)
+        lambda_stat_happy(&self.obj.vsc.happy, good)
 
     def __call__(self, bint healthy, bint went, str line):
         cdef bytes b = line.encode("utf-8", "replace")
@@ -401,7 +454,7 @@ cdef int director_attach(const vrt_ctx *ctx, lambda_obj *o) except -1:
         report = _ProbeReport()
         report.obj = o
         prober = Prober(o.vcl_name.decode("utf-8", "replace"), <object>o.invoker,
-                        _probe_spec(o.probe_spec), report)
+                        _probe_spec(o.probe_spec), report, observe=report.observe)
     except BaseException as e:
         VRT_DelDirector(&o.dir)
         raise RuntimeError(f"cannot create the probe: {type(e).__name__}: {e}") from None

@@ -6,6 +6,7 @@
 #
 # Lock order: nobody takes the GIL while holding the queue mutex.
 
+from libc.stdint cimport uint64_t
 from posix_thread cimport pthread_cond_t
 
 cdef enum:
@@ -41,6 +42,10 @@ cdef struct lambda_limiter:
     int retired
     limiter_idle_fn on_idle
     pthread_cond_t cond
+    # The owner's counters (VSC gauges and the queue wait), or NULL: moved under the queue mutex.
+    uint64_t *st_queued
+    uint64_t *st_inflight
+    uint64_t *st_wait_us
 
 cdef struct lambda_job:
     unsigned magic
@@ -50,6 +55,7 @@ cdef struct lambda_job:
     job_fn run                 # called by a worker with the GIL; must not raise
     job_free_fn free_job       # frees an abandoned job
     pthread_cond_t cond
+    double t_queued            # monotonic time it was queued, for the queue wait
 
 cdef int limiter_init(lambda_limiter *lim, int limit) noexcept nogil
 cdef bint limiter_retire(lambda_limiter *lim) noexcept nogil

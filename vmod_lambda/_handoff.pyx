@@ -5,6 +5,11 @@ import threading
 import time
 
 from libc.string cimport memset
+from libc.stdint cimport uint64_t
+
+cdef extern from "vmod_lambda_atomic.h" nogil:
+    void lambda_stat_add(uint64_t *p, uint64_t n)
+    void lambda_stat_sub(uint64_t *p, uint64_t n)
 from posix.time cimport timespec
 from posix_thread cimport *
 
@@ -111,6 +116,7 @@ cdef void _unlink(lambda_job *job) noexcept nogil:
     if q_tail == job:
         q_tail = prev
     job.next = NULL
+    lambda_stat_sub(job.limiter.st_queued, 1)
 
 
 cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil:
@@ -138,6 +144,8 @@ cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double dead
             return SUBMIT_BUSY
     lim.inflight += 1
     job.state = JOB_QUEUED
+    job.t_queued = monotonic_now()
+    lambda_stat_add(lim.st_queued, 1)
     if q_tail == NULL:
         q_head = job
     else:
@@ -181,6 +189,9 @@ cdef lambda_job *_take() noexcept nogil:
         q_tail = NULL
     job.next = NULL
     job.state = JOB_RUNNING
+    lambda_stat_sub(job.limiter.st_queued, 1)
+    lambda_stat_add(job.limiter.st_inflight, 1)
+    lambda_stat_add(job.limiter.st_wait_us, <uint64_t>((monotonic_now() - job.t_queued) * 1e6))
     pthread_mutex_unlock(&mtx)
     return job
 
@@ -191,6 +202,7 @@ cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
     cdef bint abandoned
     pthread_mutex_lock(&mtx)
     lim.inflight -= 1
+    lambda_stat_sub(lim.st_inflight, 1)
     pthread_cond_signal(&lim.cond)
     abandoned = job.state == JOB_ABANDONED
     if not abandoned:

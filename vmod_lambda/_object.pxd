@@ -4,6 +4,7 @@
 from cpython.ref cimport PyObject
 from vrt cimport VCL_BACKEND, vrt_backend_probe
 from vmod_lambda._handoff cimport lambda_limiter
+from vmod_lambda._stats cimport lambda_vsc
 
 cdef enum:
     OBJ_MAGIC = 0x4c4f424a
@@ -23,3 +24,4 @@ cdef struct lambda_obj:
     PyObject *probe_report      # owned reference to the report callback given to it
     int probe_healthy           # the probe's verdict, read by healthy() without a lock
     double probe_changed
+    lambda_vsc *vsc             # lambda.<vcl_name>.* counters (_stats), shared by name

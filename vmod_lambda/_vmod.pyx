@@ -15,19 +15,21 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, strdup, strlen, strncmp
 
 from vrt cimport vrt_ctx, VRT_CTX_MAGIC, director
-from cache cimport WS_Copy, SLT_VCL_Error
+from cache cimport WS_Copy, SLT_VCL_Error, SLT_VCL_Log
 from lambda_compat cimport lambda_log, lambda_fail, VMOD_LAMBDA_BUILD_ID
 from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LAMBDA_OPS_MAGIC,
                               VMOD_LAMBDA_OPS_VERSION)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._director cimport director_attach, director_detach
+from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, stats_account, stats_busy,
+                                 stats_vsl, KIND_INVOKE, KIND_ASYNC)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
                                    pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
                                    SUBMIT_ABANDONED, SUBMIT_STOPPED)
 
 from vmod_lambda.config import ConfigError, validate_backend
-from vmod_lambda.invoker import InvokeError, Invoker
+from vmod_lambda.invoker import InvokeError, Invoker, take_record
 
 cdef enum:
     MSG_LEN = 1024
@@ -54,6 +56,8 @@ cdef struct invoke_job:
     char *out                   # NUL-terminated response payload when ok
     size_t out_len
     char *err                   # reason when not ok
+    char *vsl                   # varnishlog lines of the invocation, NUL-separated, vsl_len bytes
+    size_t vsl_len
 
 
 cdef char *_cstr(str s) noexcept:
@@ -86,6 +90,10 @@ cdef void _obj_free(lambda_obj *o) noexcept:
     """Release an object (with the GIL): its Python client, its strings, its limiter."""
     Py_XDECREF(o.invoker)
     o.invoker = NULL
+    if o.vsc != NULL:
+        o.vsc = NULL
+        o.lim.st_queued = o.lim.st_inflight = o.lim.st_wait_us = NULL
+        stats_release(_pystr(o.vcl_name))
     limiter_destroy(&o.lim)
     free(o.vcl_name)
     free(o.function_name)
@@ -141,6 +149,15 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
         _fail_msg(ctx, f"lambda.backend(): {name}: out of memory")
         return NULL
     o.lim.on_idle = _obj_idle
+    try:
+        o.vsc = stats_acquire(name)
+    except BaseException as e:
+        _obj_free(o)
+        _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the counters: {e}")
+        return NULL
+    o.lim.st_queued = &o.vsc.queued
+    o.lim.st_inflight = &o.vsc.inflight
+    o.lim.st_wait_us = &o.vsc.queue_wait_us
     Py_INCREF(inv)
     o.invoker = <PyObject *>inv
     try:
@@ -195,6 +212,7 @@ cdef void _invoke_job_free(lambda_job *j) noexcept nogil:
     cdef invoke_job *job = <invoke_job *>j
     free(job.payload)
     free(job.qualifier)
+    free(job.vsl)
     free(job.out)
     free(job.err)
     free(job)
@@ -207,8 +225,28 @@ cdef void _job_error(invoke_job *job, str reason) noexcept:
 
 
 cdef void _run_invoke(lambda_job *j) noexcept:
-    """Worker thread, GIL held: invoke the function and store the payload or the reason."""
+    """Worker thread, GIL held: invoke, then count the outcome and keep its varnishlog lines."""
     cdef invoke_job *job = <invoke_job *>j
+    cdef bytes lines
+    cdef int kind = KIND_ASYNC if job.async_ else KIND_INVOKE
+    take_record()
+    err = _invoke_call(job)
+    try:
+        rec = take_record()
+        stats_account(job.obj.vsc, kind, err, rec)
+        lines = stats_vsl(_pystr(job.obj.vcl_name), _pystr(job.obj.function_name), kind, err, rec)
+        if lines:
+            job.vsl = <char *>malloc(len(lines) + 1)
+            if job.vsl != NULL:
+                memcpy(job.vsl, <const char *>lines, len(lines))
+                job.vsl[len(lines)] = 0
+                job.vsl_len = len(lines)
+    except BaseException:
+        pass
+
+
+cdef object _invoke_call(invoke_job *job):
+    """Invoke and store the payload or the reason; returns the InvokeError (None when ok)."""
     cdef bytes data
     try:
         res = (<object>job.obj.invoker).invoke(
@@ -238,15 +276,28 @@ cdef void _run_invoke(lambda_job *j) noexcept:
         job.out[len(data)] = 0
         job.out_len = len(data)
         job.ok = 1
+        return None
     except InvokeError as e:
         _job_error(job, str(e))
+        return e
     except MemoryError:
         _job_error(job, "out of memory")
+        return InvokeError("internal", "out of memory")
     except BaseException as e:
         try:
             _job_error(job, f"internal error: {type(e).__name__}: {e}")
+            return InvokeError("internal", str(e))
         except BaseException:
-            pass
+            return None
+
+
+cdef void _write_vsl(const vrt_ctx *ctx, const char *lines, size_t n) noexcept nogil:
+    """The NUL-separated lines of an invocation as VCL_Log records of the task."""
+    cdef const char *p = lines
+    cdef const char *end = lines + n
+    while p < end:
+        lambda_log(ctx, SLT_VCL_Log, p)
+        p += strlen(p) + 1
 
 
 cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limiter *lim,
@@ -257,6 +308,9 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
     cdef size_t n = strlen(payload)
     cdef submit_result rc
     reason[0] = 0
+    if job.obj != NULL and (n > MAX_PAYLOAD or (job.async_ and n > MAX_ASYNC_PAYLOAD)):
+        lambda_stat_add(&job.obj.vsc.too_large, 1)
+        lambda_stat_add(&job.obj.vsc.fail, 1)
     if job.async_ and n > MAX_ASYNC_PAYLOAD:
         snprintf(reason, MSG_LEN, "payload of %zu bytes exceeds the 1 MB limit of asynchronous "
                  "invocations; not sent", n)
@@ -276,6 +330,10 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
     job.payload_len = n
     job.base.free_job = _invoke_job_free
     rc = submit_wait(&job.base, lim, monotonic_now() + timeout + DEADLINE_MARGIN)
+    if rc == SUBMIT_DONE and job.vsl != NULL:
+        _write_vsl(ctx, job.vsl, job.vsl_len)
+    if (rc == SUBMIT_BUSY or rc == SUBMIT_TIMEOUT) and job.obj != NULL:
+        stats_busy(job.obj.vsc)
     if rc == SUBMIT_DONE:
         if job.ok and job.async_:
             r = EMPTY

@@ -10,6 +10,7 @@ and a one-line `reason` for the log, which never contains credentials or request
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -24,7 +25,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 from . import direct
 from .config import BackendConfig
 
-__all__ = ["Invoker", "InvokeError", "InvokeResult", "MAX_PAYLOAD", "clean_reason"]
+__all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "MAX_PAYLOAD",
+           "clean_reason", "take_record"]
 
 VERSION = "0.1.0"
 MAX_PAYLOAD = 6 * 1024 * 1024      # synchronous invocation limit, request and response
@@ -60,6 +62,32 @@ class InvokeResult:
     request_id: Optional[str]
     executed_version: Optional[str]
     log_result: Optional[str]
+
+
+@dataclass
+class InvocationRecord:
+    """What one invocation sent and got, for counters and the varnishlog record (see take_record)."""
+    invocation_type: str
+    qualifier: Optional[str]
+    sent: int
+    received: int = 0
+    duration: float = 0.0
+    request_id: Optional[str] = None
+    executed_version: Optional[str] = None
+    status: Optional[int] = None
+    log_result: Optional[str] = None
+
+
+# The record of the last invocation made by this thread: a worker runs one job at a time, so the
+# job that called invoke() takes it afterwards, whatever invoke() returned or raised.
+_tls = threading.local()
+
+
+def take_record() -> Optional[InvocationRecord]:
+    """The record of this thread's last invocation since the last call (None: nothing was sent)."""
+    rec = getattr(_tls, "record", None)
+    _tls.record = None
+    return rec
 
 
 def clean_reason(text) -> str:
@@ -144,6 +172,7 @@ class Invoker:
                qualifier: Optional[str] = None) -> InvokeResult:
         """Invoke the function (RequestResponse, or Event: queued, answered with 202) with the
         object's qualifier, or with qualifier when given."""
+        _tls.record = None
         if invocation_type == "Event":
             if len(payload) > MAX_ASYNC_PAYLOAD:
                 raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 1 MB "
@@ -156,12 +185,20 @@ class Invoker:
         qualifier = qualifier if qualifier is not None else self.cfg.qualifier
         if qualifier:
             kwargs["Qualifier"] = qualifier
+        rec = _tls.record = InvocationRecord(invocation_type, qualifier or None, len(payload))
+        t0 = time.monotonic()
+        try:
+            return self._invoke(kwargs, rec)
+        finally:
+            rec.duration = time.monotonic() - t0
+
+    def _invoke(self, kwargs: dict, rec: InvocationRecord) -> InvokeResult:
         if self.cfg.client_context:
             kwargs["ClientContext"] = self.cfg.client_context
-        if self.cfg.log_tail and invocation_type == "RequestResponse":
+        if self.cfg.log_tail and kwargs["InvocationType"] == "RequestResponse":
             kwargs["LogType"] = "Tail"
         if self.direct is not None:
-            return self._invoke_direct(kwargs)
+            return self._invoke_direct(kwargs, rec)
         try:
             try:
                 resp = self._call(kwargs)
@@ -169,6 +206,8 @@ class Invoker:
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self._call(kwargs)
         except ClientError as e:
+            meta = e.response.get("ResponseMetadata", {})
+            rec.status, rec.request_id = meta.get("HTTPStatusCode"), meta.get("RequestId") or None
             raise _service_error(e.response) from None
         except ReadTimeoutError:
             raise InvokeError("timeout", f"timed out after {self.cfg.timeout:g}s waiting for "
@@ -191,6 +230,8 @@ class Invoker:
         meta = resp.get("ResponseMetadata", {})
         request_id = meta.get("RequestId") or None
         body = resp["_body"]
+        rec.status, rec.request_id, rec.received = resp.get("StatusCode"), request_id, len(body)
+        rec.executed_version, rec.log_result = resp.get("ExecutedVersion"), resp.get("LogResult")
         if resp.get("FunctionError"):
             raise InvokeError("function_error",
                               _function_error_reason(resp["FunctionError"], body), request_id,
@@ -198,7 +239,7 @@ class Invoker:
         return InvokeResult(body, resp.get("StatusCode", 200), request_id,
                             resp.get("ExecutedVersion"), resp.get("LogResult"))
 
-    def _invoke_direct(self, kwargs: dict) -> InvokeResult:
+    def _invoke_direct(self, kwargs: dict, rec: InvocationRecord) -> InvokeResult:
         """invoke() through the direct transport: the same outcomes as the boto3 path above."""
         args = (kwargs["FunctionName"], kwargs["Payload"], kwargs["InvocationType"],
                 kwargs.get("Qualifier"), kwargs.get("LogType"), kwargs.get("ClientContext"))
@@ -229,10 +270,16 @@ class Invoker:
         headers = r.headers
         if r.status >= 300:
             # botocore raises ClientError for these, with what its parser made of the answer.
-            raise _service_error(self._parser.parse(
+            parsed = self._parser.parse(
                 {"status_code": r.status, "headers": headers, "body": r.body},
-                self._invoke_shape))
+                self._invoke_shape)
+            meta = parsed.get("ResponseMetadata", {})
+            rec.status, rec.request_id = meta.get("HTTPStatusCode"), meta.get("RequestId") or None
+            raise _service_error(parsed)
         request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id") or None
+        rec.status, rec.request_id, rec.received = r.status, request_id, len(r.body)
+        rec.executed_version = headers.get("x-amz-executed-version")
+        rec.log_result = headers.get("x-amz-log-result")
         function_error = headers.get("x-amz-function-error")
         if function_error:
             raise InvokeError("function_error", _function_error_reason(function_error, r.body),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from . import fetch
-from .invoker import InvokeError, Invoker
+from .invoker import InvokeError, Invoker, take_record
 
 AVG_RATE = 4
 # The bitmaps of tbl/backend_poll.h, in its order; a Lambda probe has no IP family of its own.
@@ -141,13 +141,15 @@ class Prober:
     """Pokes one function every interval on its own thread, while its VCL is warm."""
 
     def __init__(self, name: str, invoker: Invoker, spec: ProbeSpec,
-                 report: Callable[[bool, bool, str], None]):
+                 report: Callable[[bool, bool, str], None], observe=None):
         self.name = name
         self.spec = spec.with_defaults()
         # Its own client: the probe's timeout, one connection, never the object's pool.
         self.invoker = Invoker(replace(invoker.cfg, timeout=self.spec.timeout, pool_size=1))
         self.state = ProbeState(self.spec)
         self.report = report
+        # observe(good, error or None, invocation record or None) after each poke: counters
+        self.observe = observe
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
         self.thread = None
@@ -164,17 +166,26 @@ class Prober:
         head = self.spec.head()
         t0 = time.monotonic()
         xmit = recv = happy = False
+        err = None
+        take_record()
         try:
             r = fetch.handle(self.invoker, head, b"", 0)
             xmit = recv = True
             happy = r.status == self.spec.exp_status
             resp = f"HTTP/1.1 {r.status} {r.reason or REASONS.get(r.status, '')}".rstrip()
         except InvokeError as e:
+            err = e
             xmit = e.kind not in ("transport", "credentials", "payload")
             recv = e.kind in ("function_error", "throttled", "service", "invalid_response")
             resp = str(e)
         except Exception as e:      # a probe never dies of a bad answer
             resp = f"{type(e).__name__}: {e}"
+            err = InvokeError("internal", resp)
+        if self.observe is not None:
+            try:
+                self.observe(happy, err, take_record())
+            except Exception:
+                pass
         with self.lock:
             self.state.record(xmit, recv, happy, time.monotonic() - t0, resp)
         self._update()

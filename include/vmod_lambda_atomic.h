@@ -1,0 +1,40 @@
+/*
+ * Atomic updates of shared uint64_t counters (the VSC counters of lambda.backend() objects), usable
+ * from any thread with or without the GIL. No Varnish header needed.
+ */
+#ifndef VMOD_LAMBDA_ATOMIC_H
+#define VMOD_LAMBDA_ATOMIC_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+static inline void
+lambda_stat_add(uint64_t *p, uint64_t n)
+{
+	if (p != NULL && n != 0)
+		(void)__atomic_add_fetch(p, n, __ATOMIC_RELAXED);
+}
+
+static inline void
+lambda_stat_sub(uint64_t *p, uint64_t n)
+{
+	if (p != NULL && n != 0)
+		(void)__atomic_sub_fetch(p, n, __ATOMIC_RELAXED);
+}
+
+/* The probe's bitmap: shift in one result, newest in the lowest bit (as VBE.*.happy). */
+static inline void
+lambda_stat_happy(uint64_t *p, int good)
+{
+	uint64_t old, nw;
+
+	if (p == NULL)
+		return;
+	old = __atomic_load_n(p, __ATOMIC_RELAXED);
+	do {
+		nw = (old << 1) | (good ? 1 : 0);
+	} while (!__atomic_compare_exchange_n(p, &old, nw, 0, __ATOMIC_RELAXED,
+	    __ATOMIC_RELAXED));
+}
+
+#endif

@@ -1,0 +1,147 @@
+# cython: language_level=3
+"""Counters and varnishlog records of lambda.backend() objects (see _stats.pxd, vmod_lambda.vcc).
+
+The VSC segment `lambda.<object>` is created with the first object of that name and destroyed with
+the last (vcl.discard): objects of the same name in several loaded VCLs share it, so a reload neither
+resets the counters nor shows them twice. Counters move with atomic adds: worker threads (with the
+GIL) and Varnish threads (without) update them.
+"""
+
+import base64
+import re
+
+from vmod_lambda._stats cimport lambda_vsc
+from vmod_lambda.invoker import InvokeError
+from vmod_lambda.stats import parse_tail, tail_lines
+
+cdef extern from "vmod_lambda_stats.h" nogil:
+    ctypedef struct lambda_vsc_seg:
+        pass
+    lambda_vsc *VSC_lambda_New(void *vc, lambda_vsc_seg **sg, const char *fmt, ...)
+    void VSC_lambda_Destroy(lambda_vsc_seg **sg)
+
+
+cdef class _Segment:
+    cdef lambda_vsc *vsc
+    cdef lambda_vsc_seg *seg
+    cdef int refs
+
+
+_segments = {}
+
+KIND_NAMES = ("fetch", "invoke", "invoke_async", "probe")
+
+
+cdef lambda_vsc *stats_acquire(str name) except NULL:
+    """The counters of the object `name` (CLI thread, GIL held); release with stats_release."""
+    cdef _Segment s = _segments.get(name)
+    cdef bytes b
+    if s is None:
+        s = _Segment()
+        b = name.encode("utf-8", "replace")
+        s.vsc = VSC_lambda_New(NULL, &s.seg, "%s", <const char *>b)
+        if s.vsc == NULL:
+            raise MemoryError(f"cannot create the counters lambda.{name}.*")
+        _segments[name] = s
+    s.refs += 1
+    return s.vsc
+
+
+cdef void stats_release(str name) noexcept:
+    cdef _Segment s
+    try:
+        s = _segments.get(name)
+        if s is None:
+            return
+        s.refs -= 1
+        if s.refs <= 0:
+            del _segments[name]
+            VSC_lambda_Destroy(&s.seg)
+            s.vsc = NULL
+    except BaseException:
+        pass
+
+
+cdef void stats_busy(lambda_vsc *v) noexcept nogil:
+    if v != NULL:
+        lambda_stat_add(&v.busy, 1)
+        lambda_stat_add(&v.fail, 1)
+
+
+cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcept:
+    """One call's outcome: err is None or an InvokeError, rec the invoker's record of what was sent
+    (None: nothing was)."""
+    cdef uint64_t *which = NULL
+    if v == NULL:
+        return
+    try:
+        if rec is not None:
+            lambda_stat_add(&v.req, 1)
+            if kind == KIND_FETCH:
+                lambda_stat_add(&v.fetch, 1)
+            elif kind == KIND_INVOKE:
+                lambda_stat_add(&v.invoke, 1)
+            elif kind == KIND_ASYNC:
+                lambda_stat_add(&v.invoke_async, 1)
+            else:
+                lambda_stat_add(&v.probe, 1)
+            lambda_stat_add(&v.payload_out, rec.sent)
+            lambda_stat_add(&v.payload_in, rec.received)
+            lambda_stat_add(&v.invoke_time_ms, <uint64_t>(rec.duration * 1000.0 + 0.5))
+            if rec.log_result:
+                billed, cold = parse_tail(rec.log_result)
+                lambda_stat_add(&v.billed_ms, billed)
+                if cold:
+                    lambda_stat_add(&v.cold_start, 1)
+        if err is None:
+            return
+        lambda_stat_add(&v.fail, 1)
+        k = getattr(err, "kind", "internal")
+        if k == "function_error":
+            which = &v.function_error
+        elif k == "timeout":
+            which = &v.timeout
+        elif k == "throttled":
+            which = &v.throttled
+        elif k == "service":
+            which = &v.err_5xx if (err.status or 500) >= 500 else &v.err_4xx
+        elif k == "transport":
+            which = &v.conn_fail
+        elif k == "invalid_response":
+            which = &v.invalid
+        elif k == "payload":
+            which = &v.invalid if rec is not None else &v.too_large
+        elif k == "too_large":
+            which = &v.too_large
+        if which != NULL:
+            lambda_stat_add(which, 1)
+    except BaseException:
+        pass
+
+
+cdef bytes stats_vsl(str obj_name, str function_name, int kind, object err, object rec):
+    """The varnishlog lines of one invocation, NUL-separated: the record, then the function's log
+    tail. Empty when nothing was sent."""
+    if rec is None:
+        return b""
+    outcome = "ok" if err is None else getattr(err, "kind", "internal")
+    if outcome == "service":
+        outcome = "service_5xx" if (err.status or 500) >= 500 else "service_4xx"
+    fields = [f"lambda: {obj_name}: {KIND_NAMES[kind]} {outcome}",
+              f"function={function_name}",
+              f"qualifier={rec.qualifier or '-'}",
+              f"status={rec.status if rec.status is not None else '-'}",
+              f"time={rec.duration * 1000.0:.3f}ms",
+              f"request_id={_token(rec.request_id)}",
+              f"version={_token(rec.executed_version)}"]
+    lines = [" ".join(fields)]
+    if rec.log_result:
+        lines += [f"lambda: {obj_name}: log: {line}" for line in tail_lines(rec.log_result)]
+    return "\0".join(lines).encode("utf-8", "replace")
+
+
+_TOKEN = re.compile(r"[^A-Za-z0-9._:$/+=-]")
+
+
+def _token(value):
+    return _TOKEN.sub("_", str(value))[:128] if value else "-"
