@@ -50,6 +50,7 @@ def summarize(runs):
             "p50_ms": med([r["p50_ms"] for r in rs]), "p99_ms": med([r["p99_ms"] for r in rs]),
             "cpu_ms": med([r["varnishd_cpu_ms_per_req"] for r in rs]),
             "origin_cpu_ms": med([r["origin_cpu_ms_per_req"] for r in rs]),
+            "ctxsw": med([r.get("varnishd_ctx_switches_per_req") for r in rs]),
             "peak_rss_mb": max(r["peak_rss_kb"] or 0 for r in rs) / 1024.0,
             "rss_growth_mb": max((r["peak_rss_kb"] or 0) - (r["rss_before_kb"] or 0)
                                  for r in rs) / 1024.0,
@@ -209,15 +210,18 @@ def main():
         L.append("![benchmarks](bench/results/benchmarks.png)\n")
     L.append("## Results through Varnish\n")
     L.append("Median over the rounds (min-max of req/s). CPU is the varnishd child's utime+stime "
-             "(all its threads, the Python workers included) per request; origin CPU is nginx's "
+             "(all its threads, the Python workers included) per request; context switches are "
+             "those of all the child's threads (/proc/<child>/task/*/status); origin CPU is nginx's "
              "worker. Invocations are counted in nginx's access log.\n")
     L.append("| case | clients | req/s median (min-max) | p50 ms | p99 ms | varnishd CPU ms/req | "
-             "origin CPU ms/req | peak RSS MB | origin calls / requests | errors | load 1m |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+             "varnishd context switches/req | origin CPU ms/req | peak RSS MB | "
+             "origin calls / requests | errors | load 1m |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for cid, c in list(s.items()) + list(co.items()) + list(big.items()):
         L.append(f"| {cid}: {c['label']} | {c['connections']} | {fmt(c['rps_median'])} "
                  f"({fmt(c['rps_min'])}-{fmt(c['rps_max'])}) | {fmt(c['p50_ms'], 2)} | "
-                 f"{fmt(c['p99_ms'], 2)} | {fmt(c['cpu_ms'], 3)} | {fmt(c['origin_cpu_ms'], 3)} | "
+                 f"{fmt(c['p99_ms'], 2)} | {fmt(c['cpu_ms'], 3)} | {fmt(c['ctxsw'], 1)} | "
+                 f"{fmt(c['origin_cpu_ms'], 3)} | "
                  f"{fmt(c['peak_rss_mb'])} | {c['invocations']:,} / {c['requests']:,} | "
                  f"{c['errors']} | {fmt(c['load'], 2)} |")
     L.append("")

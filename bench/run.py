@@ -82,6 +82,26 @@ def mem_kb(pid):
     return out
 
 
+def ctx_switches(pid):
+    """Context switches (voluntary + involuntary) of all threads of a process so far."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.endswith("ctxt_switches:\t0\n"):
+                        continue
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
 def reset_hwm(pid):
     """Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)."""
     try:
@@ -373,6 +393,7 @@ def measure(v, ng, case, duration):
     n0 = ng.count(pattern)
     hwm_reset = reset_hwm(child)
     mem0 = mem_kb(child)
+    x0 = ctx_switches(child)
     c0, o0 = cpu_ticks(child), cpu_ticks(worker)
     load0 = loadavg()
     t0 = time.monotonic()
@@ -380,6 +401,7 @@ def measure(v, ng, case, duration):
               script=os.path.join(HERE, script) if script else None)
     wall = time.monotonic() - t0
     c1, o1 = cpu_ticks(child), cpu_ticks(worker)
+    x1 = ctx_switches(child)
     mem1 = mem_kb(child)
     time.sleep(0.2)             # let nginx write its last log lines
     n = res["requests"] or 1
@@ -388,6 +410,7 @@ def measure(v, ng, case, duration):
         "wall_s": round(wall, 2),
         "varnishd_cpu_ms_per_req": (c1 - c0) * 1000.0 / CLK_TCK / n,
         "origin_cpu_ms_per_req": (o1 - o0) * 1000.0 / CLK_TCK / n,
+        "varnishd_ctx_switches_per_req": (x1 - x0) / n,
         "rss_before_kb": mem0.get("VmRSS"), "rss_after_kb": mem1.get("VmRSS"),
         "peak_rss_kb": mem1.get("VmHWM"), "peak_is_per_run": hwm_reset,
         "origin_invocations": ng.count(pattern) - n0,

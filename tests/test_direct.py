@@ -461,3 +461,17 @@ def test_read_timeout_applies_to_every_read(api):
     assert str(e.value) == "timed out after 0.3s waiting for the function"
     assert time.monotonic() - t0 < 5
     srv.close()
+
+
+def test_a_proxied_endpoint_keeps_the_boto3_transport(api, monkeypatch):
+    # The scripted API plays the proxy: boto3 sends it the absolute URI of the endpoint.
+    for var in ("http_proxy", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", api.url)
+    inv = invoker("http://lambda.example.invalid:9", "direct")
+    assert inv.direct is None and inv.transport == "boto3"
+    assert inv.invoke(b"{}").payload == b"null"
+    assert api.requests[0][0] == \
+        "http://lambda.example.invalid:9/2015-03-31/functions/my-fn/invocations"
+    monkeypatch.setenv("NO_PROXY", "lambda.example.invalid")
+    assert invoker("http://lambda.example.invalid:9", "direct").transport == "direct"

@@ -115,6 +115,13 @@ def _function_error_reason(kind: str, payload: bytes) -> str:
     return f"function error ({kind})" + (f": {detail}" if detail else "")
 
 
+def _proxied(url: str) -> bool:
+    """Whether boto3 would reach url through a proxy from the environment."""
+    from urllib.parse import urlsplit
+    from botocore.utils import get_environ_proxies
+    return bool(get_environ_proxies(url).get(urlsplit(url).scheme))
+
+
 def _service_error(response: dict) -> "InvokeError":
     """InvokeError for an error answer of the service, as botocore parsed it (ClientError.response)."""
     err = response.get("Error", {})
@@ -145,8 +152,14 @@ class Invoker:
             self.client = session.client("lambda", region_name=cfg.region,
                                          endpoint_url=cfg.endpoint_url, config=config)
         self.direct = None
+        self.transport = cfg.transport
         if cfg.transport == "direct":
-            self._init_direct(session)
+            if _proxied(self.client.meta.endpoint_url):
+                # boto3 sends through HTTP(S)_PROXY (unless NO_PROXY says otherwise); the direct
+                # transport does not speak to proxies, so such an object keeps boto3's transport.
+                self.transport = "boto3"
+            else:
+                self._init_direct(session)
 
     def _init_direct(self, session):
         """The direct transport, configured from the boto3 client and session."""
