@@ -499,7 +499,9 @@ def main():
             wrk(v.url + case[3], min(case[4], 32), 1,
                 script=os.path.join(HERE, case[5]) if case[5] else None)
         for rnd in range(1, args.rounds + 1):
-            for case in the_cases:
+            # Every other round in reverse order, so that a load drift does not always favour the
+            # case measured first of a pair (native before Lambda).
+            for case in (the_cases if rnd % 2 else the_cases[::-1]):
                 res = measure(v, ng, case, duration)
                 res["round"] = rnd
                 results["runs"].append(res)
