@@ -475,3 +475,8 @@ def test_a_proxied_endpoint_keeps_the_boto3_transport(api, monkeypatch):
         "http://lambda.example.invalid:9/2015-03-31/functions/my-fn/invocations"
     monkeypatch.setenv("NO_PROXY", "lambda.example.invalid")
     assert invoker("http://lambda.example.invalid:9", "direct").transport == "direct"
+
+
+def test_payload_may_be_any_bytes_like(api):
+    assert invoker(api.url, "direct").invoke(bytearray(b'{"x":1}')).payload == b"null"
+    assert api.requests[0][2] == b'{"x":1}'

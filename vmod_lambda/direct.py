@@ -200,6 +200,8 @@ class DirectClient:
                qualifier: Optional[str] = None, log_type: Optional[str] = None,
                client_context: Optional[str] = None) -> Response:
         """One Invoke call; raises the exceptions of this module."""
+        if type(payload) is not bytes:
+            payload = bytes(payload)
         head = self.request_head(function_name, payload, invocation_type, qualifier, log_type,
                                  client_context)
         return self._exchange(head, payload)
