@@ -41,7 +41,7 @@ LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lamb
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
-	clean distclean demo
+	clean distclean demo test-matrix
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -128,7 +128,7 @@ installcheck:
 	exit $$rc
 
 pytest:
-	$(VPY) -m pytest -q tests
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests
 
 VTC_JOBS ?= 2
 vtc:
@@ -136,6 +136,11 @@ vtc:
 	rc=$${PIPESTATUS[0]}; \
 	echo "varnishtest: $$(grep -c '^#.* passed' $(BUILD)/vtc.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc.log) failed"; \
 	exit $$rc
+
+# The compatibility matrix (README): the vtc suite against Varnish 7.7 built from Debian 13's source
+# package (cached in /var/cache/vmod-lambda) and against the machine's own Varnish. Not part of `check`.
+test-matrix: deps
+	VENV=$(abspath $(VENV)) bash scripts/varnish-matrix.sh $(MATRIX)
 
 # The reference manual, rendered from the .vcc by the installed vmodtool, committed under docs/.
 # docs-check fails when the committed copy is stale (for the Varnish version that rendered it).

@@ -19,6 +19,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_init(pthread_mutex_t *, const pthread_mutexattr_t *)
     int pthread_mutex_lock(pthread_mutex_t *)
     int pthread_mutex_unlock(pthread_mutex_t *)
+    int pthread_mutex_destroy(pthread_mutex_t *)
 
     int pthread_condattr_init(pthread_condattr_t *)
     int pthread_condattr_setclock(pthread_condattr_t *, clockid_t)

@@ -1,6 +1,7 @@
 /*
  * Everything Varnish that the C and Cython parts include, in the one order that works, and every
- * difference between the Varnish versions this VMOD supports (7.1 = VRT 15 ... 7.7 = VRT 21).
+ * difference between the Varnish versions this VMOD supports (7.1 = VRT 15 ... 7.7 = VRT 21; Vinyl Cache
+ * 9.0 = VRT 23 builds too).
  * The .pyx code stays version-free: it calls the lambda_* helpers below.
  */
 #ifndef VMOD_LAMBDA_COMPAT_H
@@ -11,8 +12,15 @@
 
 /* Python.h may have defined assert() already; vas.h defines its own. */
 #undef assert
-/* cache_varnishd.h pulls vdef.h, vrt.h and cache.h in the order they need (vrt.h errors after cache.h). */
-#include "cache/cache_varnishd.h"
+/*
+ * cache_varnishd.h pulls vdef.h, vrt.h and cache.h in the order they need (vrt.h errors after cache.h).
+ * Vinyl Cache (Varnish renamed, 9.0 = VRT 23) calls it cache_vinyld.h.
+ */
+#if defined(__has_include) && __has_include("cache/cache_vinyld.h")
+#  include "cache/cache_vinyld.h"
+#else
+#  include "cache/cache_varnishd.h"
+#endif
 #include "cache/cache_director.h"
 #include "cache/cache_filter.h"
 #include "vtim.h"
@@ -91,6 +99,53 @@ lambda_beresp_body(struct busyobj *bo, ssize_t len, const struct vfp *vfp, void 
 	}
 	bo->htc = htc;
 	return (0);
+}
+
+/*
+ * Give the fetch a body of unknown length that vfp (priv in its priv1) produces as it arrives:
+ * BS_CHUNKED with content_length -1, as a chunked backend response (Varnish streams it to clients).
+ */
+static inline int
+lambda_beresp_stream(struct busyobj *bo, const struct vfp *vfp, void *priv)
+{
+	struct http_conn *htc;
+	struct vfp_entry *vfe;
+
+	htc = WS_Alloc(bo->ws, sizeof *htc);
+	if (htc == NULL)
+		return (-1);
+	INIT_OBJ(htc, HTTP_CONN_MAGIC);
+	htc->doclose = SC_REM_CLOSE;
+	htc->priv = priv;
+	htc->body_status = BS_CHUNKED;
+	htc->content_length = -1;
+	vfe = VFP_Push(bo->vfc, vfp);
+	if (vfe == NULL)
+		return (-1);
+	vfe->priv1 = priv;
+	bo->htc = htc;
+	return (0);
+}
+
+/* Fail the fetch from a VFP: logs FetchError with msg (never taken as a format). */
+static inline enum vfp_status
+lambda_vfp_error(struct vfp_ctx *vc, const char *msg)
+{
+	return (VFP_Error(vc, "%s", msg));
+}
+
+/* bereq.first_byte_timeout and bereq.between_bytes_timeout as the fetch has them: NAN (or 0 on
+ * older Varnish) when neither VCL nor Varnish gave them a value. */
+static inline double
+lambda_bo_first_byte_timeout(const struct busyobj *bo)
+{
+	return (bo->first_byte_timeout);
+}
+
+static inline double
+lambda_bo_between_bytes_timeout(const struct busyobj *bo)
+{
+	return (bo->between_bytes_timeout);
 }
 
 static inline void *

@@ -71,3 +71,73 @@ def record(event, context):
     with open(event["file"], "w") as f:
         f.write(f"{os.getpid()} {context.aws_request_id} {event['text']}")
     return None
+
+
+# ---- response streaming (InvokeWithResponseStream)
+
+from vmod_lambda.emulator import HttpResponseStream, streamify_response  # noqa: E402
+
+
+@streamify_response
+def stream_chunks(event, response_stream, context):
+    """event: {"n": chunks, "size": bytes each, "delay": seconds before each chunk after the first,
+    "text": what each chunk repeats}."""
+    response_stream.set_content_type("text/plain")
+    fill = str(event.get("text", "x")).encode()
+    for i in range(int(event.get("n", 3))):
+        if i and event.get("delay"):
+            time.sleep(float(event["delay"]))
+        part = (fill * (int(event.get("size", 10)) // max(1, len(fill)) + 1))[:int(event.get("size", 10))]
+        response_stream.write(part)
+    response_stream.end()
+
+
+@streamify_response
+def stream_http(event, response_stream, context):
+    """An HTTP-integration response: the prelude from event["prelude"], then event["parts"]
+    (latin-1 strings, so any byte), with event["delay"] seconds between parts."""
+    stream = HttpResponseStream.from_(response_stream, event.get("prelude", {"statusCode": 200}))
+    for i, part in enumerate(event.get("parts", [])):
+        if i and event.get("delay"):
+            time.sleep(float(event["delay"]))
+        stream.write(part.encode("latin-1"))
+    stream.end()
+
+
+@streamify_response
+def stream_error(event, response_stream, context):
+    """Writes some bytes, then fails."""
+    response_stream.write(b"partial output ")
+    response_stream.write(b"then")
+    if event.get("delay"):
+        time.sleep(float(event["delay"]))
+    raise ValueError("boom mid-stream")
+
+
+@streamify_response
+def stream_fault(event, response_stream, context):
+    """Writes "before", asks the emulator for a fault (event["fault"], event["options"]), then
+    writes "after"."""
+    response_stream.write(b"before")
+    response_stream.fault(event["fault"], **event.get("options", {}))
+    response_stream.write(b"after")
+    time.sleep(float(event.get("sleep_after", 0)))
+
+
+def _pattern(i, size):
+    """Deterministic content of chunk i (the reader can check every byte)."""
+    return (b"%08d" % i) * (size // 8)
+
+
+def big_chunks(n, size):
+    for i in range(n):
+        yield _pattern(i, size)
+
+
+@streamify_response
+def stream_big(event, response_stream, context):
+    """event["mb"] MiB from a generator, in 64 KiB writes, never held in memory at once."""
+    size = 65536
+    for chunk in big_chunks(int(event.get("mb", 1)) * 16, size):
+        response_stream.write(chunk)
+    print(f"streamed {event.get('mb', 1)} MiB")

@@ -17,3 +17,47 @@ def chatty_page(event, context):
     print(f"handling {event.get('path')}")
     print(json.dumps({"headers": event.get("headers") or {}}, sort_keys=True))
     return {"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": "chatty"}
+
+
+# ---- streaming backends (tests/test_varnish_streaming.py): parameters in the query string
+
+from vmod_lambda.emulator import HttpResponseStream, streamify_response  # noqa: E402
+
+
+def _pattern(i, size):
+    return (b"%08d" % i) * (size // 8)
+
+
+@streamify_response
+def stream_page(event, response_stream, context):
+    """Query parameters (payload 2.0 event): mode=http|plain|big, n chunks of size bytes, delay
+    seconds between chunks, first=seconds before anything, status, fail=1 (raise after the
+    chunks), fault=corrupt_crc|stall|close (after the first chunk), stall=seconds, mb (big) and
+    pause (big: seconds after each 64 KiB), cookies=0 (no Set-Cookie)."""
+    q = event.get("queryStringParameters") or {}
+    mode = q.get("mode", "http")
+    time.sleep(float(q.get("first", 0)))
+    stream = response_stream
+    if mode == "big":
+        size, pause = 65536, float(q.get("pause", 0))
+        for i in range(int(q.get("mb", 1)) * 16):
+            stream.write(_pattern(i, size))
+            if pause:
+                time.sleep(pause)
+        return
+    if mode == "http":
+        stream = HttpResponseStream.from_(response_stream, {
+            "statusCode": int(q.get("status", 200)),
+            "headers": {"Content-Type": "application/octet-stream", "X-Streamed": "yes",
+                        "Cache-Control": "max-age=60"},
+            "cookies": ["a=1; Path=/", "b=2; HttpOnly"] if q.get("cookies", "1") == "1" else []})
+    n, size, delay = int(q.get("n", 3)), int(q.get("size", 256)), float(q.get("delay", 0))
+    for i in range(n):
+        if i and delay:
+            time.sleep(delay)
+        stream.write(bytes((i + j) % 256 for j in range(size)))
+        if i == 0 and q.get("fault"):
+            opts = {"seconds": float(q.get("stall", 3))} if q["fault"] == "stall" else {}
+            stream.fault(q["fault"], **opts)
+    if q.get("fail"):
+        raise RuntimeError(f"failed after {n} chunks")

@@ -109,5 +109,5 @@ def test_transport_and_streaming():
     assert validate_backend("fn", "f", "us-east-1", transport="boto3").transport == "boto3"
     with pytest.raises(ConfigError, match="transport must be one of 'boto3', 'direct'"):
         validate_backend("fn", "f", "us-east-1", transport="crt2")
-    with pytest.raises(ConfigError, match="streaming is not supported yet"):
-        validate_backend("fn", "f", "us-east-1", streaming=True)
+    assert validate_backend("fn", "f", "us-east-1").streaming is False
+    assert validate_backend("fn", "f", "us-east-1", streaming=True).streaming is True

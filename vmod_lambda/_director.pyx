@@ -6,6 +6,8 @@ job, hands it to the worker pool and waits. A worker maps the request to an even
 function and maps the answer back (vmod_lambda.fetch), then gethdrs writes beresp and pushes a VFP
 that feeds the body from the job. finish frees the job. Any failure is a FetchError line
 `lambda: <object>: <reason>` and a failed fetch (vcl_backend_error), never a malformed response.
+Streaming objects (streaming = true) take another path, see "Streaming backends" below: the head
+as soon as it is known, the body through a bounded window while the function still writes it.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -25,12 +27,21 @@ from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, SLT_Bac
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
 from lambda_compat cimport (lambda_log, lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
                             lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
-                            lambda_vdi_methods)
+                            lambda_vdi_methods, lambda_beresp_stream, lambda_vfp_error,
+                            lambda_bo_first_byte_timeout, lambda_bo_between_bytes_timeout)
+from libc.math cimport isnan
+from posix.time cimport timespec
+from posix_thread cimport (pthread_mutex_t, pthread_cond_t, pthread_condattr_t, pthread_mutex_init,
+                           pthread_mutex_destroy, pthread_mutex_lock, pthread_mutex_unlock,
+                           pthread_cond_init, pthread_cond_destroy, pthread_cond_timedwait,
+                           pthread_cond_broadcast, pthread_condattr_init,
+                           pthread_condattr_setclock, CLOCK_MONOTONIC, ETIMEDOUT)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
                                  stats_vsl, KIND_FETCH, KIND_PROBE)
-from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_result, monotonic_now,
-                                   SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT, SUBMIT_ABANDONED)
+from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_detached, submit_result,
+                                   monotonic_now, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
+                                   SUBMIT_ABANDONED)
 
 from vmod_lambda import fetch as _fetch
 from vmod_lambda.invoker import InvokeError, take_record
@@ -259,6 +270,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         # Sick by probe or by backend.set_health: fail at once, invoke nothing.
         _fetch_error(bo, o, "backend is sick: not invoked")
         return -1
+    if o.streaming:
+        return _gethdrs_stream(bo, o)
     job = <fetch_job *>calloc(1, sizeof(fetch_job))
     if job == NULL:
         _fetch_error(bo, o, "out of memory")
@@ -332,6 +345,9 @@ cdef void _finish(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     job = <fetch_job *>lambda_htc_priv(ctx.bo)
     if job != NULL and job.magic == FETCH_MAGIC:
         _job_free(<lambda_job *>job)
+    elif job != NULL and job.magic == STREAM_MAGIC:
+        _stream_log(ctx.bo, <stream_job *>job)
+        _stream_leave(<stream_job *>job)
     lambda_htc_clear(ctx.bo)
 
 
@@ -429,6 +445,440 @@ cdef void _list(const vrt_ctx *ctx, VCL_BACKEND d, vsb *v, int pflag, int jflag)
         VSB_cat(v, "?")
 
 
+# ---------------------------------------------------------------------------------------------------
+# Streaming backends (streaming = true): InvokeWithResponseStream, the body as it arrives.
+#
+# gethdrs submits a *detached* job (submit_detached: the worker owns it, nobody waits for it to end)
+# and waits on the job's channel until the worker has the response head (the HTTP-integration
+# prelude, or the first bytes of a plain payload), a failure, or the first-byte timeout. The worker
+# then pushes the body into a ring of WINDOW bytes and blocks while it is full (backpressure); the
+# VFP pulls from the ring on the fetch thread, waiting at most the between-bytes timeout for each
+# piece. The job is freed by whichever side lets go last (refs: the worker and the fetch). Lock
+# order: the GIL is never taken while a channel mutex is held.
+
+cdef enum:
+    STREAM_MAGIC = 0x7374726d
+    WINDOW = 256 * 1024
+
+
+cdef struct stream_job:
+    fetch_job f                 # first: the request, the response head, err and note
+    pthread_mutex_t mtx
+    pthread_cond_t cond         # any change: head, data, space, end, failure, consumer gone
+    int refs                    # 2 while both the worker and the fetch hold it
+    int head_ready
+    int eof
+    int failed
+    int consumer_gone
+    char *ring
+    size_t ring_rd
+    size_t ring_len
+    double between_bytes        # seconds the VFP waits for the next bytes
+    double deadline             # monotonic: the whole stream must be in by then (obj timeout)
+    size_t body_bytes
+    int logged                  # the worker's varnishlog lines were written
+
+
+cdef pthread_condattr_t STREAM_CONDATTR
+cdef vfp LAMBDA_STREAM_VFP
+
+
+cdef void _abstime(double t, timespec *ts) noexcept nogil:
+    ts.tv_sec = <long>t
+    ts.tv_nsec = <long>((t - <double>ts.tv_sec) * 1e9)
+    if ts.tv_nsec >= 1000000000:
+        ts.tv_sec += 1
+        ts.tv_nsec -= 1000000000
+    elif ts.tv_nsec < 0:
+        ts.tv_nsec = 0
+
+
+cdef void _stream_release(stream_job *sj) noexcept nogil:
+    """Drop one reference; the last one frees the job."""
+    cdef int last
+    pthread_mutex_lock(&sj.mtx)
+    sj.refs -= 1
+    last = sj.refs == 0
+    pthread_mutex_unlock(&sj.mtx)
+    if not last:
+        return
+    free(sj.ring)
+    sj.ring = NULL
+    pthread_cond_destroy(&sj.cond)
+    pthread_mutex_destroy(&sj.mtx)
+    _job_free(<lambda_job *>sj)        # the fetch_job fields and the block
+
+
+cdef void _stream_leave(stream_job *sj) noexcept nogil:
+    """The fetch side is done (finish, or gethdrs gave up): the worker stops at its next step."""
+    pthread_mutex_lock(&sj.mtx)
+    sj.consumer_gone = 1
+    pthread_cond_broadcast(&sj.cond)
+    pthread_mutex_unlock(&sj.mtx)
+    _stream_release(sj)
+
+
+cdef void _stream_worker_done(lambda_job *j) noexcept nogil:
+    """free_job of the detached job: called by the worker pool once _run_stream returned."""
+    cdef stream_job *sj = <stream_job *>j
+    pthread_mutex_lock(&sj.mtx)
+    if not sj.eof and not sj.failed:
+        sj.failed = 1           # cannot happen unless _run_stream lost its error: never hang
+    pthread_cond_broadcast(&sj.cond)
+    pthread_mutex_unlock(&sj.mtx)
+    _stream_release(sj)
+
+
+cdef int _chan_head(stream_job *sj) noexcept nogil:
+    """Publish the head (already in sj.f). 0: nobody waits for it any more."""
+    cdef int gone
+    pthread_mutex_lock(&sj.mtx)
+    sj.head_ready = 1
+    gone = sj.consumer_gone
+    pthread_cond_broadcast(&sj.cond)
+    pthread_mutex_unlock(&sj.mtx)
+    return 0 if gone else 1
+
+
+cdef int _chan_push(stream_job *sj, const char *p, size_t n) noexcept nogil:
+    """Copy n bytes into the ring, waiting while it is full. 1: done; 0: the fetch is gone;
+    -1: the fetch took nothing until the stream's deadline."""
+    cdef timespec ts
+    cdef size_t space, k, wpos, first
+    cdef int rc
+    _abstime(sj.deadline, &ts)
+    pthread_mutex_lock(&sj.mtx)
+    while n > 0:
+        if sj.consumer_gone:
+            pthread_mutex_unlock(&sj.mtx)
+            return 0
+        space = WINDOW - sj.ring_len
+        if space == 0:
+            rc = pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts)
+            if rc == ETIMEDOUT and sj.ring_len == WINDOW and not sj.consumer_gone:
+                pthread_mutex_unlock(&sj.mtx)
+                return -1
+            continue
+        k = n if n < space else space
+        wpos = (sj.ring_rd + sj.ring_len) % WINDOW
+        first = WINDOW - wpos
+        if first > k:
+            first = k
+        memcpy(sj.ring + wpos, p, first)
+        if k > first:
+            memcpy(sj.ring, p + first, k - first)
+        sj.ring_len += k
+        sj.body_bytes += k
+        p += k
+        n -= k
+        pthread_cond_broadcast(&sj.cond)
+    pthread_mutex_unlock(&sj.mtx)
+    return 1
+
+
+cdef void _chan_end(stream_job *sj) noexcept nogil:
+    pthread_mutex_lock(&sj.mtx)
+    sj.eof = 1
+    pthread_cond_broadcast(&sj.cond)
+    pthread_mutex_unlock(&sj.mtx)
+
+
+cdef void _chan_fail(stream_job *sj, str reason) noexcept:
+    """With the GIL: record the failure (the err text is set before the flag, under the lock)."""
+    cdef bytes b
+    cdef char *e = NULL
+    try:
+        b = reason.encode("utf-8", "replace")
+        e = _dup(b, NULL)
+    except BaseException:
+        e = NULL
+    with nogil:
+        pthread_mutex_lock(&sj.mtx)
+        if not sj.failed and not sj.eof:
+            free(sj.f.err)
+            sj.f.err = e
+            e = NULL
+            sj.failed = 1
+        pthread_cond_broadcast(&sj.cond)
+        pthread_mutex_unlock(&sj.mtx)
+    free(e)
+
+
+cdef int _push_bytes(stream_job *sj, bytes data) except -2:
+    cdef const char *p = data
+    cdef size_t n = len(data)
+    cdef int rc
+    if n == 0:
+        return 1
+    with nogil:
+        rc = _chan_push(sj, p, n)
+    return rc
+
+
+cdef void _run_stream(lambda_job *j) noexcept:
+    """Worker thread, GIL held: the whole streamed invocation of one fetch, then its counters and
+    varnishlog lines (ready before the end is published: the fetch logs them when it sees it)."""
+    cdef stream_job *sj = <stream_job *>j
+    cdef lambda_obj *o = sj.f.obj
+    cdef int rc
+    cdef bytes lines
+    with nogil:
+        pthread_mutex_lock(&sj.mtx)
+        rc = sj.consumer_gone
+        pthread_mutex_unlock(&sj.mtx)
+    if rc:
+        return          # the fetch gave up while this job was queued: nothing was sent
+    take_record()
+    rc, err = _stream_call(sj)
+    try:
+        rec = take_record()
+        stats_account(o.vsc, KIND_FETCH, err, rec)
+        if rec is not None and o.vsc != NULL:
+            lambda_stat_add(&o.vsc.bereq_hdrbytes, sj.f.head_len)
+            lambda_stat_add(&o.vsc.bereq_bodybytes, sj.f.body_len)
+            if sj.head_ready:
+                lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp_head_len)
+                lambda_stat_add(&o.vsc.beresp_bodybytes, sj.body_bytes)
+        lines = stats_vsl(o.vcl_name.decode("utf-8", "replace"),
+                          o.function_name.decode("utf-8", "replace"), KIND_FETCH, err, rec)
+        if lines:
+            sj.f.vsl = _dup(lines, &sj.f.vsl_len)
+    except BaseException:
+        pass
+    if err is not None:
+        _chan_fail(sj, str(err))
+    elif rc == 1:
+        with nogil:
+            _chan_end(sj)
+
+
+cdef tuple _stream_call(stream_job *sj):
+    """Invoke and move the stream into the channel: (1, None) when all of it went through,
+    (0, None) when the fetch let go first, (rc, InvokeError) on failure."""
+    cdef bytes head_blob
+    cdef int rc = 0
+    sf = None
+    try:
+        head = PyBytes_FromStringAndSize(sj.f.head, sj.f.head_len)
+        if sj.f.body_seen > MAX_BODY:
+            body = None
+        else:
+            body = PyBytes_FromStringAndSize(sj.f.body, sj.f.body_len) if sj.f.body_len else b""
+        sf = _fetch.StreamedFetch(<object>sj.f.obj.invoker, head, body, sj.f.body_seen)
+        r = sf.start()
+        head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
+        sj.f.resp_head = _dup(head_blob, &sj.f.resp_head_len)
+        if r.reason:
+            sj.f.reason = _dup(r.reason.encode("utf-8", "replace"), NULL)
+        if r.note:
+            sj.f.note = _dup(r.note.encode("utf-8", "replace"), NULL)
+        if sj.f.resp_head == NULL:
+            raise MemoryError()
+        sj.f.status = r.status
+        with nogil:
+            rc = _chan_head(sj)
+        if rc == 0:
+            return 0, None
+        rc = _push_bytes(sj, r.body)
+        if rc == 1:
+            for data in sf.body():
+                rc = _push_bytes(sj, data)
+                if rc != 1:
+                    break
+                if monotonic_now() > sj.deadline:
+                    rc = -1
+                    break
+        if rc == -1:
+            return rc, InvokeError("timeout", f"the response stream took longer than the "
+                                   f"timeout ({sj.f.obj.timeout:g}s)")
+        return rc, None
+    except InvokeError as e:
+        return rc, e
+    except MemoryError:
+        return rc, InvokeError("internal", "out of memory")
+    except BaseException as e:
+        try:
+            return rc, InvokeError("internal", f"internal error: {type(e).__name__}: {e}")
+        except BaseException:
+            return rc, InvokeError("internal", "internal error")
+    finally:
+        if sf is not None:
+            try:
+                sf.close()
+            except BaseException:
+                pass
+
+
+cdef void _stream_log(busyobj *bo, stream_job *sj) noexcept nogil:
+    """On the fetch thread: the worker's varnishlog lines, once it has published the end."""
+    cdef const char *h
+    cdef const char *end
+    pthread_mutex_lock(&sj.mtx)
+    if (sj.eof or sj.failed) and sj.f.vsl != NULL and not sj.logged:
+        sj.logged = 1
+        h = sj.f.vsl
+        end = sj.f.vsl + sj.f.vsl_len
+        while h < end:
+            VSLb(bo.vsl, SLT_VCL_Log, "%s", h)
+            h += strlen(h) + 1
+    pthread_mutex_unlock(&sj.mtx)
+
+
+cdef const char *_err_text(stream_job *sj) noexcept nogil:
+    cdef const char *e = sj.f.err
+    if e == NULL:
+        e = "the stream failed"
+    return e
+
+
+cdef double _tmo(double v, double fallback) noexcept nogil:
+    if isnan(v) or v <= 0.0:
+        return fallback
+    return v
+
+
+cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
+    cdef stream_job *sj
+    cdef submit_result rc
+    cdef char reason[MSG_LEN]
+    cdef timespec ts
+    cdef double first_byte, start
+    cdef int ok = 0
+    cdef int w
+    cdef const char *h
+    cdef const char *end
+
+    sj = <stream_job *>calloc(1, sizeof(stream_job))
+    if sj == NULL:
+        _fetch_error(bo, o, "out of memory")
+        return -1
+    sj.ring = <char *>malloc(WINDOW)
+    if sj.ring == NULL:
+        free(sj)
+        _fetch_error(bo, o, "out of memory")
+        return -1
+    pthread_mutex_init(&sj.mtx, NULL)
+    pthread_cond_init(&sj.cond, &STREAM_CONDATTR)
+    sj.refs = 1
+    sj.f.magic = STREAM_MAGIC
+    sj.f.obj = o
+    sj.f.base.run = _run_stream
+    sj.f.base.free_job = _stream_worker_done
+    if _collect_head(bo.bereq, &sj.f) != 0:
+        _fetch_error(bo, o, "out of memory")
+        _stream_release(sj)
+        return -1
+    if lambda_bereq_body(bo, _body_cb, &sj.f) != 0:
+        _fetch_error(bo, o, "cannot read the request body")
+        _stream_release(sj)
+        return -1
+
+    first_byte = _tmo(lambda_bo_first_byte_timeout(bo), o.timeout)
+    sj.between_bytes = _tmo(lambda_bo_between_bytes_timeout(bo), o.timeout)
+    start = monotonic_now()
+    sj.deadline = start + o.timeout
+    sj.refs = 2
+    rc = submit_detached(&sj.f.base, &o.lim, start + first_byte)
+    if rc != SUBMIT_DONE:
+        if rc == SUBMIT_BUSY:
+            stats_busy(o.vsc)
+            snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d "
+                     "invocations in flight (pool_size) to finish", first_byte, o.pool_size)
+        else:
+            snprintf(reason, MSG_LEN, "the worker pool is not running")
+        _fetch_error(bo, o, reason)
+        sj.refs = 1
+        _stream_release(sj)
+        return -1
+
+    _abstime(start + first_byte, &ts)
+    reason[0] = 0
+    pthread_mutex_lock(&sj.mtx)
+    while not sj.head_ready and not sj.failed:
+        w = pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts)
+        if w == ETIMEDOUT and not sj.head_ready and not sj.failed:
+            break
+    if sj.head_ready:
+        ok = 1
+    elif sj.failed:
+        snprintf(reason, MSG_LEN, "%s", _err_text(sj))
+    else:
+        snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for the first byte of the "
+                 "response stream", first_byte)
+    pthread_mutex_unlock(&sj.mtx)
+    if not ok:
+        _stream_log(bo, sj)
+        _fetch_error(bo, o, reason)
+        _stream_leave(sj)
+        return -1
+
+    # The head is the fetch's to read: the worker never touches it after publishing it.
+    if sj.f.note != NULL:
+        VSLb(bo.vsl, SLT_Error, "lambda: %s: %s", o.vcl_name, sj.f.note)
+    lambda_beresp_status(bo, <unsigned>sj.f.status, sj.f.reason)
+    h = sj.f.resp_head
+    end = sj.f.resp_head + sj.f.resp_head_len
+    while h < end:
+        lambda_beresp_header(bo, h)
+        h += strlen(h) + 1
+    if sj.f.status == 204 or sj.f.status == 304:
+        w = lambda_beresp_body(bo, 0, &LAMBDA_STREAM_VFP, sj)     # no body; finish() lets go
+    else:
+        w = lambda_beresp_stream(bo, &LAMBDA_STREAM_VFP, sj)
+    if w != 0:
+        _fetch_error(bo, o, "out of workspace (workspace_backend) for the response")
+        _stream_leave(sj)
+        return -1
+    return 0
+
+
+cdef vfp_status _vfp_stream_pull(vfp_ctx *vc, vfp_entry *vfe, void *p,
+                                 ssize_t *lp) noexcept nogil:
+    cdef stream_job *sj = <stream_job *>vfe.priv1
+    cdef char msg[MSG_LEN + 128]
+    cdef timespec ts
+    cdef size_t want, n, first
+    cdef int w, done
+    if sj == NULL or sj.f.magic != STREAM_MAGIC or lp == NULL or lp[0] <= 0:
+        return lambda_vfp_error(vc, "lambda: streaming fetch: invalid state")
+    want = <size_t>lp[0]
+    lp[0] = 0
+    _abstime(monotonic_now() + sj.between_bytes, &ts)
+    pthread_mutex_lock(&sj.mtx)
+    while sj.ring_len == 0 and not sj.eof and not sj.failed:
+        w = pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts)
+        if w == ETIMEDOUT and sj.ring_len == 0 and not sj.eof and not sj.failed:
+            sj.consumer_gone = 1            # the worker stops at its next step
+            pthread_cond_broadcast(&sj.cond)
+            pthread_mutex_unlock(&sj.mtx)
+            snprintf(msg, sizeof(msg), "lambda: %s: the response stream stalled: no bytes for "
+                     "%.3gs (between_bytes_timeout) after %zu bytes", sj.f.obj.vcl_name,
+                     sj.between_bytes, sj.body_bytes)
+            return lambda_vfp_error(vc, msg)
+    if sj.ring_len > 0:
+        n = sj.ring_len if sj.ring_len < want else want
+        first = WINDOW - sj.ring_rd
+        if first > n:
+            first = n
+        memcpy(p, sj.ring + sj.ring_rd, first)
+        if n > first:
+            memcpy(<char *>p + first, sj.ring, n - first)
+        sj.ring_rd = (sj.ring_rd + n) % WINDOW
+        sj.ring_len -= n
+        done = sj.ring_len == 0 and sj.eof
+        pthread_cond_broadcast(&sj.cond)
+        pthread_mutex_unlock(&sj.mtx)
+        lp[0] = <ssize_t>n
+        return VFP_END if done else VFP_OK
+    if sj.failed:
+        snprintf(msg, sizeof(msg), "lambda: %s: %s after %zu bytes of the body",
+                 sj.f.obj.vcl_name, _err_text(sj), sj.body_bytes)
+        pthread_mutex_unlock(&sj.mtx)
+        return lambda_vfp_error(vc, msg)
+    pthread_mutex_unlock(&sj.mtx)
+    return VFP_END
+
+
 cdef const vdi_methods *METHODS
 
 
@@ -436,6 +886,10 @@ cdef void _module_init() noexcept:
     global METHODS
     LAMBDA_VFP.name = "lambda"
     LAMBDA_VFP.pull = _vfp_pull
+    LAMBDA_STREAM_VFP.name = "lambda_stream"
+    LAMBDA_STREAM_VFP.pull = _vfp_stream_pull
+    pthread_condattr_init(&STREAM_CONDATTR)
+    pthread_condattr_setclock(&STREAM_CONDATTR, CLOCK_MONOTONIC)
     METHODS = lambda_vdi_methods(_gethdrs, _finish, _healthy, _list, _event)
 
 

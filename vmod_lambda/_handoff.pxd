@@ -53,7 +53,8 @@ cdef struct lambda_job:
     lambda_job *next
     lambda_limiter *limiter
     job_fn run                 # called by a worker with the GIL; must not raise
-    job_free_fn free_job       # frees an abandoned job
+    job_free_fn free_job       # frees an abandoned or detached job
+    int detached               # submitted with submit_detached(): nobody waits, the worker frees it
     pthread_cond_t cond
     double t_queued            # monotonic time it was queued, for the queue wait
 
@@ -64,6 +65,7 @@ cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil
 
 cdef double monotonic_now() noexcept nogil
 cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil
+cdef submit_result submit_detached(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil
 
 cdef int pool_resize(int delta) except -1
 cdef void pool_status(int *threads, int *wanted, int *queued) noexcept nogil

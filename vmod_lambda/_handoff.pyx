@@ -129,6 +129,7 @@ cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double dead
     job.limiter = lim
     job.next = NULL
     job.state = JOB_NEW
+    job.detached = 0
     pthread_cond_init(&job.cond, &cond_attr)
 
     pthread_mutex_lock(&mtx)
@@ -172,6 +173,53 @@ cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double dead
     return SUBMIT_DONE
 
 
+cdef submit_result submit_detached(lambda_job *job, lambda_limiter *lim,
+                                   double deadline) noexcept nogil:
+    """Queue job without waiting for it to run: SUBMIT_DONE means queued, and from then on the
+    worker owns it and calls job.free_job when it is done (a streaming fetch talks to its job
+    through its own channel). It still counts against lim while queued or running. SUBMIT_BUSY
+    (no slot of lim before deadline) and SUBMIT_STOPPED leave the job to the caller."""
+    cdef timespec ts
+    cdef int rc
+    _to_timespec(deadline, &ts)
+    job.magic = JOB_MAGIC
+    job.limiter = lim
+    job.next = NULL
+    job.state = JOB_NEW
+    job.detached = 1
+    pthread_cond_init(&job.cond, &cond_attr)
+
+    pthread_mutex_lock(&mtx)
+    if target == 0 or nthreads == 0:
+        pthread_mutex_unlock(&mtx)
+        pthread_cond_destroy(&job.cond)
+        return SUBMIT_STOPPED
+    while lim.inflight >= lim.limit:
+        rc = pthread_cond_timedwait(&lim.cond, &mtx, &ts)
+        if rc == ETIMEDOUT and lim.inflight >= lim.limit:
+            pthread_mutex_unlock(&mtx)
+            pthread_cond_destroy(&job.cond)
+            return SUBMIT_BUSY
+    lim.inflight += 1
+    job.state = JOB_QUEUED
+    job.t_queued = monotonic_now()
+    lambda_stat_add(lim.st_queued, 1)
+    _enqueue(job)
+    pthread_mutex_unlock(&mtx)
+    return SUBMIT_DONE
+
+
+cdef void _enqueue(lambda_job *job) noexcept nogil:
+    # Under mtx.
+    global q_head, q_tail
+    if q_tail == NULL:
+        q_head = job
+    else:
+        q_tail.next = job
+    q_tail = job
+    pthread_cond_signal(&work_cond)
+
+
 cdef lambda_job *_take() noexcept nogil:
     """Next job for a worker, or NULL when the pool shrank and this worker must exit."""
     global q_head, q_tail, nthreads
@@ -204,7 +252,7 @@ cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
     lim.inflight -= 1
     lambda_stat_sub(lim.st_inflight, 1)
     pthread_cond_signal(&lim.cond)
-    abandoned = job.state == JOB_ABANDONED
+    abandoned = job.state == JOB_ABANDONED or job.detached
     if not abandoned:
         job.state = JOB_DONE
         pthread_cond_signal(&job.cond)

@@ -141,6 +141,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.region = _cstr(cfg.region)
     o.timeout = cfg.timeout
     o.pool_size = cfg.pool_size
+    o.streaming = cfg.streaming
     o.probe_spec = a.probe
     o.probe_healthy = 1
     if limiter_init(&o.lim, cfg.pool_size) != 0 or o.vcl_name == NULL or \

@@ -117,8 +117,6 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
     if transport not in TRANSPORTS:
         fail(f"transport must be one of {', '.join(repr(t) for t in TRANSPORTS)} "
              f"(got {transport[:40]!r})")
-    if streaming:
-        fail("streaming is not supported yet")
     client_context = encode_client_context(client_context, fail)
     return BackendConfig(name, function_name, region, endpoint_url, float(timeout),
                          response_format, int(pool_size), event_format, bool(multi_value),

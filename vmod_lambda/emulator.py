@@ -10,10 +10,27 @@ boto3 (endpoint_url=...), the AWS CLI (--endpoint-url ...) and the VMOD talk to 
                               | DryRun (204)
        X-Amz-Log-Type: Tail (X-Amz-Log-Result: base64 of the last 4 KB of the invocation's log)
        X-Amz-Client-Context: base64 JSON, handed to the handler as context.client_context
+  POST /2021-11-15/functions/{FunctionName}/response-streaming-invocations[?Qualifier=...]
+       InvokeWithResponseStream: 200 with an application/vnd.amazon.eventstream body of
+       PayloadChunk events and a final InvokeComplete {ErrorCode, ErrorDetails, LogResult}
 
 Signatures are not checked. Errors are sent in Lambda's wire format (status, x-amzn-ErrorType and
 JSON body) so that botocore raises the same exceptions as against Lambda; function errors (handler
 exception, timeout, crash, oversized response) answer 200 with X-Amz-Function-Error: Unhandled.
+
+Response streaming: a handler decorated with @streamify_response is called as
+handler(event, response_stream, context) and writes its response as it goes, like Node's
+awslambda.streamifyResponse: response_stream.write(bytes or str), .set_content_type(),
+.close(); HttpResponseStream.from_(response_stream, {"statusCode": .., "headers": {..},
+"cookies": [..]}) writes the HTTP-integration prelude (JSON, 8 NUL bytes) that function URLs read.
+Writes block while the client does not read (the pipe to the worker and the socket fill up), so a
+handler can stream any amount from a generator in bounded memory. Invoked with the plain Invoke API,
+a streaming handler's output is collected into one payload (6 MB limit). An ordinary handler
+invoked with InvokeWithResponseStream has its return value streamed. A handler exception, a timeout
+or a crash after the first bytes end the stream with InvokeComplete{ErrorCode, ErrorDetails}.
+Fault injection for tests (not in Lambda): response_stream.fault("corrupt_crc", where="message" |
+"prelude") damages the next frame's CRC; fault("stall", seconds=S) holds the next frame back;
+fault("close") drops the connection without InvokeComplete.
 
 Outside the AWS namespace, for tests: GET /emulator/stats (counters as JSON), POST /emulator/reset.
 
@@ -31,7 +48,7 @@ From Python:
     with Emulator({"echo": FunctionConfig("app:echo", path=["examples"])}) as emu:
         boto3.client("lambda", endpoint_url=emu.url, ...).invoke(FunctionName="echo", Payload=b"{}")
 
-Only the standard library is used.
+Only the standard library is used (and vmod_lambda.eventstream, which is standard library too).
 """
 
 import argparse
@@ -63,7 +80,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["Emulator", "FunctionConfig", "EmulatorConfigError", "load_config", "main"]
+from vmod_lambda import eventstream
+
+__all__ = ["Emulator", "FunctionConfig", "EmulatorConfigError", "load_config", "main",
+           "streamify_response", "HttpResponseStream", "ResponseStream"]
 
 log = logging.getLogger("vmod_lambda.emulator")
 function_log = logging.getLogger("vmod_lambda.emulator.functions")
@@ -77,10 +97,13 @@ DEFAULT_MEMORY_SIZE = 128
 DEFAULT_RESERVED_CONCURRENCY = 10
 
 API_VERSION = "2015-03-31"
+STREAM_API_VERSION = "2021-11-15"
 MAX_REQUEST_BYTES = 6291456          # synchronous invocation payload (6 MB)
 MAX_EVENT_REQUEST_BYTES = 1048576    # asynchronous invocation payload (1 MB)
 MAX_RESPONSE_BYTES = 6291556         # what Lambda's error message names as the maximum
 MAX_DRAIN_BYTES = 64 * 1024 * 1024   # larger request bodies are not even read: 413 and close
+MAX_STREAM_BYTES = 200 * 1024 * 1024  # a streamed response (Lambda's maximum)
+STREAM_CHUNK = 64 * 1024             # the largest PayloadChunk the emulator sends
 TAIL_BYTES = 4096                    # X-Amz-Log-Result: the last 4 KB of the log
 LOG_KEEP_BYTES = 1024 * 1024         # per invocation, what is kept of a handler's output
 INIT_TIMEOUT = 10.0                  # Lambda's limit for the init phase (module import)
@@ -95,7 +118,10 @@ _INVOKE_NAME = re.compile(
     r"(?::(?P<qualifier>\$LATEST(?:\.PUBLISHED)?|[a-zA-Z0-9_-]+))?$")
 _QUALIFIER = re.compile(r"^(?:\$LATEST(?:\.PUBLISHED)?|[a-zA-Z0-9_$-]{1,128})$")
 _INVOKE_PATH = re.compile(rf"^/{API_VERSION}/functions/(?P<name>[^/]+)/invocations/?$")
+_STREAM_PATH = re.compile(
+    rf"^/{STREAM_API_VERSION}/functions/(?P<name>[^/]+)/response-streaming-invocations/?$")
 _INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+_STREAM_INVOCATION_TYPES = ("RequestResponse", "DryRun")
 _LOG_TYPES = ("None", "Tail")
 
 
@@ -311,6 +337,91 @@ class LambdaContext:
                 f"{self.function_name},function_version={self.function_version}])")
 
 
+def streamify_response(handler):
+    """Mark handler(event, response_stream, context) as a response-streaming handler, as Node's
+    awslambda.streamifyResponse does."""
+    handler._vmod_lambda_streaming = True
+    return handler
+
+
+def _is_streaming(handler):
+    return bool(getattr(handler, "_vmod_lambda_streaming", False))
+
+
+class _StreamTooLarge(Exception):
+    pass
+
+
+class ResponseStream:
+    """The response_stream of a streaming handler: write() sends bytes to the caller as they come.
+
+    Streamed (InvokeWithResponseStream), each write goes to the emulator at once (in pieces of at
+    most 64 KB) and blocks while the caller does not read. Buffered (plain Invoke), writes are
+    collected into the payload.
+    """
+
+    def __init__(self, conn=None, limit=MAX_RESPONSE_BYTES):
+        self._conn = conn              # None: buffered
+        self._parts = []
+        self._limit = limit
+        self.bytes_written = 0
+        self.content_type = "application/octet-stream"
+        self.closed = False
+
+    def set_content_type(self, content_type):
+        self.content_type = str(content_type)
+
+    setContentType = set_content_type
+
+    def write(self, data):
+        if self.closed:
+            raise ValueError("write to a closed response stream")
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        elif not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"response_stream.write() takes bytes or str, not "
+                            f"{type(data).__name__}")
+        data = bytes(data)
+        self.bytes_written += len(data)
+        if self.bytes_written > self._limit:
+            raise _StreamTooLarge(self.bytes_written)
+        if self._conn is None:
+            self._parts.append(data)
+            return len(data)
+        for i in range(0, len(data), STREAM_CHUNK):
+            self._conn.send(("chunk", data[i:i + STREAM_CHUNK]))
+        return len(data)
+
+    def close(self):
+        self.closed = True
+
+    end = close
+
+    def fault(self, kind, **options):
+        """Test hook of the emulator (no such thing in Lambda): see the module docstring."""
+        if kind not in ("corrupt_crc", "stall", "close"):
+            raise ValueError(f"unknown fault {kind!r}")
+        if self._conn is not None:
+            self._conn.send(("fault", kind, options))
+
+    def _payload(self):
+        return b"".join(self._parts)
+
+
+class HttpResponseStream:
+    """awslambda.HttpResponseStream: from_(stream, prelude) starts an HTTP-integration response."""
+
+    CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
+
+    @classmethod
+    def from_(cls, stream, prelude):
+        """Write the prelude ({statusCode, headers, cookies} as JSON, then 8 NUL bytes) and return
+        the stream, to which the handler then writes the body."""
+        stream.set_content_type(cls.CONTENT_TYPE)
+        stream.write(json.dumps(prelude, separators=(",", ":")).encode("utf-8") + b"\0" * 8)
+        return stream
+
+
 class _RequestIdFilter(logging.Filter):
     request_id = ""
 
@@ -383,7 +494,8 @@ def _load_handler(handler):
 class _WorkerRuntime:
     """Main loop of a worker process. Messages from the emulator: invocation dicts; answers:
     ("ready", init_ms, rss) | ("init_error", error, rss) once, then per invocation
-    ("ok", payload bytes, rss) | ("error", error, rss) | ("too_large", size, rss)."""
+    ("ok", payload bytes, rss) | ("error", error, rss) | ("too_large", limit, rss); a streaming
+    invocation sends ("chunk", bytes) and ("fault", kind, options) messages before its answer."""
 
     def __init__(self, conn, spec):
         self.conn = conn
@@ -481,9 +593,22 @@ class _WorkerRuntime:
             spec["environment"]["AWS_LAMBDA_LOG_GROUP_NAME"],
             spec["environment"]["AWS_LAMBDA_LOG_STREAM_NAME"], msg["deadline_ms"],
             client_context=msg.get("client_context"))
+        stream = None
         try:
             event = json.loads(msg["payload"] or b"{}")
+            if _is_streaming(self.handler):
+                if msg.get("stream"):
+                    stream = ResponseStream(self.conn, MAX_STREAM_BYTES)
+                else:
+                    stream = ResponseStream(None, MAX_RESPONSE_BYTES)
+                self.handler(event, stream, context)
+                stream.close()
+                if msg.get("stream"):
+                    return ("ok", b"", _max_rss_mb())
+                return ("ok", stream._payload(), _max_rss_mb())
             result = self.handler(event, context)
+        except _StreamTooLarge:
+            return ("too_large", stream._limit, _max_rss_mb())
         except Exception as e:
             error = _fault_result(e, request_id)
             sys.stdout.write(_error_log_lines(error))
@@ -499,7 +624,7 @@ class _WorkerRuntime:
             sys.stdout.write(_error_log_lines(error))
             return ("error", error, _max_rss_mb())
         if len(payload) > MAX_RESPONSE_BYTES:
-            return ("too_large", len(payload), _max_rss_mb())
+            return ("too_large", MAX_RESPONSE_BYTES, _max_rss_mb())
         return ("ok", payload, _max_rss_mb())
 
 
@@ -928,6 +1053,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if match and self.command == "POST":
             self._invoke(unquote(match.group("name")), parse_qs(parts.query), body)
             return
+        if not match:
+            match = _STREAM_PATH.match(path)
+            if match and self.command == "POST":
+                self._invoke_stream(unquote(match.group("name")), parse_qs(parts.query), body)
+                return
         if match:
             raise _ClientError(405, "MethodNotAllowedException",
                                f"{self.command} is not supported on {path}",
@@ -936,12 +1066,93 @@ class _RequestHandler(BaseHTTPRequestHandler):
                            f"Unknown operation {self.command} {path[:200]}")
 
     def _invoke(self, function_name, query, body):
+        inv_type, log_type, inv = self._prepare(function_name, query, body, _INVOCATION_TYPES)
+        emulator = self.server.emulator
+        pool = inv.pool
+        version_header = [("X-Amz-Executed-Version", inv.version)]
+        if inv_type == "DryRun":
+            self._send(204, headers=version_header)
+            return
+        if inv_type == "Event":
+            inv.client_context = None
+            emulator._submit_event(inv)
+            self._send(202, b"", headers=version_header, content_type=None)
+            return
+        if not emulator._try_begin(pool):
+            raise _throttled()
+        try:
+            outcome = emulator._execute(inv)
+        finally:
+            emulator._end(pool)
+        headers = list(version_header)
+        if outcome.function_error:
+            headers.append(("X-Amz-Function-Error", "Unhandled"))
+        if log_type == "Tail":
+            headers.append(("X-Amz-Log-Result", _log_tail(outcome.log)))
+        self._send(200, outcome.payload, headers=headers)
+
+    def _invoke_stream(self, function_name, query, body):
+        """InvokeWithResponseStream: a chunked 200 of event stream messages, written as the
+        function produces its output."""
+        inv_type, log_type, inv = self._prepare(function_name, query, body,
+                                                _STREAM_INVOCATION_TYPES)
+        emulator = self.server.emulator
+        pool = inv.pool
+        version_header = [("X-Amz-Executed-Version", inv.version)]
+        if inv_type == "DryRun":
+            self._send(204, headers=version_header)
+            return
+        if not emulator._try_begin(pool):
+            raise _throttled()
+        try:
+            self.send_response(200)
+            self.send_header("x-amzn-RequestId", self.request_id)
+            self.send_header("Content-Type", eventstream.EVENTSTREAM_CONTENT_TYPE)
+            self.send_header("Transfer-Encoding", "chunked")
+            for name, value in version_header:
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.flush()
+            sender = _StreamSender(self)
+            outcome = emulator._execute(inv, sink=sender.on_message)
+            if outcome.function_error:
+                try:
+                    err = json.loads(outcome.payload)
+                except ValueError:
+                    err = {}
+                code = err.get("errorType") if isinstance(err, dict) else None
+                if not code:
+                    code = ("Sandbox.Timedout" if "Task timed out" in str(err) else "Unhandled")
+                complete = eventstream.invoke_complete(
+                    code, outcome.payload.decode("utf-8", "replace"),
+                    _log_tail(outcome.log) if log_type == "Tail" else None,
+                    corrupt=sender.take_corruption())
+            else:
+                for i in range(0, len(outcome.payload), STREAM_CHUNK):
+                    sender.on_message(("chunk", outcome.payload[i:i + STREAM_CHUNK]))
+                complete = eventstream.invoke_complete(
+                    None, None, _log_tail(outcome.log) if log_type == "Tail" else None,
+                    corrupt=sender.take_corruption())
+            sender.send_frame(complete)
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except _StreamAborted:
+            self.close_connection = True
+        except Exception:
+            # The head is out: a 500 cannot follow. Cut the stream (the client sees it truncated).
+            log.exception("internal error streaming %s", self.requestline)
+            self.close_connection = True
+        finally:
+            emulator._end(pool)
+
+    def _prepare(self, function_name, query, body, invocation_types):
+        """Validate an invocation request as Lambda does; (type, log type, _Invocation)."""
         emulator = self.server.emulator
         inv_type = self.headers.get("X-Amz-Invocation-Type") or "RequestResponse"
         log_type = self.headers.get("X-Amz-Log-Type") or "None"
-        if inv_type not in _INVOCATION_TYPES:
+        if inv_type not in invocation_types:
             raise _ClientError(400, "ValidationException", _enum_message(
-                inv_type, "invocationType", _INVOCATION_TYPES))
+                inv_type, "invocationType", invocation_types))
         if log_type not in _LOG_TYPES:
             raise _ClientError(400, "ValidationException", _enum_message(
                 log_type, "logType", _LOG_TYPES))
@@ -998,31 +1209,64 @@ class _RequestHandler(BaseHTTPRequestHandler):
                                    "Client context must be a valid Base64-encoded JSON object."
                                    ) from None
 
-        version_header = [("X-Amz-Executed-Version", version)]
-        if inv_type == "DryRun":
-            self._send(204, headers=version_header)
-            return
         inv = _Invocation(request_id=self.request_id, pool=pool, payload=body, version=version,
-                          arn=arn, client_context=client_context if inv_type != "Event" else None)
-        if inv_type == "Event":
-            emulator._submit_event(inv)
-            self._send(202, b"", headers=version_header, content_type=None)
+                          arn=arn, client_context=client_context)
+        return inv_type, log_type, inv
+
+
+class _StreamAborted(Exception):
+    """The streamed response ended early: the client went away, or a "close" fault."""
+
+
+class _StreamSender:
+    """Writes the event stream of one InvokeWithResponseStream answer (HTTP chunked framing), and
+    applies the test faults the handler asked for."""
+
+    def __init__(self, handler):
+        self.handler = handler
+        self.corrupt = None
+        self.stall = 0.0
+
+    def take_corruption(self):
+        corrupt, self.corrupt = self.corrupt, None
+        return corrupt
+
+    def on_message(self, msg):
+        if msg[0] == "fault":
+            kind, options = msg[1], msg[2] or {}
+            if kind == "corrupt_crc":
+                self.corrupt = "prelude" if options.get("where") == "prelude" else "message"
+            elif kind == "stall":
+                self.stall = float(options.get("seconds", 1.0))
+            elif kind == "close":
+                try:
+                    self.handler.wfile.flush()
+                    self.handler.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                raise _StreamAborted("closed by a fault")
             return
-        if not emulator._try_begin(pool):
-            raise _ClientError(429, "TooManyRequestsException", "Rate Exceeded.",
-                               headers=[("Retry-After", "1")],
-                               Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+        self.send_frame(eventstream.payload_chunk(msg[1], corrupt=self.take_corruption()))
+
+    def send_frame(self, frame):
+        if self.stall:
+            stall, self.stall = self.stall, 0.0
+            time.sleep(stall)
         try:
-            outcome = emulator._execute(inv)
-        finally:
-            emulator._end(pool)
-        headers = list(version_header)
-        if outcome.function_error:
-            headers.append(("X-Amz-Function-Error", "Unhandled"))
-        if log_type == "Tail":
-            tail = outcome.log.encode("utf-8")[-TAIL_BYTES:]
-            headers.append(("X-Amz-Log-Result", base64.b64encode(tail).decode("ascii")))
-        self._send(200, outcome.payload, headers=headers)
+            self.handler.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+            self.handler.wfile.flush()
+        except OSError as e:
+            raise _StreamAborted(f"the client went away: {e}") from None
+
+
+def _throttled():
+    return _ClientError(429, "TooManyRequestsException", "Rate Exceeded.",
+                        headers=[("Retry-After", "1")],
+                        Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+
+
+def _log_tail(log_text):
+    return base64.b64encode(log_text.encode("utf-8")[-TAIL_BYTES:]).decode("ascii")
 
 
 def _too_large_message(limit, operation):
@@ -1288,10 +1532,13 @@ class Emulator:
                 "environment": env, "sys_path": list(cfg.path) + self.paths,
                 "log_path": os.path.join(self._log_dir, f"{name}-{seq}.log")}
 
-    def _execute(self, inv):
-        """Run one invocation on a worker of its pool (a concurrency slot is held)."""
+    def _execute(self, inv, sink=None):
+        """Run one invocation on a worker of its pool (a concurrency slot is held). With a sink,
+        the invocation streams: sink(message) gets the worker's ("chunk", bytes) and ("fault",
+        kind, options) messages as they come; what it raises ends the invocation (the worker is
+        killed) and propagates."""
         pool, cfg, rid = inv.pool, inv.pool.config, inv.request_id
-        outcome = self._run_on_worker(inv)
+        outcome = self._run_on_worker(inv, sink)
         with self._lock:
             if outcome.function_error:
                 self._counters["errors"][pool.name] += 1
@@ -1302,7 +1549,7 @@ class Emulator:
                   outcome.function_error, cfg.timeout)
         return outcome
 
-    def _run_on_worker(self, inv):
+    def _run_on_worker(self, inv, sink=None):
         pool, cfg, rid = inv.pool, inv.pool.config, inv.request_id
         worker = pool.checkout()
         if worker is None:
@@ -1321,8 +1568,21 @@ class Emulator:
         start = time.monotonic()
         sent = worker.send({"request_id": rid, "payload": inv.payload, "version": inv.version,
                             "arn": inv.arn, "client_context": inv.client_context,
-                            "deadline_ms": int(time.time() * 1000 + cfg.timeout * 1000)})
-        msg = worker.receive(cfg.timeout) if sent else ("died", worker.wait_exit(STOP_GRACE))
+                            "deadline_ms": int(time.time() * 1000 + cfg.timeout * 1000),
+                            "stream": sink is not None})
+        deadline = start + cfg.timeout
+        while True:
+            if not sent:
+                msg = ("died", worker.wait_exit(STOP_GRACE))
+                break
+            msg = worker.receive(max(0.0, deadline - time.monotonic()))
+            if msg is None or msg[0] not in ("chunk", "fault") or sink is None:
+                break
+            try:
+                sink(msg)       # blocks while the client does not read: so does the worker
+            except BaseException:
+                pool.retire(worker)
+                raise
         duration_ms = (time.monotonic() - start) * 1000.0
         if msg is None:                              # timed out: the worker is killed
             output = pool.retire(worker)
@@ -1346,9 +1606,10 @@ class Emulator:
         if kind == "ok":
             payload, error = value, False
         elif kind == "too_large":
+            limit = value               # the limit that was exceeded
             payload, error = json.dumps({
                 "errorMessage": "Response payload size exceeded maximum allowed payload size "
-                                f"({MAX_RESPONSE_BYTES} bytes).",
+                                f"({limit} bytes).",
                 "errorType": "Function.ResponseSizeTooLarge"}).encode(), True
         else:
             payload, error = json.dumps(value).encode(), True

@@ -11,10 +11,11 @@ from random import getrandbits as _getrandbits
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
+from . import eventstream
 from .events import HttpRequest, ResponseError, build_event, parse_response
-from .invoker import MAX_PAYLOAD, InvokeError, Invoker
+from .invoker import MAX_PAYLOAD, InvokeError, Invoker, _function_error_reason
 
-__all__ = ["FetchResult", "handle", "parse_head"]
+__all__ = ["FetchResult", "handle", "parse_head", "StreamedFetch"]
 
 
 @dataclass
@@ -69,16 +70,20 @@ def _request_id() -> str:
     return str(uuid.UUID(int=_getrandbits(128), version=4))
 
 
+def _event(cfg, head: bytes, body: bytes) -> bytes:
+    method, url, proto, headers = parse_head(head)
+    request_id = _request_id()
+    req = HttpRequest(method=method, url=url, proto=proto, headers=headers, body=body,
+                      client_ip=client_ip(headers), request_id=request_id, now=time.time())
+    return build_event(cfg.event_format, req, multi_value=cfg.multi_value)
+
+
 def handle(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int) -> FetchResult:
     """Map, invoke, map back. body is None when it was larger than the limit (body_len bytes)."""
     cfg = invoker.cfg
     if body is None:
         return too_large("request body", body_len)
-    method, url, proto, headers = parse_head(head)
-    request_id = _request_id()
-    req = HttpRequest(method=method, url=url, proto=proto, headers=headers, body=body,
-                      client_ip=client_ip(headers), request_id=request_id, now=time.time())
-    event = build_event(cfg.event_format, req, multi_value=cfg.multi_value)
+    event = _event(cfg, head, body)
     if len(event) > MAX_PAYLOAD:
         return too_large("event", len(event))
     res = invoker.invoke(event)
@@ -93,3 +98,139 @@ def handle(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int) 
                           "interim (1xx) response, not a final one", res.request_id)
     return FetchResult(resp.status, resp.reason, resp.headers, resp.body,
                        request_id=res.request_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming backends (streaming = true): InvokeWithResponseStream
+
+STREAM_READ = 64 * 1024
+
+
+class StreamedFetch:
+    """One fetch through InvokeWithResponseStream, read as it arrives.
+
+    start() sends the invocation and reads until the response head is known: the HTTP-integration
+    prelude (statusCode, headers, cookies; see vmod_lambda.eventstream.PreludeParser), or else the
+    first bytes of a plain payload (a 200 with the payload as the body). It returns a FetchResult
+    whose body is the part of the body read so far. Then body() yields the rest as it comes.
+    Everything that goes wrong raises InvokeError (kind function_error, invalid_response, timeout,
+    transport, ...): before the head, the fetch fails; after it, the body is cut. close() ends the
+    HTTP exchange (an unfinished one is dropped, never reused). Memory: one event stream message
+    and one read at a time, plus the prelude (at most 64 KB) while the head is undecided.
+    """
+
+    def __init__(self, invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int):
+        self.invoker = invoker
+        self.head_blob = head
+        self.req_body = body
+        self.req_body_len = body_len
+        self.result = None
+        self.request_id = None
+        self.log_result = None
+        self._reader = None
+        self._stream = eventstream.LambdaStream()
+        self._pending = []            # body bytes decoded but not handed out yet
+        self._done = False
+        self._eof = False             # the HTTP body was read to its end
+        self.received = 0             # payload bytes received
+
+    def start(self) -> FetchResult:
+        cfg = self.invoker.cfg
+        if self.req_body is None:
+            self._done = True
+            return too_large("request body", self.req_body_len)
+        event = _event(cfg, self.head_blob, self.req_body)
+        if len(event) > MAX_PAYLOAD:
+            self._done = True
+            return too_large("event", len(event))
+        self.result = self.invoker.invoke_stream(event)
+        self.request_id = self.result.request_id
+        self._reader = self.invoker.read_stream(self.result.raw, STREAM_READ)
+        expect = (self.result.content_type or "").split(";")[0].strip().lower() \
+            == eventstream.HTTP_INTEGRATION_CONTENT_TYPE or None
+        prelude_parser = eventstream.PreludeParser(expect=expect)
+        decided = None
+        while decided is None:
+            data = self._next_data()
+            if data is None:
+                decided = self._wrap(prelude_parser.finish)
+                break
+            decided = self._wrap(lambda: prelude_parser.feed(data))
+        prelude, first = decided
+        if prelude is None:
+            return FetchResult(200, None, [("Content-Type", "application/octet-stream")], first,
+                               request_id=self.request_id)
+        return FetchResult(prelude.status, None, prelude.headers, first,
+                           request_id=self.request_id)
+
+    def _wrap(self, fn):
+        try:
+            return fn()
+        except eventstream.PreludeError as e:
+            raise InvokeError("invalid_response", f"invalid response: {e}",
+                              self.request_id) from None
+
+    def _next_data(self):
+        """The next payload bytes of the function, or None at the (checked) end."""
+        while True:
+            if self._pending:
+                return self._pending.pop(0)
+            if self._done:
+                return None
+            try:
+                raw = next(self._reader)
+            except StopIteration:
+                raw = None
+            try:
+                if raw is None:
+                    self._done = True
+                    self._eof = True
+                    self._stream.close()
+                    return None
+                events = self._stream.feed(raw)
+            except eventstream.EventStreamError as e:
+                self._done = True
+                raise InvokeError("invalid_response", f"broken response stream: {e}",
+                                  self.request_id) from None
+            for ev in events:
+                if ev.kind == "chunk":
+                    self.received += len(ev.data)
+                    self._pending.append(ev.data)
+                else:
+                    self.log_result = ev.log_result
+                    if ev.error_code:
+                        self._done = True
+                        self._pending.clear()
+                        raise InvokeError("function_error", _stream_error_reason(ev),
+                                          self.request_id)
+
+    def body(self):
+        """Yield the rest of the body as it arrives."""
+        while True:
+            data = self._next_data()
+            if data is None:
+                return
+            yield data
+
+    def close(self):
+        """End the exchange; complete the invocation record (received bytes, duration, log)."""
+        raw = self.result.raw if self.result is not None else None
+        if raw is None:
+            return
+        rec = self.result.record
+        if rec is not None:
+            rec.received = self.received
+            rec.duration = time.monotonic() - self.result.started
+            rec.log_result = self.log_result
+        try:
+            if self._eof:
+                raw.release_conn()
+            else:
+                raw.close()     # not read to its end: the connection is dropped, never reused
+        except Exception:
+            pass
+
+
+def _stream_error_reason(ev) -> str:
+    details = (ev.error_details or "").encode("utf-8", "replace")
+    return _function_error_reason(ev.error_code, details)

@@ -8,6 +8,7 @@ same results and the same errors. Errors come back as InvokeError with a `kind` 
 and a one-line `reason` for the log, which never contains credentials or request headers.
 """
 
+import contextlib
 import json
 import threading
 import time
@@ -25,8 +26,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 from . import direct
 from .config import BackendConfig
 
-__all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "MAX_PAYLOAD",
-           "clean_reason", "take_record"]
+__all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "StreamResult",
+           "MAX_PAYLOAD", "clean_reason", "take_record"]
 
 VERSION = "0.1.0"
 MAX_PAYLOAD = 6 * 1024 * 1024      # synchronous invocation limit, request and response
@@ -62,6 +63,18 @@ class InvokeResult:
     request_id: Optional[str]
     executed_version: Optional[str]
     log_result: Optional[str]
+
+
+@dataclass
+class StreamResult:
+    """An InvokeWithResponseStream answer whose body (the event stream) is still to be read."""
+    raw: object                        # urllib3's HTTPResponse: read with read_stream()
+    status: int
+    request_id: Optional[str]
+    executed_version: Optional[str]
+    content_type: Optional[str]
+    record: Optional["InvocationRecord"] = None   # completed by the reader (received, duration)
+    started: float = 0.0
 
 
 @dataclass
@@ -306,3 +319,97 @@ class Invoker:
         # Reading the body can time out or break as well: the same errors as the call.
         resp["_body"] = stream.read() if stream is not None else b""
         return resp
+
+    # -- InvokeWithResponseStream
+
+    def invoke_stream(self, payload: bytes, qualifier: Optional[str] = None) -> StreamResult:
+        """Start an InvokeWithResponseStream call; the caller reads result.raw with
+        read_stream() and closes it. Raises InvokeError as invoke() does."""
+        if len(payload) > MAX_PAYLOAD:
+            raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 6 MB limit "
+                              "of synchronous invocations; not sent")
+        kwargs = {"FunctionName": self.cfg.base_name or self.cfg.function_name,
+                  "InvocationType": "RequestResponse", "Payload": payload}
+        qualifier = qualifier if qualifier is not None else self.cfg.qualifier
+        if qualifier:
+            kwargs["Qualifier"] = qualifier
+        if self.cfg.client_context:
+            kwargs["ClientContext"] = self.cfg.client_context
+        if self.cfg.log_tail:
+            kwargs["LogType"] = "Tail"
+        rec = _tls.record = InvocationRecord("RequestResponse", qualifier or None, len(payload))
+        t0 = time.monotonic()
+        try:
+            with self.errors(rec):
+                try:
+                    resp = self.client.invoke_with_response_stream(**kwargs)
+                except EndpointConnectionError:
+                    # Could not connect: nothing was sent, so one more try cannot invoke twice.
+                    resp = self.client.invoke_with_response_stream(**kwargs)
+        finally:
+            rec.duration = time.monotonic() - t0
+        meta = resp.get("ResponseMetadata", {})
+        rec.status, rec.request_id = resp.get("StatusCode", 200), meta.get("RequestId") or None
+        rec.executed_version = resp.get("ExecutedVersion")
+        # The raw body: the event stream is decoded by vmod_lambda.eventstream, not botocore.
+        raw = resp["EventStream"]._raw_stream
+        return StreamResult(raw, resp.get("StatusCode", 200), meta.get("RequestId") or None,
+                            resp.get("ExecutedVersion"), resp.get("ResponseStreamContentType"),
+                            rec, t0)
+
+    def read_stream(self, raw, amt: int = 65536):
+        """Yield the body of a streamed answer as it arrives (an HTTP chunk, or what one read
+        returns; at most amt bytes at a time). Raises InvokeError on timeouts and broken
+        connections."""
+        import urllib3.exceptions as u3
+        try:
+            if getattr(raw, "chunked", False) and raw.supports_chunked_reads():
+                yield from raw.read_chunked(amt, decode_content=False)
+                return
+            read = raw.read1 if hasattr(raw, "read1") else raw.read
+            while True:
+                data = read(amt, decode_content=False)
+                if not data:
+                    return
+                yield data
+        except (u3.ReadTimeoutError, TimeoutError):
+            raise InvokeError("timeout", f"timed out after {self.cfg.timeout:g}s waiting for "
+                              "the next bytes of the response stream") from None
+        except (u3.HTTPError, OSError, ValueError) as e:
+            raise InvokeError("transport", "the response stream broke: "
+                              f"{type(e).__name__}: {e}") from None
+
+    @contextlib.contextmanager
+    def errors(self, rec: Optional[InvocationRecord] = None):
+        """Map botocore's exceptions to InvokeError, as invoke() does (and note a service error's
+        status and request id in rec)."""
+        try:
+            yield
+        except ClientError as e:
+            err = e.response.get("Error", {})
+            meta = e.response.get("ResponseMetadata", {})
+            status = meta.get("HTTPStatusCode")
+            if rec is not None:
+                rec.status, rec.request_id = status, meta.get("RequestId") or None
+            code = err.get("Code") or "Error"
+            kind = "throttled" if status == 429 or code == "TooManyRequestsException" else "service"
+            msg = err.get("Message") or ""
+            raise InvokeError(kind, f"{code} (HTTP {status})" + (f": {msg}" if msg else ""),
+                              meta.get("RequestId") or None, status) from None
+        except ReadTimeoutError:
+            raise InvokeError("timeout", f"timed out after {self.cfg.timeout:g}s waiting for "
+                              "the function") from None
+        except ConnectTimeoutError:
+            raise InvokeError("timeout", f"timed out after {self.cfg.connect_timeout:g}s "
+                              "connecting to the endpoint") from None
+        except EndpointConnectionError:
+            raise InvokeError("transport", "cannot connect to the Lambda endpoint "
+                              f"{self.client.meta.endpoint_url}") from None
+        except ConnectionClosedError:
+            raise InvokeError("transport", "the Lambda endpoint closed the connection before "
+                              "it answered") from None
+        except NoCredentialsError:
+            raise InvokeError("credentials", "no AWS credentials found (environment, shared "
+                              "files, container or instance role)") from None
+        except BotoCoreError as e:
+            raise InvokeError("transport", f"{type(e).__name__}: {e}") from None
