@@ -287,7 +287,9 @@ class RawServer:
         self.sock.listen(8)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.requests = 0
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.conns = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
 
     def serve(self):
         while True:
@@ -295,6 +297,7 @@ class RawServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.conns.append(conn)
             with conn:
                 while self.answers:
                     data = b""
@@ -317,6 +320,14 @@ class RawServer:
                         break
 
     def stop(self):
+        # Wake the thread out of accept() or recv() and wait for it: nothing of this server may
+        # outlive the test (a thread blocked on a closed descriptor whose number gets reused).
+        for s in [self.sock] + self.conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(5)
         self.sock.close()
 
 
