@@ -257,15 +257,137 @@ lambda_boot(VRT_CTX)
 	return (0);
 }
 
+/*
+ * The "lambda_guard" delivery processor (set resp.filters = "lambda_guard " + resp.filters).
+ *
+ * Varnish's window (varnish-cache #3560, 7.1 to 7.7 at least): a client leaves VBF_Fetch() once the
+ * fetch streams and takes the busy object (boc) again only in cnt_transmit(). When the fetch fails
+ * and ends in between, cnt_transmit() finds a failed object without a boc and delivers what was
+ * stored as a complete object: the final chunk is written, and a short body looks whole. Pushed
+ * in cnt_transmit(), after that boc lookup, this filter sees the case (OC_F_FAILED and no boc; the
+ * boc never comes back) and makes the delivery fail: with its last stored byte (the object no
+ * longer changes: a first pass counts its bytes), or before anything when nothing was stored. V1D_Deliver()
+ * then leaves out the final chunk and closes the connection: the client sees the body cut, as
+ * when the failure comes during the delivery. Everything else passes through untouched.
+ */
+struct lambda_guard {
+	unsigned		magic;
+#define LAMBDA_GUARD_MAGIC	0x6c677264
+	ssize_t			left;		/* bytes before the cut */
+};
+
+static int v_matchproto_(objiterate_f)
+guard_count(void *priv, unsigned flush, const void *ptr, ssize_t len)
+{
+	(void)flush;
+	(void)ptr;
+	*(ssize_t *)priv += len;
+	return (0);
+}
+
+static int
+guard_setup(VRT_CTX, struct vdp_ctx *vdc, void **priv, struct objcore *oc)
+{
+	struct lambda_guard *g;
+	ssize_t len;
+
+	CHECK_OBJ_NOTNULL(vdc, VDP_CTX_MAGIC);
+	AN(priv);
+	if (oc == NULL && ctx != NULL && ctx->req != NULL)
+		oc = ctx->req->objcore;
+	if (oc == NULL || !(oc->flags & OC_F_FAILED) || oc->boc != NULL)
+		return (1);		/* not the window: not pushed */
+	/* (ObjGetLen() would assert: a failed object has no OA_LEN.) */
+	len = 0;
+	if (ObjIterate(vdc->wrk, oc, &len, guard_count, 0) != 0)
+		return (-1);
+	VSLb(vdc->vsl, SLT_Error, "lambda_guard: the object's fetch failed before its delivery "
+	    "began: the delivery is cut after the %zd bytes stored", len);
+	if (len <= 0)
+		return (-1);		/* nothing to deliver before the cut */
+	if (ctx == NULL || ctx->ws == NULL)
+		return (-1);
+	g = WS_Alloc(ctx->ws, sizeof *g);
+	if (g == NULL)
+		return (-1);
+	INIT_OBJ(g, LAMBDA_GUARD_MAGIC);
+	g->left = len;
+	*priv = g;
+	return (0);
+}
+
+#if VRT_MAJOR_VERSION >= 20U
+static int v_matchproto_(vdp_init_f)
+guard_init(VRT_CTX, struct vdp_ctx *vdc, void **priv)
+{
+	return (guard_setup(ctx, vdc, priv, vdc->oc));
+}
+#else
+static int v_matchproto_(vdp_init_f)
+guard_init(VRT_CTX, struct vdp_ctx *vdc, void **priv, struct objcore *oc)
+{
+	return (guard_setup(ctx, vdc, priv, oc));
+}
+#endif
+
+static int v_matchproto_(vdp_bytes_f)
+guard_bytes(struct vdp_ctx *vdc, enum vdp_action act, void **priv, const void *ptr, ssize_t len)
+{
+	struct lambda_guard *g;
+	int r;
+
+	CAST_OBJ_NOTNULL(g, *priv, LAMBDA_GUARD_MAGIC);
+	if (len > 0)
+		g->left -= len;
+	if (g->left > 0)
+		return (VDP_bytes(vdc, act == VDP_END ? VDP_FLUSH : act, ptr, len));
+	r = VDP_bytes(vdc, VDP_FLUSH, ptr, len);
+	return (r != 0 ? r : -1);
+}
+
+/* VDP_Close() asserts that a filter's priv is NULL after its fini (the struct is in the workspace). */
+static int v_matchproto_(vdp_fini_f)
+guard_fini(struct vdp_ctx *vdc, void **priv)
+{
+	(void)vdc;
+	AN(priv);
+	*priv = NULL;
+	return (0);
+}
+
+static const struct vdp lambda_guard_vdp = {
+	.name =		"lambda_guard",
+	.init =		guard_init,
+	.bytes =	guard_bytes,
+	.fini =		guard_fini,
+};
+
+/*
+ * The VCL's vmod priv notes that lambda_guard is registered in it: VRT_RemoveFilter() asserts
+ * that the filter is there. (VRT_AddFilter/VRT_RemoveFilter: the same from 7.1 to 7.7, where
+ * VRT_AddVDP is deprecated.)
+ */
 int v_matchproto_(vmod_event_f)
 vmod_event(VRT_CTX, struct vmod_priv *priv, enum vcl_event_e e)
 {
-	(void)priv;
+	int r;
+
+	AN(priv);
 	if (e == VCL_EVENT_LOAD && ops == NULL && lambda_boot(ctx))
 		return (1);
 	if (ops == NULL)
 		return (e == VCL_EVENT_LOAD ? 1 : 0);
-	return (ops->event(ctx, (int)e));
+	if (e == VCL_EVENT_LOAD && priv->priv == NULL) {
+		if (VRT_AddFilter(ctx, NULL, &lambda_guard_vdp) != NULL)
+			return (1);		/* VRT_fail()ed: the name is taken */
+		priv->priv = TRUST_ME(&lambda_guard_vdp);
+	}
+	r = ops->event(ctx, (int)e);
+	if ((e == VCL_EVENT_DISCARD || (e == VCL_EVENT_LOAD && r != 0)) && priv->priv != NULL) {
+		VRT_RemoveFilter(ctx, NULL, &lambda_guard_vdp);
+		priv->priv = NULL;
+	}
+	return (r);
 }
 
 VCL_VOID

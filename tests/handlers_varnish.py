@@ -28,12 +28,27 @@ def _pattern(i, size):
     return (b"%08d" % i) * (size // 8)
 
 
+def _wait_gate(q):
+    """gate=PATH: hold the failure back until the test creates PATH (at most 30 s), i.e. until
+    the client has the response head. Varnish sends it from cnt_transmit, once the delivery holds
+    the busy object: a failure after that reaches the client as a cut body (the test's fixed
+    point, where a failure between the fetch and the delivery is Varnish's race, see the tests)."""
+    import os
+    gate = q.get("gate")
+    if not gate:
+        return
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @streamify_response
 def stream_page(event, response_stream, context):
     """Query parameters (payload 2.0 event): mode=http|plain|big, n chunks of size bytes, delay
     seconds between chunks, first=seconds before anything, status, fail=1 (raise after the
     chunks), fault=corrupt_crc|stall|close (after the first chunk), stall=seconds, mb (big) and
-    pause (big: seconds after each 64 KiB), cookies=0 (no Set-Cookie)."""
+    pause (big: seconds after each 64 KiB), cookies=0 (no Set-Cookie), gate=PATH (the fault or
+    the raise waits until PATH exists, see _wait_gate)."""
     q = event.get("queryStringParameters") or {}
     mode = q.get("mode", "http")
     time.sleep(float(q.get("first", 0)))
@@ -57,7 +72,9 @@ def stream_page(event, response_stream, context):
             time.sleep(delay)
         stream.write(bytes((i + j) % 256 for j in range(size)))
         if i == 0 and q.get("fault"):
+            _wait_gate(q)
             opts = {"seconds": float(q.get("stall", 3))} if q["fault"] == "stall" else {}
             stream.fault(q["fault"], **opts)
     if q.get("fail"):
+        _wait_gate(q)
         raise RuntimeError(f"failed after {n} chunks")

@@ -135,7 +135,9 @@ def test_a_cut_connection_is_a_broken_stream(emu):
 
 
 def test_a_stall_beyond_the_read_timeout_is_a_timeout(emu):
-    f = fetch(emu, "fault", {"fault": "stall", "options": {"seconds": 3}}, timeout=1.0)
+    # The stall starts when the emulator has sent "before", not when this reader asks for more: a
+    # reader that a loaded machine holds back for a while must still wait more than its timeout.
+    f = fetch(emu, "fault", {"fault": "stall", "options": {"seconds": 10}}, timeout=1.0)
     f.start()
     with pytest.raises(InvokeError) as exc:
         list(f.body())

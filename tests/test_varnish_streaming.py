@@ -83,12 +83,17 @@ def wait_stat(v, name, want, timeout=10):
         time.sleep(0.2)
 
 
-def raw_get(v, path, on_data=None, timeout=60):
+def raw_get(v, path, on_data=None, timeout=60, gate=None):
     """GET with http.client: (response, body, error) where error is the exception that cut the
-    body short (IncompleteRead, ...), or None."""
+    body short (IncompleteRead, ...), or None. gate: a path the handler waits for before it
+    breaks the stream (see handlers_varnish._wait_gate), created once the head is here."""
     conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=timeout)
-    conn.request("GET", path)
-    resp = conn.getresponse()
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+    finally:
+        if gate:
+            open_gate(gate)
     body, err = bytearray(), None
     try:
         while True:
@@ -104,6 +109,19 @@ def raw_get(v, path, on_data=None, timeout=60):
     finally:
         conn.close()
     return resp, bytes(body), err
+
+
+def open_gate(gate):
+    with open(gate, "w"):
+        pass
+
+
+@pytest.fixture(scope="module")
+def gates(tmp_path_factory):
+    """gates(name): a fresh gate path (a directory with a plain name: it goes in a query string)."""
+    base = tmp_path_factory.mktemp("gates")
+    count = iter(range(1 << 30))
+    return lambda name: f"{base}/{name}-{next(count)}"
 
 
 def chunk(i, size=256):
@@ -147,25 +165,80 @@ def test_the_streamed_object_is_cached_when_complete(varnish, emulator):
     assert emulator.stats()["invocations"]["page"] == 1
 
 
-@pytest.mark.parametrize("path, reason", [
-    ("/e1?mode=http&n=2&fail=1", "RuntimeError: failed after 2 chunks"),
-    ("/e2?mode=http&n=3&fault=corrupt_crc", "CRC mismatch"),
-    ("/e3?mode=plain&n=3&fault=close", ""),
-    ("/e4?mode=http&n=3&fault=stall&stall=4&bbt=1", "stalled"),
+@pytest.mark.parametrize("path, reason, head", [
+    ("/e1?mode=http&n=2&fail=1", "RuntimeError: failed after 2 chunks", chunk(0) + chunk(1)),
+    ("/e2?mode=http&n=3&fault=corrupt_crc", "CRC mismatch", chunk(0)),
+    ("/e3?mode=plain&n=3&fault=close", "", chunk(0)),
+    ("/e4?mode=http&n=3&fault=stall&stall=4&bbt=1", "stalled", chunk(0)),
 ])
-def test_a_broken_stream_cuts_the_delivery_and_is_not_cached(varnish, emulator, path, reason):
+def test_a_broken_stream_cuts_the_delivery_and_is_not_cached(varnish, emulator, gates, path,
+                                                             reason, head):
     """As with a native backend that breaks mid-body: a client already receiving the body sees it
-    cut (no final chunk); one whose delivery had not begun when the fetch failed gets a 503."""
+    cut (no final chunk). The function breaks the stream once the client has the head (gate), so
+    the delivery holds the busy object when the fetch fails: the cut is certain (see
+    test_a_stream_that_breaks_during_vcl_deliver for a failure before that point)."""
     failed = stat(varnish, "MAIN.fetch_failed")
     emulator.reset()
     for attempt in (1, 2):
-        resp, body, err = raw_get(varnish, path)
-        assert (resp.status == 200 and err is not None) or resp.status == 503, \
-            "the client must see a truncated response or an error, never a complete one"
+        gate = gates("e")
+        resp, body, err = raw_get(varnish, f"{path}&gate={gate}", gate=gate)
+        assert resp.status == 200 and err is not None, \
+            "the client must see a truncated response, never a complete one"
+        assert body == head, "what came before the failure is delivered as it was"
         assert wait_stat(varnish, "MAIN.fetch_failed", failed + attempt) == failed + attempt
     assert emulator.stats()["invocations"]["page"] == 2, "a failed stream must not be cached"
     log = varnishlog(varnish, path.split("?")[0])
     assert "FetchError" in log and "lambda: page:" in log and reason in log
+
+
+@pytest.mark.parametrize("guard", [False, True], ids=["as_varnish_does", "lambda_guard"])
+def test_a_stream_that_breaks_during_vcl_deliver(emulator, guard):
+    """Varnish's own window, the same for native backends (varnish-cache #3560, 7.1 to 7.7 at
+    least): the client leaves VBF_Fetch() once the fetch streams (without the busy object) and
+    takes the busy object again only in cnt_transmit. A fetch that fails and ends in between
+    leaves it a failed object with no busy object: cnt_transmit then delivers the part that was
+    stored as if complete, final chunk included (Content-Length is kept since #3561, but a stream
+    has none), and closes the connection. vcl_deliver sleeps 2 s here and the stream breaks 0.5 s
+    after its head, to hold the client in that window (a client still before vcl_deliver gets a
+    503: both outcomes are checked). Without the guard, what the VMOD guarantees holds either
+    way: the whole body is never delivered, the object is not cached, the failure is counted and
+    logged. With lambda_guard in resp.filters, the client never sees a complete response: a 503,
+    a cut body, or (nothing was stored) the connection closed without a response."""
+    full = chunk(0) + chunk(1) + chunk(2)
+    deliver = "vtc.sleep(2s);"
+    if guard:
+        deliver += '\n    set resp.filters = "lambda_guard " + resp.filters;'
+    with Varnishd(vcl(emulator.url).replace("import std;", "import std;\nimport vtc;").replace(
+            "sub vcl_deliver {", "sub vcl_deliver {\n    " + deliver)) as v:
+        emulator.reset()
+        outcomes = []
+        paths = ["/w1?mode=http&n=3&delay=0.5&fault=corrupt_crc"] * 2 \
+            + ["/w0?mode=http&n=2&size=0&delay=0.5&fault=corrupt_crc"] * 2 \
+            + ["/w1?mode=plain&n=3&delay=0.5&fault=close&pass=1",
+               "/w0?mode=http&n=2&size=0&delay=0.5&fault=close&pass=1"]
+        for attempt, path in enumerate(paths, 1):
+            try:
+                resp, body, err = raw_get(v, path)
+            except (http.client.HTTPException, OSError) as e:
+                outcomes.append((path[:3], type(e).__name__))
+                assert guard and path.startswith("/w0"), outcomes
+                resp = None
+            if resp is not None:
+                outcomes.append((path[:3], resp.status, len(body), type(err).__name__ if err else None))
+                assert resp.status in (200, 503), outcomes
+                if resp.status == 200:
+                    assert len(body) < len(full) and full.startswith(body), outcomes
+                    if guard:
+                        assert err is not None, outcomes
+            assert wait_stat(v, "MAIN.fetch_failed", attempt) == attempt
+        print("outcomes:", outcomes)
+        assert emulator.stats()["invocations"]["page"] == 6, "a failed stream must not be cached"
+        assert "CRC mismatch" in varnishlog(v, "/w1")
+        # A complete stream goes through the guard untouched, from the fetch and from the cache.
+        for _ in range(2):
+            resp, body, err = raw_get(v, "/w2?mode=http&n=3&cookies=0")
+            assert err is None and resp.status == 200 and body == full
+        assert not v.panicked()
 
 
 def varnishlog(v, url):
@@ -265,10 +338,11 @@ def test_streamed_fetches_are_counted_and_logged(emulator):
         assert not v.panicked()
 
 
-def test_concurrent_streams_of_every_kind_leave_nothing_behind(emulator):
+def test_concurrent_streams_of_every_kind_leave_nothing_behind(emulator, gates):
     """Many streams at once through a small pool (pool_size 3): complete ones, failing ones, cut
     ones, stalled ones and clients that leave. Afterwards: no panic, no job in flight, the child's
-    descriptors back where they were, and a normal stream still works."""
+    descriptors back where they were, and a normal stream still works. The broken ones break once
+    their client has the head (gate): a 200 is then always cut short."""
     import random
     import threading
     with Varnishd(vcl(emulator.url, """
@@ -292,7 +366,9 @@ def test_concurrent_streams_of_every_kind_leave_nothing_behind(emulator):
                     conn.getresponse().read1(1000)
                     conn.close()
                     return
-                resp, body, err = raw_get(v, f"/s{i}?{kind}&pass=1")
+                gate = gates("s") if "fail=1" in kind or "fault=" in kind else None
+                resp, body, err = raw_get(v, f"/s{i}?{kind}&pass=1"
+                                          + (f"&gate={gate}" if gate else ""), gate=gate)
                 if kind.startswith("mode=http&n=5"):
                     if err is not None and resp.status != 503:
                         problems.append((kind, resp.status, err))
