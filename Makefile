@@ -173,3 +173,14 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# Benchmarks (bench/): nginx as the one origin, the staged build in varnishd, wrk; results in
+# bench/results/, a profile of a Lambda fetch, BENCHMARKS.md and its chart. Under 10 minutes;
+# BENCH_ARGS="--quick" for a check.
+.PHONY: bench
+BENCH_ARGS ?=
+bench: stage
+	sh bench/setup.sh $(VENV)
+	$(VPY) bench/run.py --stage $(STAGE) $(BENCH_ARGS)
+	$(VPY) bench/profile.py --stage $(STAGE) --duration 8 --gil --perf --out bench/results/profile.txt
+	$(VPY) bench/report.py

@@ -37,7 +37,7 @@ setup(
     license="BSD-3-Clause",
     packages=["vmod_lambda"],
     ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
-                                    ext("_director"), ext("_vmod")], include_path=["include", "vmod_lambda"],
+                                    ext("_director"), ext("_vmod"), ext("_netio")], include_path=["include", "vmod_lambda"],
                           compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),
     entry_points={"console_scripts": ["vmod-lambda-emulator = vmod_lambda.emulator:main"]},
     zip_safe=False,

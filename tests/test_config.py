@@ -104,8 +104,10 @@ def test_client_context_is_base64_json_object_within_lambdas_limit():
 
 
 def test_transport_and_streaming():
-    assert validate_backend("fn", "f", "us-east-1").transport == "boto3"
-    with pytest.raises(ConfigError, match="transport must be one of 'boto3'"):
+    # The default is the fastest correct transport (BENCHMARKS.md); boto3 stays selectable.
+    assert validate_backend("fn", "f", "us-east-1").transport == "direct"
+    assert validate_backend("fn", "f", "us-east-1", transport="boto3").transport == "boto3"
+    with pytest.raises(ConfigError, match="transport must be one of 'boto3', 'direct'"):
         validate_backend("fn", "f", "us-east-1", transport="crt2")
     assert validate_backend("fn", "f", "us-east-1").streaming is False
     assert validate_backend("fn", "f", "us-east-1", streaming=True).streaming is True

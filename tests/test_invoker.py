@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from vmod_lambda.config import validate_backend
+from vmod_lambda.config import TRANSPORTS, validate_backend
 from vmod_lambda.invoker import MAX_PAYLOAD, InvokeError, Invoker, clean_reason
 
 
@@ -77,7 +77,19 @@ def api():
     s.stop()
 
 
+_transport = TRANSPORTS[0]
+
+
+@pytest.fixture(autouse=True, params=TRANSPORTS)
+def transport(request):
+    """Every test of this module runs against every transport: they must behave the same."""
+    global _transport
+    _transport = request.param
+    yield request.param
+
+
 def invoker(url, **kw):
+    kw.setdefault("transport", _transport)
     return Invoker(validate_backend("fn", kw.pop("function_name", "my-fn"), "us-east-1",
                                     endpoint_url=url, **kw))
 

@@ -276,16 +276,22 @@ def _worker_main():
     cdef lambda_limiter *idle
     # Named for top -H, ps -L and gdb: these threads are vmod-lambda's, not Varnish's.
     pthread_setname_np(pthread_self(), "vmod-lambda")
-    while True:
-        with nogil:
-            job = _take()
-        if job == NULL:
-            return
+    with nogil:
+        job = _take()
+    while job != NULL:
         job.run(job)
+        # Hand the job back and take the next one in one GIL release: every release and re-take
+        # of the GIL is a possible futex wake-up and context switch with the other workers
+        # (BENCHMARKS.md, profile).
         with nogil:
             idle = _complete(job)
+            job = NULL
+            if idle == NULL:
+                job = _take()
         if idle != NULL:
             idle.on_idle(idle)
+            with nogil:
+                job = _take()
 
 
 cdef void pool_status(int *threads, int *wanted, int *queued) noexcept nogil:

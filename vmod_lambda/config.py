@@ -17,8 +17,8 @@ DEFAULT_POOL_SIZE = 64
 MAX_POOL_SIZE = 1024
 RESPONSE_FORMATS = ("json", "http")
 EVENT_FORMATS = ("1.0", "2.0", "alb")
-TRANSPORTS = ("boto3",)
-DEFAULT_TRANSPORT = "boto3"
+TRANSPORTS = ("boto3", "direct")
+DEFAULT_TRANSPORT = "direct"
 MAX_CLIENT_CONTEXT = 3583    # bytes of the base64-encoded X-Amz-Client-Context header
 
 # FunctionName as the Invoke API accepts it: name, name:qualifier, partial or full ARN.

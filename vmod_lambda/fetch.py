@@ -7,6 +7,7 @@ backend response. Pure Python, so pytest runs it against real HTTP endpoints wit
 
 import time
 import uuid
+from random import getrandbits as _getrandbits
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
@@ -62,9 +63,16 @@ def too_large(what: str, size: int) -> FetchResult:
                             "invocations: answered 413 without invoking")
 
 
+def _request_id() -> str:
+    """A random version-4 UUID for the event's requestContext. Not uuid.uuid4(): os.urandom releases
+    the GIL around getrandom(), and every GIL release in a worker is a possible hand-off to another
+    worker and a context switch (BENCHMARKS.md). An identifier, not a secret: random is enough."""
+    return str(uuid.UUID(int=_getrandbits(128), version=4))
+
+
 def _event(cfg, head: bytes, body: bytes) -> bytes:
     method, url, proto, headers = parse_head(head)
-    request_id = str(uuid.uuid4())
+    request_id = _request_id()
     req = HttpRequest(method=method, url=url, proto=proto, headers=headers, body=body,
                       client_ip=client_ip(headers), request_id=request_id, now=time.time())
     return build_event(cfg.event_format, req, multi_value=cfg.multi_value)

@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""BENCHMARKS.md and bench/results/benchmarks.png from a results file of bench/run.py; prints the
+ratios against the targets of issue 5.
+
+    python bench/report.py [bench/results/<stamp>.json]      (default: the newest)
+"""
+
+import glob
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# bench/results/ is a local scratch directory (.gitignore); what BENCHMARKS.md shows is committed
+# beside it: the chart and a copy of the results file it was made from.
+CHART = os.path.join(HERE, "benchmarks.png")
+DATA = os.path.join(HERE, "benchmarks.json")
+DOC = os.path.join(ROOT, "BENCHMARKS.md")
+PROFILE = os.path.join(HERE, "results", "profile.txt")
+
+
+def newest():
+    files = sorted(f for f in glob.glob(os.path.join(HERE, "results", "*.json")))
+    if not files:
+        if os.path.exists(DATA):
+            return DATA
+        sys.exit("bench/report.py: no results in bench/results: run `make bench`")
+    return files[-1]
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, digits=0):
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def summarize(runs):
+    """case id -> summary over its rounds."""
+    out = {}
+    for r in runs:
+        out.setdefault(r["case"], []).append(r)
+    summary = {}
+    for cid, rs in out.items():
+        rps = [r["rps"] for r in rs]
+        summary[cid] = {
+            "label": rs[0]["label"], "group": rs[0]["group"], "connections": rs[0]["connections"],
+            "rounds": len(rs), "rps_median": med(rps), "rps_min": min(rps), "rps_max": max(rps),
+            "p50_ms": med([r["p50_ms"] for r in rs]), "p99_ms": med([r["p99_ms"] for r in rs]),
+            "cpu_ms": med([r["varnishd_cpu_ms_per_req"] for r in rs]),
+            "origin_cpu_ms": med([r["origin_cpu_ms_per_req"] for r in rs]),
+            "ctxsw": med([r.get("varnishd_ctx_switches_per_req") for r in rs]),
+            "peak_rss_mb": max(r["peak_rss_kb"] or 0 for r in rs) / 1024.0,
+            "rss_growth_mb": max((r["peak_rss_kb"] or 0) - (r["rss_before_kb"] or 0)
+                                 for r in rs) / 1024.0,
+            "rss_after_mb": [(r["rss_after_kb"] or 0) / 1024.0 for r in rs],
+            "invocations": sum(r["origin_invocations"] for r in rs),
+            "requests": sum(r["requests"] for r in rs),
+            "errors": sum(r["errors"] for r in rs),
+            "load": med([r["loadavg_after"][0] for r in rs]),
+            "load_max": max(r["loadavg_after"][0] for r in rs),
+        }
+    return summary
+
+
+def client_summary(rows):
+    out = {}
+    for r in rows:
+        out.setdefault((r["transport"], r["threads"]), []).append(r)
+    return {k: {"rps_median": med([r.get("rps") for r in v]),
+                "rps_min": min((r.get("rps") or 0) for r in v),
+                "cpu_ms": med([r.get("cpu_ms_per_req") for r in v]),
+                "load": med([r["loadavg_after"][0] for r in v]),
+                "errors": sum(r.get("errors", 0) for r in v),
+                "failed": [r["error"] for r in v if "error" in r]}
+            for k, v in out.items()}
+
+
+def targets(res, s):
+    """[(name, measured text, target text, met: bool|None)]."""
+    rows = []
+
+    def ratio(a, b):
+        if a in s and b in s and s[b]["rps_median"]:
+            return s[a]["rps_median"] / s[b]["rps_median"]
+        return None
+
+    fast = res.get("default_transport", "boto3")
+    r = ratio("b_lambda_pass", "a_native_pass")
+    rows.append((f"lambda backend pass ({fast}) / native pass", fmt(r, 2), ">= 0.50",
+                 None if r is None else r >= 0.5))
+    r = ratio("b_boto3_pass", "a_native_pass")
+    if r is not None:
+        rows.append(("lambda backend pass (boto3) / native pass", fmt(r, 2), "(reference)", None))
+    r = ratio("c_invoke", "a_native_pass")
+    rows.append((f"invoke() + synth ({fast}) / native pass", fmt(r, 2), ">= 0.50",
+                 None if r is None else r >= 0.5))
+    r = ratio("c_boto3_invoke", "a_native_pass")
+    if r is not None:
+        rows.append(("invoke() + synth (boto3) / native pass", fmt(r, 2), "(reference)", None))
+    r = ratio("d_lambda_hit", "d_native_hit")
+    rows.append(("lambda-backed hits / native-backed hits", fmt(r, 3), ">= 0.95",
+                 None if r is None else r >= 0.95))
+
+    def cpu_ratio(a, b):
+        if a in s and b in s and s[a]["cpu_ms"]:
+            return s[b]["cpu_ms"] / s[a]["cpu_ms"]
+        return None
+
+    # On a loaded machine throughput follows CPU per request: the same ratios from varnishd's CPU
+    # per request (native / Lambda), for information.
+    for a, b, name in (("b_lambda_pass", "a_native_pass", f"lambda backend pass ({fast})"),
+                       ("c_invoke", "a_native_pass", f"invoke() + synth ({fast})"),
+                       ("d_lambda_hit", "d_native_hit", "lambda-backed hits")):
+        r = cpu_ratio(a, b)
+        if r is not None:
+            rows.append((f"{name}: native CPU/req / its CPU/req (varnishd)", fmt(r, 2),
+                         "(information)", None))
+    if "f_latency" in s and "b_lambda_pass" in s:
+        conc = s["f_latency"]["connections"]
+        bound = min(conc / 0.1, s["b_lambda_pass"]["rps_median"])
+        got = s["f_latency"]["rps_median"] / bound
+        rows.append((f"latency-bound ({conc} clients, 100 ms) / min({conc}/0.1 s, "
+                     f"CPU-bound pass rate {fmt(s['b_lambda_pass']['rps_median'])})",
+                     f"{fmt(s['f_latency']['rps_median'])} of {fmt(bound)} = {got:.0%}", ">= 90%",
+                     got >= 0.9))
+    co = res.get("coalescing", [])
+    if co:
+        inv = [r["origin_invocations"] for r in co]
+        rows.append(("coalescing: invocations per cold URL, 200 clients",
+                     ", ".join(str(i) for i in inv), "exactly 1 each", all(i == 1 for i in inv)))
+    big = summarize(res.get("big", []))
+    if "h_lambda_big" in big:
+        b = big["h_lambda_big"]
+        n = big.get("h_native_big")
+        after = b["rss_after_mb"]
+        # Bounded: the peak over the start of a run stays within 4 copies of a body per connection,
+        # and the RSS after each run does not keep growing (no leak).
+        limit = b["connections"] * 5 * 4
+        steady = len(after) < 2 or after[-1] <= after[0] * 1.10 + 16
+        rows.append(("5 MB bodies, lambda: child peak RSS growth in a run (native: "
+                     f"{fmt(n['rss_growth_mb'] if n else None)} MB)",
+                     f"{fmt(b['rss_growth_mb'])} MB; RSS after runs "
+                     + " / ".join(fmt(x) for x in after) + " MB",
+                     f"<= {limit} MB ({b['connections']} conns x 4 x 5 MB), no growth across runs",
+                     b["rss_growth_mb"] <= limit and steady))
+    return rows
+
+
+def chart(s, cl, big, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench/report.py: matplotlib is missing, no chart (bench/setup.sh installs it)")
+        return False
+    cases = list(s.values()) + list(big.values())
+    labels = [c["label"] for c in cases]
+    rps = [c["rps_median"] for c in cases]
+    lo = [c["rps_median"] - c["rps_min"] for c in cases]
+    hi = [c["rps_max"] - c["rps_median"] for c in cases]
+    cpu = [c["cpu_ms"] for c in cases]
+    for (t, n), c in sorted(cl.items()):
+        labels.append(f"client loop outside Varnish: {t}, {n} thread(s)")
+        rps.append(c["rps_median"] or 0)
+        lo.append((c["rps_median"] or 0) - c["rps_min"])
+        hi.append(0)
+        cpu.append(c["cpu_ms"])
+    colors = ["#4c72b0" if ("native" in lb) else "#dd8452" if ("boto3" in lb) else "#55a868"
+              for lb in labels]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 0.42 * len(labels) + 1.5), sharey=True)
+    y = list(range(len(labels)))[::-1]
+    ax1.barh(y, rps, xerr=[lo, hi], color=colors)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("requests/s (median of rounds, min-max bars; log scale)")
+    ax1.set_yticks(y)
+    ax1.set_yticklabels(labels, fontsize=8)
+    for yi, v in zip(y, rps):
+        ax1.text(v, yi, f" {v:,.0f}", va="center", fontsize=7)
+    ax2.barh(y, [c or 0 for c in cpu], color=colors)
+    ax2.set_xlabel("CPU ms per request (varnishd child; client loop: its process)")
+    for yi, v in zip(y, cpu):
+        if v:
+            ax2.text(v, yi, f" {v:.3f}", va="center", fontsize=7)
+    fig.suptitle("vmod-lambda benchmarks (blue: native, green: lambda default transport, "
+                 "orange: lambda boto3)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main():
+    path = sys.argv[1] if len(sys.argv) > 1 else newest()
+    with open(path) as f:
+        res = json.load(f)
+    if os.path.abspath(path) != DATA:
+        with open(DATA, "w") as f:
+            json.dump(res, f, indent=1)
+    s = summarize(res["runs"])
+    big = summarize(res.get("big", []))
+    co = summarize(res.get("coalescing", []))
+    cl = client_summary(res.get("client_loop", []))
+    m = res["machine"]
+    rel = os.path.relpath(path, ROOT)
+    has_chart = chart(s, cl, big, CHART)
+    tgt = targets(res, s)
+
+    L = []
+    L.append("# vmod-lambda benchmarks\n")
+    L.append(f"Generated by `make bench` (bench/run.py, bench/report.py) from `{rel}` (copied to "
+             "`bench/benchmarks.json`): "
+             f"{res['rounds']} rounds of {res['duration_s']} s per case, started {res['started']}, "
+             f"finished {res.get('finished', '?')}. Default transport of this build: "
+             f"`{res.get('default_transport')}` (transports: {', '.join(res.get('transports', []))}).\n")
+    L.append("**The machine was shared** with other engineers' builds and tests during this run: "
+             "see the load averages below; absolute numbers are noisy, ratios from the same run "
+             "(cases interleaved round by round) less so. Re-run `make bench` on a quiet machine "
+             "for reference figures.\n")
+    L.append("## Targets (issue 5)\n")
+    L.append("| target | measured | wanted | met |")
+    L.append("|---|---|---|---|")
+    for name, got, want, ok in tgt:
+        L.append(f"| {name} | {got} | {want} | {'-' if ok is None else 'yes' if ok else '**no**'} |")
+    L.append("")
+    if has_chart:
+        L.append("![benchmarks](bench/benchmarks.png)\n")
+    L.append("## Results through Varnish\n")
+    L.append("Median over the rounds (min-max of req/s). CPU is the varnishd child's utime+stime "
+             "(all its threads, the Python workers included) per request; context switches are "
+             "those of all the child's threads (/proc/<child>/task/*/status); origin CPU is nginx's "
+             "worker. Invocations are counted in nginx's access log.\n")
+    L.append("| case | clients | req/s median (min-max) | p50 ms | p99 ms | varnishd CPU ms/req | "
+             "varnishd context switches/req | origin CPU ms/req | peak RSS MB | "
+             "origin calls / requests | errors | load 1m |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for cid, c in list(s.items()) + list(co.items()) + list(big.items()):
+        L.append(f"| {cid}: {c['label']} | {c['connections']} | {fmt(c['rps_median'])} "
+                 f"({fmt(c['rps_min'])}-{fmt(c['rps_max'])}) | {fmt(c['p50_ms'], 2)} | "
+                 f"{fmt(c['p99_ms'], 2)} | {fmt(c['cpu_ms'], 3)} | {fmt(c['ctxsw'], 1)} | "
+                 f"{fmt(c['origin_cpu_ms'], 3)} | "
+                 f"{fmt(c['peak_rss_mb'])} | {c['invocations']:,} / {c['requests']:,} | "
+                 f"{c['errors']} | {fmt(c['load'], 2)} |")
+    L.append("")
+    L.append("## The bare client loop, outside Varnish (e)\n")
+    L.append("vmod_lambda's Invoker (what the worker threads run) invoking the origin's fixed "
+             "function in a loop, in its own process.\n")
+    L.append("| transport | threads | invokes/s median (min) | CPU ms per invoke | load 1m |")
+    L.append("|---|---|---|---|---|")
+    for (t, n), c in sorted(cl.items()):
+        note = f" (failed: {c['failed'][0][:80]})" if c["failed"] else ""
+        L.append(f"| {t} | {n} | {fmt(c['rps_median'])} ({fmt(c['rps_min'])}) | "
+                 f"{fmt(c['cpu_ms'], 3)} | {fmt(c['load'], 2)} |{note}")
+    L.append("")
+    L.append("## Machine\n")
+    loads = [r["loadavg_after"][0] for r in res["runs"] + res.get("big", [])]
+    L.append(f"- CPUs (`nproc`): {m.get('nproc')}; CPU: {m.get('cpu')}")
+    L.append(f"- kernel {m.get('kernel')}; Debian {m.get('debian')}")
+    L.append(f"- {m.get('varnish')}; {m.get('nginx')}; {m.get('wrk')}")
+    L.append(f"- Python {m.get('home_python')} in the home (boto3 {m.get('boto3')}, botocore "
+             f"{m.get('botocore')}); bench driver Python {m.get('python')}")
+    if loads:
+        L.append(f"- load average (1 min) after each measurement: min {min(loads):.2f}, median "
+                 f"{statistics.median(loads):.2f}, max {max(loads):.2f} (on {m.get('nproc')} CPUs)")
+    L.append(f"- varnishd child RSS: {fmt((res.get('varnishd_rss_start_kb') or 0) / 1024)} MB "
+             f"after start, {fmt((res.get('varnishd_rss_end_kb') or 0) / 1024)} MB at the end; "
+             f"panic: {'yes' if res.get('panicked') else 'no'}")
+    L.append("")
+    L.append(METHOD)
+    if os.path.exists(PROFILE):
+        with open(PROFILE) as f:
+            prof = f.read().strip()
+        L.append("## Profile of a Lambda-backend pass run (`bench/profile.py`)\n")
+        L.append("```")
+        L.append(prof)
+        L.append("```\n")
+    if os.path.exists(os.path.join(HERE, "ANALYSIS.md")):
+        with open(os.path.join(HERE, "ANALYSIS.md")) as f:
+            L.append(f.read().strip() + "\n")
+    with open(DOC, "w") as f:
+        f.write("\n".join(L))
+
+    print(f"bench: ratios ({rel})")
+    for name, got, want, ok in tgt:
+        print(f"  {'MET ' if ok else 'MISS' if ok is False else '    '}  {name}: {got} (target {want})")
+    print(f"bench: wrote {os.path.relpath(DOC, ROOT)}" +
+          (f" and {os.path.relpath(CHART, ROOT)}" if has_chart else ""))
+
+
+METHOD = """## Method
+
+- `make bench` stages the fresh build (`make stage`), installs what the benchmarks need
+  (bench/setup.sh: nginx-light, libnginx-mod-http-echo and wrk from Debian; matplotlib and py-spy into
+  .venv from bench/requirements.txt), then runs bench/run.py and bench/report.py. `make bench
+  BENCH_ARGS="--rounds 5 --duration 10"` changes rounds and durations; `--quick` is a 1-round check.
+- Origin: one nginx (1 worker, bench/nginx.conf.in) for every case, on 127.0.0.1. Native cases GET
+  `/native/...` (22-byte text body, `Cache-Control: max-age=3600`). Lambda cases POST the Invoke API
+  path and get a fixed Lambda response JSON whose body is the same 22 bytes with the same headers, so
+  the origin does the same work; the 100 ms function is nginx's echo module (`echo_sleep 0.1`), the
+  5 MB bodies a static file (native) and the same text as the body of a Lambda response JSON.
+- varnishd: the staged build (VMOD_LAMBDA_HOME and vmod_path as tests/varnish_harness.py sets them,
+  fake credentials, default jail, `-s malloc,256m`, default thread pools), one VCL routing by URL
+  (bench/run.py `vcl()`): `lambda.backend` objects with `pool_size` 64 (320 for the 100 ms function)
+  and one with `transport = "boto3"` for each Lambda case so both transports are measured side by side.
+- Load: wrk 4.1 (`-t2 --latency --timeout 10s`) on the same machine. a-d: 32 connections on one URL;
+  f: 256 connections, each request a new URL (bench/distinct.lua); g: 200 connections on one cold
+  cacheable URL of a 100 ms function (a new URL per round); h: 8 connections, pass, 5 MB bodies.
+- Rounds: every case once per round, rounds repeated (interleaved, every other round in reverse
+  order, so load drifts hit all cases alike);
+  one warm-up second per case first. Medians and min-max over rounds.
+- Measured per run: wrk's requests/s and latency percentiles; varnishd child CPU from
+  /proc/<child>/stat (utime+stime) before/after, per request; the child's peak RSS (VmHWM, reset per
+  run through /proc/<child>/clear_refs) and RSS before/after; invocations counted in nginx's access
+  log; /proc/loadavg before/after.
+- The bare client loop (e) runs bench/client_loop.py: vmod_lambda's Invoker against the same nginx,
+  1 and 4 threads, each transport, CPU from the process's own clock.
+"""
+
+
+if __name__ == "__main__":
+    main()

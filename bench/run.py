@@ -1,0 +1,567 @@
+#!/usr/bin/env python3
+"""vmod-lambda benchmarks, side by side in one run (`make bench`).
+
+One nginx is the origin of every case: native cases fetch /native/..., Lambda cases POST the Invoke API
+path and get a fixed Lambda response JSON (bench/nginx.conf.in). One varnishd runs the staged build
+(VMOD_LAMBDA_HOME, vmod_path and fake credentials as tests/varnish_harness.py sets them) with the VCL
+below; wrk drives it from the same machine. Every case runs ROUNDS times, interleaved, for a fixed
+duration; the results go to bench/results/<stamp>.json, then bench/report.py writes BENCHMARKS.md
+and the chart and prints the ratios against the targets of issue 5.
+
+    python bench/run.py [--stage DIR] [--rounds 3] [--duration 5] [--quick]
+"""
+
+import argparse
+import datetime
+import inspect
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "AKIDVMODLAMBDABENCH",
+    "AWS_SECRET_ACCESS_KEY": "vmod-lambda-bench-secret",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+}
+SLOW_LATENCY = 0.1          # the 100 ms function of bench/nginx.conf.in
+
+sys.path.insert(0, ROOT)
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return [float(x) for x in f.read().split()[:3]]
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def cpu_ticks(pid):
+    """utime + stime of a process (all its threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def mem_kb(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out
+
+
+def ctx_switches(pid):
+    """Context switches (voluntary + involuntary) of all threads of a process so far."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.endswith("ctxt_switches:\t0\n"):
+                        continue
+                    if "ctxt_switches:" in line:
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def reset_hwm(pid):
+    """Writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def tool_version(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- origin
+
+class Nginx:
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "nginx")
+        os.makedirs(os.path.join(self.dir, "static"))
+        self.port = free_port()
+        self._static()
+        with open(os.path.join(HERE, "nginx.conf.in")) as f:
+            conf = f.read()
+        conf = (conf.replace("@DIR@", self.dir).replace("@PORT@", str(self.port))
+                .replace("@ECHO@", f"load_module {ECHO_MODULE};"))
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.access_log = os.path.join(self.dir, "access.log")
+        self.proc = subprocess.Popen(["nginx", "-c", self.conf, "-p", self.dir + "/"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not start; see {self.dir}/error.log")
+                time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _static(self):
+        # 5 MB of text (lines of hex digits): the native body, and the same bytes as the body of a
+        # Lambda response JSON (text, so no base64: 5 MB base64 would exceed the 6 MB payload limit).
+        line = "0123456789abcdef" * 64 + "\n"
+        big = (line * (5 * 1024 * 1024 // len(line) + 1))[:5 * 1024 * 1024]
+        with open(os.path.join(self.dir, "static", "big.txt"), "w") as f:
+            f.write(big)
+        with open(os.path.join(self.dir, "static", "lambda-big.json"), "w") as f:
+            json.dump({"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": big},
+                      f, separators=(",", ":"))
+
+    def worker_pid(self):
+        kids = children(self.proc.pid)
+        return kids[0] if kids else None
+
+    def count(self, pattern):
+        """Lines of the access log matching pattern (a regex)."""
+        rx = re.compile(pattern)
+        with open(self.access_log) as f:
+            return sum(1 for line in f if rx.search(line))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+# --------------------------------------------------------------------------------------------- varnish
+
+def vcl(origin_port, has_transport, fast_transport):
+    ep = f'endpoint_url = "http://127.0.0.1:{origin_port}"'
+
+    def obj(name, function, pool=64, timeout="10s", transport=None):
+        t = f', transport = "{transport}"' if (has_transport and transport) else ""
+        return (f'        new {name} = lambda.backend(function_name = "{function}", '
+                f'region = "us-east-1", {ep}, timeout = {timeout}, pool_size = {pool}{t});\n')
+
+    return f"""vcl 4.1;
+import lambda;
+
+backend origin {{ .host = "127.0.0.1"; .port = "{origin_port}"; }}
+
+sub vcl_init {{
+{obj("fn", "bench-fn", transport=fast_transport)}\
+{obj("fn_boto3", "bench-fn", transport="boto3")}\
+{obj("slow", "bench-slow", pool=320, transport=fast_transport)}\
+{obj("slow_boto3", "bench-slow", pool=320, transport="boto3")}\
+{obj("coalesce", "bench-coalesce", transport=fast_transport)}\
+{obj("big", "bench-big", pool=16, transport=fast_transport)}\
+}}
+
+sub vcl_recv {{
+    if (req.url ~ "^/native/(pass|big)/") {{
+        set req.backend_hint = origin;
+        return (pass);
+    }}
+    if (req.url ~ "^/native/hit/") {{
+        set req.backend_hint = origin;
+        return (hash);
+    }}
+    if (req.url ~ "^/lambda/pass/") {{
+        set req.backend_hint = fn.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/boto3/pass/") {{
+        set req.backend_hint = fn_boto3.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/lambda/hit/") {{
+        set req.backend_hint = fn.backend();
+        return (hash);
+    }}
+    if (req.url ~ "^/lambda/invoke/") {{
+        set req.http.x-result = fn.invoke(req.url);
+        return (synth(200));
+    }}
+    if (req.url ~ "^/boto3/invoke/") {{
+        set req.http.x-result = fn_boto3.invoke(req.url);
+        return (synth(200));
+    }}
+    if (req.url ~ "^/lambda/latency/") {{
+        set req.backend_hint = slow.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/boto3/latency/") {{
+        set req.backend_hint = slow_boto3.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/lambda/coalesce/") {{
+        set req.backend_hint = coalesce.backend();
+        return (hash);
+    }}
+    if (req.url ~ "^/lambda/big/") {{
+        set req.backend_hint = big.backend();
+        return (pass);
+    }}
+    return (synth(404));
+}}
+
+sub vcl_synth {{
+    if (resp.status == 200 && req.http.x-result) {{
+        set resp.http.content-type = "application/json";
+        set resp.body = req.http.x-result;
+        return (deliver);
+    }}
+}}
+"""
+
+
+class Varnish:
+    def __init__(self, workdir, stage, vcl_text):
+        self.dir = os.path.join(workdir, "varnish")
+        os.makedirs(self.dir)
+        os.chmod(workdir, 0o755)
+        os.chmod(self.dir, 0o755)
+        self.vcl_path = os.path.join(self.dir, "bench.vcl")
+        with open(self.vcl_path, "w") as f:
+            f.write(vcl_text)
+        os.chmod(self.vcl_path, 0o644)
+        self.workdir = os.path.join(self.dir, "n")
+        self.port = free_port()
+        vmoddir = subprocess.run(["pkg-config", "--variable=vmoddir", "varnishapi"],
+                                 capture_output=True, text=True).stdout.strip()
+        args = ["varnishd", "-F", "-n", self.workdir, "-a", f"127.0.0.1:{self.port}",
+                "-T", "127.0.0.1:0", "-f", self.vcl_path, "-s", "malloc,256m",
+                "-p", f"vmod_path={stage}/vmods:{vmoddir}"]
+        env = dict(os.environ)
+        for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL",
+                  "AWS_ENDPOINT_URL_LAMBDA", "VMOD_LAMBDA_LOADER", "VMOD_LAMBDA_NO_DEEPBIND"):
+            env.pop(k, None)
+        env.update(FAKE_AWS)
+        env["VMOD_LAMBDA_HOME"] = stage
+        self.log = open(os.path.join(self.dir, "varnishd.log"), "w+")
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"varnishd exited: {self.log.read()[-3000:]}")
+            r = subprocess.run(["varnishadm", "-n", self.workdir, "status"], capture_output=True,
+                               text=True)
+            if "running" in r.stdout:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("varnishd did not start within 90 s")
+            time.sleep(0.2)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def child_pid(self):
+        kids = [p for p in children(self.proc.pid) if os.path.exists(f"/proc/{p}")]
+        # The cache child is the long-lived one (VCC compiler processes come and go).
+        for p in kids:
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if b"varnishd" in f.read():
+                        return p
+            except OSError:
+                pass
+        return kids[0] if kids else None
+
+    def panicked(self):
+        r = subprocess.run(["varnishadm", "-n", self.workdir, "panic.show"], capture_output=True,
+                           text=True)
+        return "Panic at" in r.stdout
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+# ------------------------------------------------------------------------------------------------ wrk
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
+
+
+def wrk(url, conns, duration, threads=2, script=None, timeout="10s"):
+    cmd = ["wrk", "-t", str(min(threads, conns)), "-c", str(conns), "-d", f"{duration}s",
+           "--latency", "--timeout", timeout]
+    if script:
+        cmd += ["-s", script]
+    cmd.append(url)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    res = {"requests": 0, "rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0}
+    m = re.search(r"(\d+) requests in", out)
+    if m:
+        res["requests"] = int(m.group(1))
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    for pct, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", out, re.M)
+        if m:
+            res[key] = _ms(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["errors"] += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["errors"] += sum(int(x) for x in m.groups())
+    return res
+
+
+# ------------------------------------------------------------------------------------------ the cases
+
+def cases(has_transport, fast):
+    """(id, group, label, url path, connections, wrk script, origin log pattern)."""
+    lam = f"lambda ({fast})" if has_transport else "lambda"
+    out = [
+        ("a_native_pass", "a", "native backend, pass", "/native/pass/x", 32, None, r" /native/pass/"),
+        ("b_lambda_pass", "b", f"{lam} backend, pass", "/lambda/pass/x", 32, None, r"bench-fn/"),
+        ("c_invoke", "c", f"{lam} invoke() + synth", "/lambda/invoke/x", 32, None, r"bench-fn/"),
+        ("d_native_hit", "d", "native-backed hit", "/native/hit/x", 32, None, r" /native/hit/"),
+        ("d_lambda_hit", "d", f"{lam}-backed hit", "/lambda/hit/x", 32, None, r"bench-fn/"),
+        ("f_latency", "f", f"{lam}, 100 ms function, 256 clients", "/lambda/latency/", 256,
+         "distinct.lua", r"bench-slow/"),
+    ]
+    if has_transport and fast != "boto3":
+        out[2:2] = [("b_boto3_pass", "b", "lambda (boto3) backend, pass", "/boto3/pass/x", 32, None,
+                     r"bench-fn/")]
+        out[4:4] = [("c_boto3_invoke", "c", "lambda (boto3) invoke() + synth", "/boto3/invoke/x", 32,
+                     None, r"bench-fn/")]
+        out.append(("f_boto3_latency", "f", "lambda (boto3), 100 ms function, 256 clients",
+                    "/boto3/latency/", 256, "distinct.lua", r"bench-slow/"))
+    return out
+
+
+def measure(v, ng, case, duration):
+    cid, group, label, path, conns, script, pattern = case
+    child = v.child_pid()
+    worker = ng.worker_pid()
+    n0 = ng.count(pattern)
+    hwm_reset = reset_hwm(child)
+    mem0 = mem_kb(child)
+    x0 = ctx_switches(child)
+    c0, o0 = cpu_ticks(child), cpu_ticks(worker)
+    load0 = loadavg()
+    t0 = time.monotonic()
+    res = wrk(v.url + path, conns, duration,
+              script=os.path.join(HERE, script) if script else None)
+    wall = time.monotonic() - t0
+    c1, o1 = cpu_ticks(child), cpu_ticks(worker)
+    x1 = ctx_switches(child)
+    mem1 = mem_kb(child)
+    time.sleep(0.2)             # let nginx write its last log lines
+    n = res["requests"] or 1
+    res.update({
+        "case": cid, "group": group, "label": label, "connections": conns, "duration_s": duration,
+        "wall_s": round(wall, 2),
+        "varnishd_cpu_ms_per_req": (c1 - c0) * 1000.0 / CLK_TCK / n,
+        "origin_cpu_ms_per_req": (o1 - o0) * 1000.0 / CLK_TCK / n,
+        "varnishd_ctx_switches_per_req": (x1 - x0) / n,
+        "rss_before_kb": mem0.get("VmRSS"), "rss_after_kb": mem1.get("VmRSS"),
+        "peak_rss_kb": mem1.get("VmHWM"), "peak_is_per_run": hwm_reset,
+        "origin_invocations": ng.count(pattern) - n0,
+        "loadavg_before": load0, "loadavg_after": loadavg(),
+    })
+    return res
+
+
+def client_loop(url, transport, threads, duration):
+    py = sys.executable
+    r = subprocess.run([py, os.path.join(HERE, "client_loop.py"), url, transport, str(threads),
+                        str(duration)], capture_output=True, text=True, timeout=duration + 120,
+                       env={**os.environ, **FAKE_AWS})
+    try:
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        res = {"error": (r.stdout + r.stderr)[-2000:]}
+    return res
+
+
+def machine_info(stage):
+    info = {"nproc": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            info["cpu"] = m.group(1) if m else None
+    except OSError:
+        info["cpu"] = None
+    info["varnish"] = tool_version(["varnishd", "-V"])
+    info["nginx"] = tool_version(["nginx", "-v"])
+    info["wrk"] = tool_version(["wrk", "-v"])
+    info["debian"] = open("/etc/debian_version").read().strip() \
+        if os.path.exists("/etc/debian_version") else None
+    try:
+        r = subprocess.run([os.path.join(stage, "bin", "python3"), "-c",
+                            "import sys, boto3, botocore; print(sys.version.split()[0], boto3.__version__,"
+                            " botocore.__version__)"], capture_output=True, text=True, timeout=60)
+        pyv, b3, bc = r.stdout.split()
+        info.update({"home_python": pyv, "boto3": b3, "botocore": bc})
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--stage", default=os.environ.get("STAGE", "/var/tmp/vmod-lambda-test"))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    ap.add_argument("--quick", action="store_true", help="1 round of 2 s: checks the suite works")
+    ap.add_argument("--out", default=None, help="results file (default bench/results/<stamp>.json)")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds, args.duration = 1, 2
+    duration = args.duration
+
+    for tool in ("nginx", "wrk", "varnishd", "varnishadm"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing: run bench/setup.sh (make bench does)")
+    if not os.path.exists(os.path.join(args.stage, "vmods", "libvmod_lambda.so")):
+        sys.exit(f"bench: no staged build in {args.stage}: run `make stage STAGE={args.stage}`")
+
+    from vmod_lambda import config as vconfig
+    has_transport = "transport" in inspect.signature(vconfig.validate_backend).parameters
+    fast = getattr(vconfig, "DEFAULT_TRANSPORT", "boto3")
+    transports = list(getattr(vconfig, "TRANSPORTS", ("boto3",)))
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results = {"started": started.isoformat(timespec="seconds"), "rounds": args.rounds,
+               "duration_s": duration, "default_transport": fast, "transports": transports,
+               "machine": machine_info(args.stage), "runs": [], "client_loop": [],
+               "coalescing": [], "big": []}
+    workdir = tempfile.mkdtemp(prefix="vmod-lambda-bench-")
+    ng = v = None
+    try:
+        ng = Nginx(workdir)
+        log(f"nginx on {ng.url}")
+        v = Varnish(workdir, args.stage, vcl(ng.port, has_transport, fast))
+        log(f"varnishd on {v.url} (child pid {v.child_pid()}), stage {args.stage}")
+        results["varnishd_rss_start_kb"] = mem_kb(v.child_pid()).get("VmRSS")
+        the_cases = cases(has_transport, fast)
+
+        # Warm up every path once (connections, thread pools, first objects in cache).
+        for case in the_cases:
+            wrk(v.url + case[3], min(case[4], 32), 1,
+                script=os.path.join(HERE, case[5]) if case[5] else None)
+        for rnd in range(1, args.rounds + 1):
+            # Every other round in reverse order, so that a load drift does not always favour the
+            # case measured first of a pair (native before Lambda).
+            for case in (the_cases if rnd % 2 else the_cases[::-1]):
+                res = measure(v, ng, case, duration)
+                res["round"] = rnd
+                results["runs"].append(res)
+                log(f"round {rnd} {case[0]:<18} {res['rps']:9.0f} req/s  p50 {res['p50_ms']} ms  "
+                    f"p99 {res['p99_ms']} ms  cpu {res['varnishd_cpu_ms_per_req']:.3f} ms/req  "
+                    f"origin calls {res['origin_invocations']}  errors {res['errors']}  "
+                    f"load {res['loadavg_after'][0]}")
+
+        # e. the bare client loop, outside Varnish.
+        for rnd in range(1, args.rounds + 1):
+            for transport in transports:
+                for threads in (1, 4):
+                    load0 = loadavg()
+                    res = client_loop(ng.url, transport, threads, duration)
+                    res.update({"transport": transport, "threads": threads, "round": rnd,
+                                "loadavg_before": load0, "loadavg_after": loadavg()})
+                    results["client_loop"].append(res)
+                    log(f"round {rnd} client loop {transport} x{threads}: "
+                        f"{res.get('rps', 0):.0f} invokes/s, "
+                        f"{res.get('cpu_ms_per_req') or 0:.3f} ms CPU each {res.get('error', '')}")
+
+        # g. coalescing: 200 clients on one cold cacheable URL (a 100 ms function), count the calls.
+        for rnd in range(1, args.rounds + 1):
+            case = ("g_coalescing", "g", "200 clients, one cacheable URL",
+                    f"/lambda/coalesce/{started.strftime('%Y%m%d%H%M%S')}-{rnd}", 200, None,
+                    r"bench-coalesce/")
+            res = measure(v, ng, case, min(duration, 3))
+            res["round"] = rnd
+            results["coalescing"].append(res)
+            log(f"round {rnd} coalescing: {res['requests']} requests, "
+                f"{res['origin_invocations']} invocation(s) at the origin, errors {res['errors']}")
+
+        # h. 5 MB bodies, pass; native first, then Lambda, peak RSS of the child per run.
+        for case in (("h_native_big", "h", "native, 5 MB bodies, pass", "/native/big/x", 8, None,
+                      r" /native/big/"),
+                     ("h_lambda_big", "h", "lambda, 5 MB bodies, pass", "/lambda/big/x", 8, None,
+                      r"lambda-big\.json")):
+            for rnd in range(1, args.rounds + 1):
+                res = measure(v, ng, case, duration)
+                res["round"] = rnd
+                results["big"].append(res)
+                log(f"round {rnd} {case[0]}: {res['rps']:.0f} req/s, p99 {res['p99_ms']} ms, "
+                    f"RSS {res['rss_before_kb']} -> peak {res['peak_rss_kb']} kB, "
+                    f"errors {res['errors']}")
+        results["varnishd_rss_end_kb"] = mem_kb(v.child_pid()).get("VmRSS")
+        results["panicked"] = v.panicked()
+    finally:
+        if v:
+            v.stop()
+        if ng:
+            ng.stop()
+    results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    os.makedirs(RESULTS, exist_ok=True)
+    out = args.out or os.path.join(RESULTS, started.strftime("%Y%m%dT%H%M%SZ") + ".json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+    shutil.rmtree(workdir, ignore_errors=True)
+    log(f"results: {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
