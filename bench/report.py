@@ -264,7 +264,7 @@ def main():
     has_chart = chart(s, cl, big, CHART)
     for r in res.get("stream_throughput", []):
         if r.get("peak_rss_kb") is not None and r.get("rss_before_kb") is not None:
-            r["rss_growth_mb"] = (r["peak_rss_kb"] - r["rss_before_kb"]) / 1024.0
+            r["rss_growth_mb"] = max(0, r["peak_rss_kb"] - r["rss_before_kb"]) / 1024.0
     fb = stream_summary(res.get("first_byte", []), ("head_ms", "first_byte_ms", "total_ms"))
     tp = stream_summary(res.get("stream_throughput", []),
                         ("mb_per_s", "total_ms", "varnishd_cpu_ms_per_mb", "rss_growth_mb"))

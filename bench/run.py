@@ -237,8 +237,11 @@ class EmulatorOrigin:
 
 # --------------------------------------------------------------------------------------------- varnish
 
-def vcl(origin_port, has_transport, fast_transport, emulator_port):
+def vcl(origin_port, has_transport, fast_transport, emulator_port=None):
+    """emulator_port: the origin of the streaming cases (bench/profile.py, which has none, leaves
+    their objects pointing at nginx, unused)."""
     ep = f'endpoint_url = "http://127.0.0.1:{origin_port}"'
+    emulator_port = emulator_port or origin_port
 
     def obj(name, function, pool=64, timeout="10s", transport=None, extra=""):
         t = f', transport = "{transport}"' if (has_transport and transport) else ""
