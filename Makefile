@@ -176,7 +176,8 @@ distclean: clean
 
 # Benchmarks (bench/): nginx as the one origin, the staged build in varnishd, wrk; results in
 # bench/results/, a profile of a Lambda fetch, BENCHMARKS.md and its chart. Under 10 minutes;
-# BENCH_ARGS="--quick" for a check.
+# BENCH_ARGS="--quick" for a check; BENCH_ONLY=streaming (or BENCH_ARGS="--only streaming") runs only
+# the streaming cases, the report taking the other sections from bench/benchmarks.json.
 .PHONY: bench
 BENCH_ARGS ?=
 bench: stage

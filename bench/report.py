@@ -82,6 +82,46 @@ def client_summary(rows):
             for k, v in out.items()}
 
 
+def stream_summary(rows, keys):
+    """case id -> {label, runs, key: (min, median, max)} over its runs."""
+    by = {}
+    for r in rows:
+        by.setdefault(r["case"], []).append(r)
+    out = {}
+    for cid, rs in by.items():
+        d = {"label": rs[0]["label"], "runs": len(rs), "status": sorted({r["status"] for r in rs}),
+             "bytes": sorted({r["bytes"] for r in rs}),
+             "load": med([r["loadavg_after"][0] for r in rs])}
+        for k in keys:
+            xs = [r.get(k) for r in rs if r.get(k) is not None]
+            d[k] = (min(xs), statistics.median(xs), max(xs)) if xs else (None, None, None)
+        out[cid] = d
+    return out
+
+
+def stream_targets(fb, tp):
+    rows = []
+    st, bu, na = (fb.get(k) for k in ("s_stream_trickle", "s_buffered_trickle", "s_native_trickle"))
+    if st and bu:
+        rows.append(("first byte through varnishd, function writing for ~1 s: streaming / "
+                     "buffered backend (median)",
+                     f"{fmt(st['first_byte_ms'][1], 1)} ms / {fmt(bu['first_byte_ms'][1], 1)} ms"
+                     + (f" (native: {fmt(na['first_byte_ms'][1], 1)} ms)" if na else ""),
+                     "(information)", None))
+    t = tp.get("t_stream_big")
+    if t:
+        n, e = tp.get("t_native_big"), tp.get("t_emulator_direct")
+        rows.append((f"streamed {BIG_MIB} MiB through varnishd (pass), lambda streaming = true",
+                     f"{fmt(t['mb_per_s'][1])} MB/s median (emulator alone "
+                     f"{fmt(e['mb_per_s'][1]) if e else '-'}, native "
+                     f"{fmt(n['mb_per_s'][1]) if n else '-'}); child peak RSS growth "
+                     f"{fmt(t['rss_growth_mb'][2], 1)} MB max", "(information)", None))
+    return rows
+
+
+BIG_MIB = 100
+
+
 def targets(res, s):
     """[(name, measured text, target text, met: bool|None)]."""
     rows = []
@@ -201,6 +241,17 @@ def main():
     path = sys.argv[1] if len(sys.argv) > 1 else newest()
     with open(path) as f:
         res = json.load(f)
+    merged_from = None
+    if res.get("only") == "streaming" and os.path.exists(DATA) and os.path.abspath(path) != DATA:
+        # `run.py --only streaming`: the other sections from the last full run.
+        with open(DATA) as f:
+            base = json.load(f)
+        merged_from = base.get("started")
+        for k in ("first_byte", "stream_throughput"):
+            base[k] = res[k]
+        base["streaming_started"] = res["started"]
+        base["streaming_machine"] = res["machine"]
+        res = base
     if os.path.abspath(path) != DATA:
         with open(DATA, "w") as f:
             json.dump(res, f, indent=1)
@@ -211,7 +262,13 @@ def main():
     m = res["machine"]
     rel = os.path.relpath(path, ROOT)
     has_chart = chart(s, cl, big, CHART)
-    tgt = targets(res, s)
+    for r in res.get("stream_throughput", []):
+        if r.get("peak_rss_kb") is not None and r.get("rss_before_kb") is not None:
+            r["rss_growth_mb"] = max(0, r["peak_rss_kb"] - r["rss_before_kb"]) / 1024.0
+    fb = stream_summary(res.get("first_byte", []), ("head_ms", "first_byte_ms", "total_ms"))
+    tp = stream_summary(res.get("stream_throughput", []),
+                        ("mb_per_s", "total_ms", "varnishd_cpu_ms_per_mb", "rss_growth_mb"))
+    tgt = targets(res, s) + stream_targets(fb, tp)
 
     L = []
     L.append("# vmod-lambda benchmarks\n")
@@ -249,6 +306,47 @@ def main():
                  f"{fmt(c['peak_rss_mb'])} | {c['invocations']:,} / {c['requests']:,} | "
                  f"{c['errors']} | {fmt(c['load'], 2)} |")
     L.append("")
+    if fb or tp:
+        L.append("## Streaming backends (s, t)\n")
+        if merged_from:
+            L.append(f"Measured by `bench/run.py --only streaming`, started "
+                     f"{res.get('streaming_started')}; the other sections are from the full run "
+                     f"started {merged_from}.\n")
+        L.append("s: first-byte time through varnishd (pass, one request at a time, a new "
+                 "connection each) of a body written as 11 chunks of 1 KiB, one every 100 ms; "
+                 "min / median / max over the runs, in ms from sending the request.\n")
+        L.append("| case | runs | first body byte ms | response head ms | last byte ms | "
+                 "body bytes | status | load 1m |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        mmm = lambda t, d=1: " / ".join(fmt(x, d) for x in t)       # noqa: E731
+        for cid, c in fb.items():
+            L.append(f"| {cid}: {c['label']} | {c['runs']} | {mmm(c['first_byte_ms'])} | "
+                     f"{mmm(c['head_ms'])} | {mmm(c['total_ms'])} | "
+                     f"{', '.join(str(b) for b in c['bytes'])} | "
+                     f"{', '.join(str(x) for x in c['status'])} | {fmt(c['load'], 2)} |")
+        L.append("")
+        L.append(f"t: one {BIG_MIB} MiB body, pass, one client reading as fast as it can; "
+                 "min / median / max over the runs. MB/s is 10^6 bytes of body (for the emulator "
+                 "alone: of its raw event stream answer) per second of the whole request; CPU is "
+                 "the varnishd child's per MB; peak RSS growth is the child's VmHWM (reset before "
+                 "each run) minus its RSS before the run. These cases run first, on a fresh "
+                 "child, the streaming runs before the native ones (the allocator keeps and reuses "
+                 "freed memory, which would hide a later run's growth). A pass body is stored in "
+                 "Transient storage as it arrives and freed as it is delivered: nginx sends the "
+                 "file faster than the client reads it, so most of it waits in the child (the "
+                 "native growth); the streamed fetch is slower than the client reads (its "
+                 "MB/s), so little of it waits, and the VMOD itself holds a 256 KB window and "
+                 "one event stream frame (see STREAMING in vmod_lambda.vcc).\n")
+        L.append("| case | runs | MB/s | seconds | varnishd CPU ms/MB | child peak RSS growth MB "
+                 "| bytes | status | load 1m |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        for cid, c in tp.items():
+            L.append(f"| {cid}: {c['label']} | {c['runs']} | {mmm(c['mb_per_s'], 0)} | "
+                     f"{mmm(tuple(None if x is None else x / 1000 for x in c['total_ms']), 2)} | "
+                     f"{mmm(c['varnishd_cpu_ms_per_mb'], 2)} | {mmm(c['rss_growth_mb'], 1)} | "
+                     f"{', '.join(str(b) for b in c['bytes'])} | "
+                     f"{', '.join(str(x) for x in c['status'])} | {fmt(c['load'], 2)} |")
+        L.append("")
     L.append("## The bare client loop, outside Varnish (e)\n")
     L.append("vmod_lambda's Invoker (what the worker threads run) invoking the origin's fixed "
              "function in a loop, in its own process.\n")
@@ -319,6 +417,21 @@ METHOD = """## Method
   /proc/<child>/stat (utime+stime) before/after, per request; the child's peak RSS (VmHWM, reset per
   run through /proc/<child>/clear_refs) and RSS before/after; invocations counted in nginx's access
   log; /proc/loadavg before/after.
+- Streaming cases (s, t; `bench/run.py --only streaming`, or `BENCH_ONLY=streaming`, runs only
+  them): the origin of their Lambda backends is the product's emulator (`python -m
+  vmod_lambda.emulator`, its own process) serving bench/stream_handlers.py; the backends have
+  `event_format = "2.0"`, `pool_size = 4`, `timeout = 120s`, and `streaming = true` or false.
+  s: the function `trickle` writes its first 1 KiB at once, then 1 KiB every 100 ms (11 chunks,
+  ~1 s); the streaming backend gets it after an HTTP-integration prelude (`?mode=http`), the
+  buffered one (plain Invoke, the emulator collects the writes into one payload) as a Lambda
+  response JSON with the same body, written with the same timing; the native reference is nginx's
+  echo module writing the same chunks with `echo_flush` and `echo_sleep 0.1`. A Python client
+  (http.client, a new connection per request) times the head, the first body byte and the end;
+  every case runs 5 times (after one warm-up each, which also starts the emulator's worker
+  process), interleaved. t: the function `big` writes 100 MiB in 64 KiB writes after a prelude
+  (writes block while the reader lags); the native reference is a 100 MiB static file from nginx;
+  the emulator alone is the same invocation read raw from the emulator, without Varnish (the
+  origin's ceiling). 3 runs each, interleaved; the client reads 1 MiB at a time and discards it.
 - The bare client loop (e) runs bench/client_loop.py: vmod_lambda's Invoker against the same nginx,
   1 and 4 threads, each transport, CPU from the process's own clock.
 """

@@ -8,11 +8,17 @@ below; wrk drives it from the same machine. Every case runs ROUNDS times, interl
 duration; the results go to bench/results/<stamp>.json, then bench/report.py writes BENCHMARKS.md
 and the chart and prints the ratios against the targets of issue 5.
 
-    python bench/run.py [--stage DIR] [--rounds 3] [--duration 5] [--quick]
+    python bench/run.py [--stage DIR] [--rounds 3] [--duration 5] [--quick] [--only streaming]
+
+The streaming cases (s: first-byte time, t: throughput of a 100 MiB streamed body) use the
+product's emulator as the origin of the Lambda backends (bench/stream_handlers.py); `--only
+streaming` (or BENCH_ONLY=streaming) runs only them, and bench/report.py then takes the other
+sections from bench/benchmarks.json.
 """
 
 import argparse
 import datetime
+import http.client
 import inspect
 import json
 import os
@@ -39,6 +45,8 @@ FAKE_AWS = {
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
 }
 SLOW_LATENCY = 0.1          # the 100 ms function of bench/nginx.conf.in
+TRICKLE_LINE = ("0123456789abcdef" * 64)[:1023]     # + "\n": the 1 KiB chunks of the trickle cases
+BIG_MIB = 100               # the streamed body of the throughput cases
 
 sys.path.insert(0, ROOT)
 
@@ -130,7 +138,11 @@ class Nginx:
         self._static()
         with open(os.path.join(HERE, "nginx.conf.in")) as f:
             conf = f.read()
-        conf = (conf.replace("@DIR@", self.dir).replace("@PORT@", str(self.port))
+        trickle = "\n".join(
+            ("            echo_sleep 0.1;\n" if i else "") +
+            f"            echo {TRICKLE_LINE};\n            echo_flush;" for i in range(11))
+        conf = (conf.replace("@TRICKLE@", trickle)
+                .replace("@DIR@", self.dir).replace("@PORT@", str(self.port))
                 .replace("@ECHO@", f"load_module {ECHO_MODULE};"))
         self.conf = os.path.join(self.dir, "nginx.conf")
         with open(self.conf, "w") as f:
@@ -159,6 +171,11 @@ class Nginx:
         with open(os.path.join(self.dir, "static", "lambda-big.json"), "w") as f:
             json.dump({"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": big},
                       f, separators=(",", ":"))
+        # 100 MiB for the native reference of the streaming throughput case (t).
+        block = ("0123456789abcdef" * 4096).encode()
+        with open(os.path.join(self.dir, "static", "big100.txt"), "wb") as f:
+            for _ in range(BIG_MIB * 16):
+                f.write(block)
 
     def worker_pid(self):
         kids = children(self.proc.pid)
@@ -176,15 +193,66 @@ class Nginx:
             self.proc.wait(10)
 
 
+class EmulatorOrigin:
+    """The product's emulator (python -m vmod_lambda.emulator) serving bench/stream_handlers.py, in
+    its own process: the origin of the streaming Lambda cases."""
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "emulator")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        cfg = os.path.join(self.dir, "functions.json")
+        fn = {"timeout": 120, "reserved_concurrency": 4, "path": [HERE]}
+        with open(cfg, "w") as f:
+            json.dump({"functions": {"bench-trickle": {"handler": "stream_handlers:trickle", **fn},
+                                     "bench-stream-big": {"handler": "stream_handlers:big", **fn}}},
+                      f)
+        self.log = open(os.path.join(self.dir, "emulator.log"), "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "vmod_lambda.emulator", "--quiet",
+                                      "--port", str(self.port), "--config", cfg],
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env={**os.environ, "PYTHONPATH": ROOT})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.log.seek(0)
+                    raise RuntimeError(f"the emulator did not start: {self.log.read()[-2000:]}")
+                time.sleep(0.1)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
 # --------------------------------------------------------------------------------------------- varnish
 
-def vcl(origin_port, has_transport, fast_transport):
+def vcl(origin_port, has_transport, fast_transport, emulator_port=None):
+    """emulator_port: the origin of the streaming cases (bench/profile.py, which has none, leaves
+    their objects pointing at nginx, unused)."""
     ep = f'endpoint_url = "http://127.0.0.1:{origin_port}"'
+    emulator_port = emulator_port or origin_port
 
-    def obj(name, function, pool=64, timeout="10s", transport=None):
+    def obj(name, function, pool=64, timeout="10s", transport=None, extra=""):
         t = f', transport = "{transport}"' if (has_transport and transport) else ""
         return (f'        new {name} = lambda.backend(function_name = "{function}", '
-                f'region = "us-east-1", {ep}, timeout = {timeout}, pool_size = {pool}{t});\n')
+                f'region = "us-east-1", {ep}, timeout = {timeout}, pool_size = {pool}{t}{extra});\n')
+
+    def emu(name, function, streaming):
+        return (f'        new {name} = lambda.backend(function_name = "{function}", '
+                f'region = "us-east-1", endpoint_url = "http://127.0.0.1:{emulator_port}", '
+                f'timeout = 120s, pool_size = 4, event_format = "2.0", '
+                f'streaming = {"true" if streaming else "false"});\n')
 
     return f"""vcl 4.1;
 import lambda;
@@ -198,10 +266,13 @@ sub vcl_init {{
 {obj("slow_boto3", "bench-slow", pool=320, transport="boto3")}\
 {obj("coalesce", "bench-coalesce", transport=fast_transport)}\
 {obj("big", "bench-big", pool=16, transport=fast_transport)}\
+{emu("trickle_stream", "bench-trickle", True)}\
+{emu("trickle_buffered", "bench-trickle", False)}\
+{emu("big_stream", "bench-stream-big", True)}\
 }}
 
 sub vcl_recv {{
-    if (req.url ~ "^/native/(pass|big)/") {{
+    if (req.url ~ "^/native/(pass|big|big100|trickle)/") {{
         set req.backend_hint = origin;
         return (pass);
     }}
@@ -243,6 +314,18 @@ sub vcl_recv {{
     }}
     if (req.url ~ "^/lambda/big/") {{
         set req.backend_hint = big.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/stream/trickle/") {{
+        set req.backend_hint = trickle_stream.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/buffered/trickle/") {{
+        set req.backend_hint = trickle_buffered.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/stream/big/") {{
+        set req.backend_hint = big_stream.backend();
         return (pass);
     }}
     return (synth(404));
@@ -419,6 +502,106 @@ def measure(v, ng, case, duration):
     return res
 
 
+def timed_get(port, path, method="GET", body=None, headers=None, timeout=180):
+    """One request on a new connection: status, ms to the response head, to the first byte of the
+    body, to its end, and the body's size (chunked decoding by http.client)."""
+    t0 = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        t_head = time.monotonic()
+        data = resp.read1(65536)
+        t_first = time.monotonic() if data else None
+        n = len(data)
+        while data:
+            data = resp.read1(1 << 20)
+            n += len(data)
+        t_end = time.monotonic()
+        status = resp.status
+    finally:
+        conn.close()
+    ms = lambda t: None if t is None else (t - t0) * 1000.0      # noqa: E731
+    return {"status": status, "head_ms": ms(t_head), "first_byte_ms": ms(t_first),
+            "total_ms": ms(t_end), "bytes": n}
+
+
+TRICKLE_CASES = [
+    # (id, label, path)
+    ("s_native_trickle", "native backend (nginx, flushed chunks), pass", "/native/trickle/x"),
+    ("s_stream_trickle", "lambda streaming = true, pass", "/stream/trickle/x?mode=http"),
+    ("s_buffered_trickle", "lambda buffered (streaming = false), pass", "/buffered/trickle/x"),
+]
+
+
+def first_byte_cases(v, results, rounds, quick):
+    """s: first-byte time of a body written over ~1 s."""
+    # s. One request at a time, the cases interleaved, `runs` times each (after one warm-up each:
+    # the emulator's worker processes start on the first invocation).
+    runs = 2 if quick else max(5, rounds)
+    for cid, label, path in TRICKLE_CASES:
+        timed_get(v.port, path)
+    for rnd in range(1, runs + 1):
+        for cid, label, path in (TRICKLE_CASES if rnd % 2 else TRICKLE_CASES[::-1]):
+            load0 = loadavg()
+            res = timed_get(v.port, path)
+            res.update({"case": cid, "label": label, "round": rnd, "loadavg_before": load0,
+                        "loadavg_after": loadavg()})
+            results["first_byte"].append(res)
+            log(f"round {rnd} {cid:<20} status {res['status']}  head {res['head_ms']:.1f} ms  "
+                f"first byte {res['first_byte_ms']:.1f} ms  end {res['total_ms']:.1f} ms  "
+                f"{res['bytes']} bytes")
+
+
+
+def throughput_cases(v, emu, results, rounds, quick):
+    """t: throughput of a 100 MiB streamed body, pass, one client reading as fast as it can; the
+    child's CPU and peak RSS growth per run. The emulator alone (its InvokeWithResponseStream
+    answer read raw, event stream framing included) is the origin's own ceiling.
+
+    Run first, on a fresh child, and case by case rather than interleaved: the child's allocator
+    keeps freed memory for a while and reuses it, so a run after one that used much memory shows
+    no growth whatever it uses. The streaming runs come first, the native ones (whose pass body
+    Varnish holds in Transient storage) last."""
+    event = json.dumps({"rawPath": "/", "queryStringParameters": {"mb": str(BIG_MIB)}}).encode()
+    tcases = [
+        ("t_native_big", f"native backend, {BIG_MIB} MiB static file, pass",
+         lambda: timed_get(v.port, "/native/big100/x")),
+        ("t_stream_big", f"lambda streaming = true, {BIG_MIB} MiB, pass",
+         lambda: timed_get(v.port, f"/stream/big/x?mb={BIG_MIB}")),
+        ("t_emulator_direct", f"the emulator alone, {BIG_MIB} MiB (raw event stream, no Varnish)",
+         lambda: timed_get(emu.port, "/2021-11-15/functions/bench-stream-big/"
+                                     "response-streaming-invocations", method="POST", body=event)),
+    ]
+    runs = 1 if quick else min(3, max(rounds, 1))
+    timed_get(v.port, "/stream/big/x?mb=1")
+    for cid, label, fn in (tcases[1], tcases[2], tcases[0]):
+        for rnd in range(1, runs + 1):
+            child = v.child_pid()
+            hwm_reset = reset_hwm(child)
+            mem0 = mem_kb(child)
+            c0 = cpu_ticks(child)
+            load0 = loadavg()
+            res = fn()
+            c1 = cpu_ticks(child)
+            mem1 = mem_kb(child)
+            mb = res["bytes"] / 1e6
+            res.update({
+                "case": cid, "label": label, "round": rnd,
+                "mb_per_s": mb / (res["total_ms"] / 1000.0) if res["total_ms"] else None,
+                "varnishd_cpu_ms_per_mb": (c1 - c0) * 1000.0 / CLK_TCK / mb if mb else None,
+                "rss_before_kb": mem0.get("VmRSS"), "rss_after_kb": mem1.get("VmRSS"),
+                "peak_rss_kb": mem1.get("VmHWM"), "peak_is_per_run": hwm_reset,
+                "loadavg_before": load0, "loadavg_after": loadavg()})
+            if cid == "t_emulator_direct":      # not through Varnish: no child figures
+                for k in ("varnishd_cpu_ms_per_mb", "rss_before_kb", "rss_after_kb", "peak_rss_kb"):
+                    res[k] = None
+            results["stream_throughput"].append(res)
+            log(f"round {rnd} {cid:<18} status {res['status']}  {res['bytes']} bytes in "
+                f"{res['total_ms'] / 1000:.2f} s = {res['mb_per_s']:.0f} MB/s  child RSS "
+                f"{res['rss_before_kb']} -> peak {res['peak_rss_kb']} kB")
+
+
 def client_loop(url, transport, threads, duration):
     py = sys.executable
     r = subprocess.run([py, os.path.join(HERE, "client_loop.py"), url, transport, str(threads),
@@ -463,6 +646,8 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--quick", action="store_true", help="1 round of 2 s: checks the suite works")
     ap.add_argument("--out", default=None, help="results file (default bench/results/<stamp>.json)")
+    ap.add_argument("--only", choices=("all", "streaming"), default=os.environ.get("BENCH_ONLY") or "all",
+                    help="run only these cases (default $BENCH_ONLY or all)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 2
@@ -483,69 +668,77 @@ def main():
     results = {"started": started.isoformat(timespec="seconds"), "rounds": args.rounds,
                "duration_s": duration, "default_transport": fast, "transports": transports,
                "machine": machine_info(args.stage), "runs": [], "client_loop": [],
-               "coalescing": [], "big": []}
+               "coalescing": [], "big": [], "first_byte": [], "stream_throughput": [],
+               "only": args.only}
     workdir = tempfile.mkdtemp(prefix="vmod-lambda-bench-")
-    ng = v = None
+    ng = v = emu = None
     try:
         ng = Nginx(workdir)
         log(f"nginx on {ng.url}")
-        v = Varnish(workdir, args.stage, vcl(ng.port, has_transport, fast))
+        emu = EmulatorOrigin(workdir)
+        log(f"emulator on {emu.url}")
+        v = Varnish(workdir, args.stage, vcl(ng.port, has_transport, fast, emu.port))
         log(f"varnishd on {v.url} (child pid {v.child_pid()}), stage {args.stage}")
         results["varnishd_rss_start_kb"] = mem_kb(v.child_pid()).get("VmRSS")
         the_cases = cases(has_transport, fast)
 
-        # Warm up every path once (connections, thread pools, first objects in cache).
-        for case in the_cases:
-            wrk(v.url + case[3], min(case[4], 32), 1,
-                script=os.path.join(HERE, case[5]) if case[5] else None)
-        for rnd in range(1, args.rounds + 1):
-            # Every other round in reverse order, so that a load drift does not always favour the
-            # case measured first of a pair (native before Lambda).
-            for case in (the_cases if rnd % 2 else the_cases[::-1]):
-                res = measure(v, ng, case, duration)
-                res["round"] = rnd
-                results["runs"].append(res)
-                log(f"round {rnd} {case[0]:<18} {res['rps']:9.0f} req/s  p50 {res['p50_ms']} ms  "
-                    f"p99 {res['p99_ms']} ms  cpu {res['varnishd_cpu_ms_per_req']:.3f} ms/req  "
-                    f"origin calls {res['origin_invocations']}  errors {res['errors']}  "
-                    f"load {res['loadavg_after'][0]}")
-
-        # e. the bare client loop, outside Varnish.
-        for rnd in range(1, args.rounds + 1):
-            for transport in transports:
-                for threads in (1, 4):
-                    load0 = loadavg()
-                    res = client_loop(ng.url, transport, threads, duration)
-                    res.update({"transport": transport, "threads": threads, "round": rnd,
-                                "loadavg_before": load0, "loadavg_after": loadavg()})
-                    results["client_loop"].append(res)
-                    log(f"round {rnd} client loop {transport} x{threads}: "
-                        f"{res.get('rps', 0):.0f} invokes/s, "
-                        f"{res.get('cpu_ms_per_req') or 0:.3f} ms CPU each {res.get('error', '')}")
-
-        # g. coalescing: 200 clients on one cold cacheable URL (a 100 ms function), count the calls.
-        for rnd in range(1, args.rounds + 1):
-            case = ("g_coalescing", "g", "200 clients, one cacheable URL",
-                    f"/lambda/coalesce/{started.strftime('%Y%m%d%H%M%S')}-{rnd}", 200, None,
-                    r"bench-coalesce/")
-            res = measure(v, ng, case, min(duration, 3))
-            res["round"] = rnd
-            results["coalescing"].append(res)
-            log(f"round {rnd} coalescing: {res['requests']} requests, "
-                f"{res['origin_invocations']} invocation(s) at the origin, errors {res['errors']}")
-
-        # h. 5 MB bodies, pass; native first, then Lambda, peak RSS of the child per run.
-        for case in (("h_native_big", "h", "native, 5 MB bodies, pass", "/native/big/x", 8, None,
-                      r" /native/big/"),
-                     ("h_lambda_big", "h", "lambda, 5 MB bodies, pass", "/lambda/big/x", 8, None,
-                      r"lambda-big\.json")):
+        # t. Streaming throughput first, on the fresh child (see throughput_cases).
+        throughput_cases(v, emu, results, args.rounds, args.quick)
+        if args.only == "all":
+            # Warm up every path once (connections, thread pools, first objects in cache).
+            for case in the_cases:
+                wrk(v.url + case[3], min(case[4], 32), 1,
+                    script=os.path.join(HERE, case[5]) if case[5] else None)
             for rnd in range(1, args.rounds + 1):
-                res = measure(v, ng, case, duration)
+                # Every other round in reverse order, so that a load drift does not always favour the
+                # case measured first of a pair (native before Lambda).
+                for case in (the_cases if rnd % 2 else the_cases[::-1]):
+                    res = measure(v, ng, case, duration)
+                    res["round"] = rnd
+                    results["runs"].append(res)
+                    log(f"round {rnd} {case[0]:<18} {res['rps']:9.0f} req/s  p50 {res['p50_ms']} ms  "
+                        f"p99 {res['p99_ms']} ms  cpu {res['varnishd_cpu_ms_per_req']:.3f} ms/req  "
+                        f"origin calls {res['origin_invocations']}  errors {res['errors']}  "
+                        f"load {res['loadavg_after'][0]}")
+
+            # e. the bare client loop, outside Varnish.
+            for rnd in range(1, args.rounds + 1):
+                for transport in transports:
+                    for threads in (1, 4):
+                        load0 = loadavg()
+                        res = client_loop(ng.url, transport, threads, duration)
+                        res.update({"transport": transport, "threads": threads, "round": rnd,
+                                    "loadavg_before": load0, "loadavg_after": loadavg()})
+                        results["client_loop"].append(res)
+                        log(f"round {rnd} client loop {transport} x{threads}: "
+                            f"{res.get('rps', 0):.0f} invokes/s, "
+                            f"{res.get('cpu_ms_per_req') or 0:.3f} ms CPU each {res.get('error', '')}")
+
+            # g. coalescing: 200 clients on one cold cacheable URL (a 100 ms function), count the calls.
+            for rnd in range(1, args.rounds + 1):
+                case = ("g_coalescing", "g", "200 clients, one cacheable URL",
+                        f"/lambda/coalesce/{started.strftime('%Y%m%d%H%M%S')}-{rnd}", 200, None,
+                        r"bench-coalesce/")
+                res = measure(v, ng, case, min(duration, 3))
                 res["round"] = rnd
-                results["big"].append(res)
-                log(f"round {rnd} {case[0]}: {res['rps']:.0f} req/s, p99 {res['p99_ms']} ms, "
-                    f"RSS {res['rss_before_kb']} -> peak {res['peak_rss_kb']} kB, "
-                    f"errors {res['errors']}")
+                results["coalescing"].append(res)
+                log(f"round {rnd} coalescing: {res['requests']} requests, "
+                    f"{res['origin_invocations']} invocation(s) at the origin, errors {res['errors']}")
+
+            # h. 5 MB bodies, pass; native first, then Lambda, peak RSS of the child per run.
+            for case in (("h_native_big", "h", "native, 5 MB bodies, pass", "/native/big/x", 8, None,
+                          r" /native/big/"),
+                         ("h_lambda_big", "h", "lambda, 5 MB bodies, pass", "/lambda/big/x", 8, None,
+                          r"lambda-big\.json")):
+                for rnd in range(1, args.rounds + 1):
+                    res = measure(v, ng, case, duration)
+                    res["round"] = rnd
+                    results["big"].append(res)
+                    log(f"round {rnd} {case[0]}: {res['rps']:.0f} req/s, p99 {res['p99_ms']} ms, "
+                        f"RSS {res['rss_before_kb']} -> peak {res['peak_rss_kb']} kB, "
+                        f"errors {res['errors']}")
+        # s. Streaming backends: first-byte time.
+        first_byte_cases(v, results, args.rounds, args.quick)
         results["varnishd_rss_end_kb"] = mem_kb(v.child_pid()).get("VmRSS")
         results["panicked"] = v.panicked()
     finally:
@@ -553,6 +746,8 @@ def main():
             v.stop()
         if ng:
             ng.stop()
+        if emu:
+            emu.stop()
     results["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     os.makedirs(RESULTS, exist_ok=True)
     out = args.out or os.path.join(RESULTS, started.strftime("%Y%m%dT%H%M%SZ") + ".json")
