@@ -277,10 +277,13 @@ def main():
              f"{res['rounds']} rounds of {res['duration_s']} s per case, started {res['started']}, "
              f"finished {res.get('finished', '?')}. Default transport of this build: "
              f"`{res.get('default_transport')}` (transports: {', '.join(res.get('transports', []))}).\n")
-    L.append("**The machine was shared** with other engineers' builds and tests during this run: "
-             "see the load averages below; absolute numbers are noisy, ratios from the same run "
-             "(cases interleaved round by round) less so. Re-run `make bench` on a quiet machine "
-             "for reference figures.\n")
+    L.append("**Load:** the load column below is the 1-minute load average during each case; "
+             "wrk, nginx, the emulator and varnishd share the machine's cores, so it includes the "
+             "benchmark's own processes (set BENCH_NOTE to say what else ran). Absolute numbers "
+             "move between runs; ratios from the same run (cases interleaved round by round) "
+             "less so.\n")
+    if os.environ.get("BENCH_NOTE"):
+        L.append(f"**Note on this run:** {os.environ['BENCH_NOTE']}\n")
     L.append("## Targets (issue 5)\n")
     L.append("| target | measured | wanted | met |")
     L.append("|---|---|---|---|")
