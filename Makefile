@@ -66,7 +66,10 @@ $(BUILD)/vcc_if.c $(BUILD)/vcc_if.h: vmod_lambda.vcc $(BUILD)/.dir
 
 # The counters: VSC_lambda.[ch] from the installed Varnish's vsctool (compiled into vmod_lambda._stats).
 $(BUILD)/VSC_lambda.c $(BUILD)/VSC_lambda.h: include/VSC_lambda.vsc $(BUILD)/.dir
-	cd $(BUILD) && $(PYTHON_SYS) $(VSCTOOL) -ch ../include/VSC_lambda.vsc
+	@# Vinyl Cache's vsctool reads vinyl_vsc directives (Varnish's: varnish_vsc)
+	if grep -q vinyl_vsc "$(VSCTOOL)"; then sed 's/varnish_vsc/vinyl_vsc/g' include/VSC_lambda.vsc; \
+	else cat include/VSC_lambda.vsc; fi > $(BUILD)/VSC_lambda.vsc
+	cd $(BUILD) && $(PYTHON_SYS) $(VSCTOOL) -ch VSC_lambda.vsc
 	@# vsctool names the counters "LAMBDA.*" (as VBE, MAIN); the module they follow says "lambda.*"
 	sed -i 's/^\(static const char vsc_lambda_name\[\] = \)"LAMBDA";/\1"lambda";/' $(BUILD)/VSC_lambda.c
 	grep -q 'vsc_lambda_name\[\] = "lambda"' $(BUILD)/VSC_lambda.c
