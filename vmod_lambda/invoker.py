@@ -269,33 +269,12 @@ class Invoker:
             kwargs["LogType"] = "Tail"
         if self.direct is not None:
             return self._invoke_direct(kwargs, rec)
-        try:
+        with self.errors(rec):
             try:
                 resp = self._call(kwargs)
             except EndpointConnectionError:
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self._call(kwargs)
-        except ClientError as e:
-            meta = e.response.get("ResponseMetadata", {})
-            rec.status, rec.request_id = meta.get("HTTPStatusCode"), meta.get("RequestId") or None
-            raise _service_error(e.response) from None
-        except ReadTimeoutError:
-            raise InvokeError("timeout", f"timed out after {self.cfg.timeout:g}s waiting for "
-                              "the function") from None
-        except ConnectTimeoutError:
-            raise InvokeError("timeout", f"timed out after {self.cfg.connect_timeout:g}s "
-                              "connecting to the endpoint") from None
-        except EndpointConnectionError:
-            raise InvokeError("transport", "cannot connect to the Lambda endpoint "
-                              f"{self.client.meta.endpoint_url}") from None
-        except ConnectionClosedError:
-            raise InvokeError("transport", "the Lambda endpoint closed the connection before "
-                              "it answered") from None
-        except NoCredentialsError:
-            raise InvokeError("credentials", "no AWS credentials found (environment, shared "
-                              "files, container or instance role)") from None
-        except BotoCoreError as e:
-            raise InvokeError("transport", f"{type(e).__name__}: {e}") from None
 
         meta = resp.get("ResponseMetadata", {})
         request_id = meta.get("RequestId") or None
@@ -425,21 +404,16 @@ class Invoker:
 
     @contextlib.contextmanager
     def errors(self, rec: Optional[InvocationRecord] = None):
-        """Map botocore's exceptions to InvokeError, as invoke() does (and note a service error's
-        status and request id in rec)."""
+        """Map botocore's exceptions to InvokeError (and note a service error's status and request
+        id in rec): the boto3 transport's calls, plain and streamed."""
         try:
             yield
         except ClientError as e:
-            err = e.response.get("Error", {})
-            meta = e.response.get("ResponseMetadata", {})
-            status = meta.get("HTTPStatusCode")
             if rec is not None:
-                rec.status, rec.request_id = status, meta.get("RequestId") or None
-            code = err.get("Code") or "Error"
-            kind = "throttled" if status == 429 or code == "TooManyRequestsException" else "service"
-            msg = err.get("Message") or ""
-            raise InvokeError(kind, f"{code} (HTTP {status})" + (f": {msg}" if msg else ""),
-                              meta.get("RequestId") or None, status) from None
+                meta = e.response.get("ResponseMetadata", {})
+                rec.status = meta.get("HTTPStatusCode")
+                rec.request_id = meta.get("RequestId") or None
+            raise _service_error(e.response) from None
         except ReadTimeoutError:
             raise InvokeError("timeout", f"timed out after {self.cfg.timeout:g}s waiting for "
                               "the function") from None
