@@ -41,8 +41,8 @@ from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
                                  stats_vsl, KIND_FETCH, KIND_PROBE)
 from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_detached, submit_result,
-                                   monotonic_now, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
-                                   SUBMIT_ABANDONED)
+                                   monotonic_now, to_timespec, SUBMIT_DONE, SUBMIT_BUSY,
+                                   SUBMIT_TIMEOUT, SUBMIT_ABANDONED)
 
 from vmod_lambda import fetch as _fetch
 from vmod_lambda.invoker import InvokeError, take_record
@@ -503,16 +503,6 @@ cdef pthread_condattr_t STREAM_CONDATTR
 cdef vfp LAMBDA_STREAM_VFP
 
 
-cdef void _abstime(double t, timespec *ts) noexcept nogil:
-    ts.tv_sec = <long>t
-    ts.tv_nsec = <long>((t - <double>ts.tv_sec) * 1e9)
-    if ts.tv_nsec >= 1000000000:
-        ts.tv_sec += 1
-        ts.tv_nsec -= 1000000000
-    elif ts.tv_nsec < 0:
-        ts.tv_nsec = 0
-
-
 cdef void _stream_release(stream_job *sj) noexcept nogil:
     """Drop one reference; the last one frees the job."""
     cdef int last
@@ -566,7 +556,7 @@ cdef int _chan_push(stream_job *sj, const char *p, size_t n) noexcept nogil:
     cdef timespec ts
     cdef size_t space, k, wpos, first
     cdef int rc
-    _abstime(sj.deadline, &ts)
+    to_timespec(sj.deadline, &ts)
     pthread_mutex_lock(&sj.mtx)
     while n > 0:
         if sj.consumer_gone:
@@ -813,7 +803,7 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
         _stream_release(sj)
         return -1
 
-    _abstime(start + first_byte, &ts)
+    to_timespec(start + first_byte, &ts)
     reason[0] = 0
     pthread_mutex_lock(&sj.mtx)
     while not sj.head_ready and not sj.failed:
@@ -881,7 +871,7 @@ cdef vfp_status _vfp_stream_pull(vfp_ctx *vc, vfp_entry *vfe, void *p,
         return lambda_vfp_error(vc, "lambda: streaming fetch: invalid state")
     want = <size_t>lp[0]
     lp[0] = 0
-    _abstime(monotonic_now() + sj.between_bytes, &ts)
+    to_timespec(monotonic_now() + sj.between_bytes, &ts)
     pthread_mutex_lock(&sj.mtx)
     while sj.ring_len == 0 and not sj.eof and not sj.failed:
         w = pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts)

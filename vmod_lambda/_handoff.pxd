@@ -7,6 +7,7 @@
 # Lock order: nobody takes the GIL while holding the queue mutex.
 
 from libc.stdint cimport uint64_t
+from posix.time cimport timespec
 from posix_thread cimport pthread_cond_t
 
 cdef enum:
@@ -64,6 +65,7 @@ cdef int limiter_inflight(lambda_limiter *lim) noexcept nogil
 cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil
 
 cdef double monotonic_now() noexcept nogil
+cdef void to_timespec(double t, timespec *ts) noexcept nogil    # monotonic seconds -> timespec
 cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil
 cdef submit_result submit_detached(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil
 

@@ -60,7 +60,7 @@ cdef double monotonic_now() noexcept nogil:
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
-cdef void _to_timespec(double t, timespec *ts) noexcept nogil:
+cdef void to_timespec(double t, timespec *ts) noexcept nogil:
     ts.tv_sec = <long>t
     ts.tv_nsec = <long>((t - <double>ts.tv_sec) * 1e9)
     if ts.tv_nsec >= 1000000000:
@@ -119,17 +119,17 @@ cdef void _unlink(lambda_job *job) noexcept nogil:
     lambda_stat_sub(job.limiter.st_queued, 1)
 
 
-cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil:
-    """Queue job and wait for it until deadline (monotonic seconds). Called without the GIL."""
+cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
+                          int detached) noexcept nogil:
+    """Take a slot of lim (waiting until ts) and queue job. SUBMIT_DONE: queued, mtx still held;
+    otherwise mtx is released and the job is the caller's again."""
     global q_head, q_tail
-    cdef timespec ts
     cdef int rc
-    _to_timespec(deadline, &ts)
     job.magic = JOB_MAGIC
     job.limiter = lim
     job.next = NULL
     job.state = JOB_NEW
-    job.detached = 0
+    job.detached = detached
     pthread_cond_init(&job.cond, &cond_attr)
 
     pthread_mutex_lock(&mtx)
@@ -138,7 +138,7 @@ cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double dead
         pthread_cond_destroy(&job.cond)
         return SUBMIT_STOPPED
     while lim.inflight >= lim.limit:
-        rc = pthread_cond_timedwait(&lim.cond, &mtx, &ts)
+        rc = pthread_cond_timedwait(&lim.cond, &mtx, ts)
         if rc == ETIMEDOUT and lim.inflight >= lim.limit:
             pthread_mutex_unlock(&mtx)
             pthread_cond_destroy(&job.cond)
@@ -153,7 +153,18 @@ cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double dead
         q_tail.next = job
     q_tail = job
     pthread_cond_signal(&work_cond)
+    return SUBMIT_DONE
 
+
+cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil:
+    """Queue job and wait for it until deadline (monotonic seconds). Called without the GIL."""
+    cdef timespec ts
+    cdef int rc
+    cdef submit_result r
+    to_timespec(deadline, &ts)
+    r = _queue(job, lim, &ts, 0)
+    if r != SUBMIT_DONE:
+        return r
     while job.state != JOB_DONE:
         rc = pthread_cond_timedwait(&job.cond, &mtx, &ts)
         if rc == ETIMEDOUT and job.state != JOB_DONE:
@@ -180,44 +191,12 @@ cdef submit_result submit_detached(lambda_job *job, lambda_limiter *lim,
     through its own channel). It still counts against lim while queued or running. SUBMIT_BUSY
     (no slot of lim before deadline) and SUBMIT_STOPPED leave the job to the caller."""
     cdef timespec ts
-    cdef int rc
-    _to_timespec(deadline, &ts)
-    job.magic = JOB_MAGIC
-    job.limiter = lim
-    job.next = NULL
-    job.state = JOB_NEW
-    job.detached = 1
-    pthread_cond_init(&job.cond, &cond_attr)
-
-    pthread_mutex_lock(&mtx)
-    if target == 0 or nthreads == 0:
+    cdef submit_result r
+    to_timespec(deadline, &ts)
+    r = _queue(job, lim, &ts, 1)
+    if r == SUBMIT_DONE:
         pthread_mutex_unlock(&mtx)
-        pthread_cond_destroy(&job.cond)
-        return SUBMIT_STOPPED
-    while lim.inflight >= lim.limit:
-        rc = pthread_cond_timedwait(&lim.cond, &mtx, &ts)
-        if rc == ETIMEDOUT and lim.inflight >= lim.limit:
-            pthread_mutex_unlock(&mtx)
-            pthread_cond_destroy(&job.cond)
-            return SUBMIT_BUSY
-    lim.inflight += 1
-    job.state = JOB_QUEUED
-    job.t_queued = monotonic_now()
-    lambda_stat_add(lim.st_queued, 1)
-    _enqueue(job)
-    pthread_mutex_unlock(&mtx)
-    return SUBMIT_DONE
-
-
-cdef void _enqueue(lambda_job *job) noexcept nogil:
-    # Under mtx.
-    global q_head, q_tail
-    if q_tail == NULL:
-        q_head = job
-    else:
-        q_tail.next = job
-    q_tail = job
-    pthread_cond_signal(&work_cond)
+    return r
 
 
 cdef lambda_job *_take() noexcept nogil:

@@ -486,14 +486,18 @@ def _read_chunked(sock, rest):
                 raise Closed("connection closed in the middle of a chunked body")
             buf += chunk
 
-    while True:
+    def line_end(limit, what):
+        """Where the line at pos ends (its CR), reading more as needed, at most limit bytes."""
         while True:
             i = buf.find(b"\r\n", pos)
             if i >= 0:
-                break
-            if len(buf) - pos > 4096:
-                raise BadResponse("chunk size line too long")
+                return i
+            if len(buf) - pos > limit:
+                raise BadResponse(what)
             fill(len(buf) + 1)
+
+    while True:
+        i = line_end(4096, "chunk size line too long")
         size_text = bytes(buf[pos:i]).split(b";", 1)[0].strip()
         try:
             size = int(size_text, 16)
@@ -503,13 +507,7 @@ def _read_chunked(sock, rest):
         if size == 0:
             # Trailers (ignored) up to the empty line.
             while True:
-                while True:
-                    i = buf.find(b"\r\n", pos)
-                    if i >= 0:
-                        break
-                    if len(buf) - pos > 65536:
-                        raise BadResponse("trailer section too large")
-                    fill(len(buf) + 1)
+                i = line_end(65536, "trailer section too large")
                 line = buf[pos:i]
                 pos = i + 2
                 if not line:
