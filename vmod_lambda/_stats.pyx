@@ -7,11 +7,8 @@ resets the counters nor shows them twice. Counters move with atomic adds: worker
 GIL) and Varnish threads (without) update them.
 """
 
-import base64
 import re
 
-from vmod_lambda._stats cimport lambda_vsc
-from vmod_lambda.invoker import InvokeError
 from vmod_lambda.stats import parse_tail, tail_lines
 
 cdef extern from "vmod_lambda_stats.h" nogil:

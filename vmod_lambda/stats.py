@@ -10,6 +10,8 @@ import binascii
 import re
 from typing import List, Tuple
 
+from .invoker import redact as redact_credentials
+
 MAX_LINES = 64
 MAX_LINE = 512
 
@@ -18,7 +20,6 @@ MAX_LINE = 512
 _SECRET_FIELD = re.compile(
     r"(?i)((?:proxy-)?authorization|x-amz-security-token|aws_secret_access_key|aws_session_token|"
     r"secretaccesskey|sessiontoken|cookie)([\"']?\s*[:=]\s*[\"']?)([^\"',}\]]+)")
-_ACCESS_KEY = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 _REPORT = re.compile(r"^REPORT RequestId:")
 _BILLED = re.compile(r"Billed Duration: (\d+) ms")
 _INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
@@ -34,8 +35,10 @@ def decode_tail(log_result: str) -> str:
 
 
 def redact(line: str) -> str:
+    """Values of credential-carrying fields, then what invoker.redact() removes from failure
+    reasons (SigV4 headers and signatures, tokens, access key ids, the credentials in use)."""
     line = _SECRET_FIELD.sub(lambda m: m.group(1) + m.group(2) + "[redacted]", line)
-    return _ACCESS_KEY.sub("[redacted]", line)
+    return redact_credentials(line)
 
 
 def tail_lines(log_result: str) -> List[str]:
