@@ -121,7 +121,6 @@ cdef void _run_fetch(lambda_job *j) noexcept:
     varnishlog lines."""
     cdef fetch_job *job = <fetch_job *>j
     cdef lambda_obj *o = job.obj
-    cdef bytes lines
     take_record()
     err = _fetch_call(job)
     try:
@@ -137,10 +136,7 @@ cdef void _run_fetch(lambda_job *j) noexcept:
             if job.ok:
                 lambda_stat_add(&o.vsc.beresp_hdrbytes, job.resp_head_len)
                 lambda_stat_add(&o.vsc.beresp_bodybytes, job.resp_body_len)
-        lines = stats_vsl(o.vcl_name.decode("utf-8", "replace"),
-                          o.function_name.decode("utf-8", "replace"), KIND_FETCH, err, rec)
-        if lines:
-            job.vsl = _dup(lines, &job.vsl_len)
+        job.vsl = stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &job.vsl_len)
     except BaseException:
         pass
 
@@ -631,7 +627,6 @@ cdef void _run_stream(lambda_job *j) noexcept:
     cdef stream_job *sj = <stream_job *>j
     cdef lambda_obj *o = sj.f.obj
     cdef int rc
-    cdef bytes lines
     with nogil:
         pthread_mutex_lock(&sj.mtx)
         rc = sj.consumer_gone
@@ -649,10 +644,7 @@ cdef void _run_stream(lambda_job *j) noexcept:
             if sj.head_ready:
                 lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp_head_len)
                 lambda_stat_add(&o.vsc.beresp_bodybytes, sj.body_bytes)
-        lines = stats_vsl(o.vcl_name.decode("utf-8", "replace"),
-                          o.function_name.decode("utf-8", "replace"), KIND_FETCH, err, rec)
-        if lines:
-            sj.f.vsl = _dup(lines, &sj.f.vsl_len)
+        sj.f.vsl = stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &sj.f.vsl_len)
     except BaseException:
         pass
     if err is not None:

@@ -9,6 +9,9 @@ GIL) and Varnish threads (without) update them.
 
 import re
 
+from libc.stdlib cimport malloc
+from libc.string cimport memcpy
+
 from vmod_lambda.stats import parse_tail, tail_lines
 
 cdef extern from "vmod_lambda_stats.h" nogil:
@@ -116,11 +119,29 @@ cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcep
         pass
 
 
-cdef bytes stats_vsl(str obj_name, str function_name, int kind, object err, object rec):
-    """The varnishlog lines of one invocation, NUL-separated: the record, then the function's log
-    tail. Empty when nothing was sent."""
-    if rec is None:
-        return b""
+cdef char *stats_vsl(const char *obj, const char *function, int kind, object err, object rec,
+                     size_t *length) noexcept:
+    """The varnishlog lines of one invocation, NUL-separated in a malloc'd buffer of *length
+    bytes (plus a NUL): the record, then the function's log tail. NULL when nothing was sent (or
+    out of memory)."""
+    cdef bytes b
+    cdef char *p
+    try:
+        if rec is None:
+            return NULL
+        b = _vsl_lines(obj.decode("utf-8", "replace"), function.decode("utf-8", "replace"),
+                       kind, err, rec)
+    except BaseException:
+        return NULL
+    p = <char *>malloc(len(b) + 1)
+    if p != NULL:
+        memcpy(p, <const char *>b, len(b))
+        p[len(b)] = 0
+        length[0] = len(b)
+    return p
+
+
+cdef bytes _vsl_lines(str obj_name, str function_name, int kind, object err, object rec):
     outcome = "ok" if err is None else getattr(err, "kind", "internal")
     if outcome == "service":
         outcome = "service_5xx" if (err.status or 500) >= 500 else "service_4xx"

@@ -228,20 +228,13 @@ cdef void _job_error(invoke_job *job, str reason) noexcept:
 cdef void _run_invoke(lambda_job *j) noexcept:
     """Worker thread, GIL held: invoke, then count the outcome and keep its varnishlog lines."""
     cdef invoke_job *job = <invoke_job *>j
-    cdef bytes lines
     cdef int kind = KIND_ASYNC if job.async_ else KIND_INVOKE
     take_record()
     err = _invoke_call(job)
     try:
         rec = take_record()
         stats_account(job.obj.vsc, kind, err, rec)
-        lines = stats_vsl(_pystr(job.obj.vcl_name), _pystr(job.obj.function_name), kind, err, rec)
-        if lines:
-            job.vsl = <char *>malloc(len(lines) + 1)
-            if job.vsl != NULL:
-                memcpy(job.vsl, <const char *>lines, len(lines))
-                job.vsl[len(lines)] = 0
-                job.vsl_len = len(lines)
+        job.vsl = stats_vsl(job.obj.vcl_name, job.obj.function_name, kind, err, rec, &job.vsl_len)
     except BaseException:
         pass
 
