@@ -648,6 +648,8 @@ def main():
     ap.add_argument("--out", default=None, help="results file (default bench/results/<stamp>.json)")
     ap.add_argument("--only", choices=("all", "streaming"), default=os.environ.get("BENCH_ONLY") or "all",
                     help="run only these cases (default $BENCH_ONLY or all)")
+    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES") or "abcdefghst",
+                    help="case groups to run, by letter (default $BENCH_CASES or abcdefghst)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 2
@@ -680,10 +682,11 @@ def main():
         v = Varnish(workdir, args.stage, vcl(ng.port, has_transport, fast, emu.port))
         log(f"varnishd on {v.url} (child pid {v.child_pid()}), stage {args.stage}")
         results["varnishd_rss_start_kb"] = mem_kb(v.child_pid()).get("VmRSS")
-        the_cases = cases(has_transport, fast)
+        the_cases = [c for c in cases(has_transport, fast) if c[1] in args.cases]
 
         # t. Streaming throughput first, on the fresh child (see throughput_cases).
-        throughput_cases(v, emu, results, args.rounds, args.quick)
+        if "t" in args.cases:
+            throughput_cases(v, emu, results, args.rounds, args.quick)
         if args.only == "all":
             # Warm up every path once (connections, thread pools, first objects in cache).
             for case in the_cases:
@@ -702,7 +705,7 @@ def main():
                         f"load {res['loadavg_after'][0]}")
 
             # e. the bare client loop, outside Varnish.
-            for rnd in range(1, args.rounds + 1):
+            for rnd in range(1, args.rounds + 1 if "e" in args.cases else 1):
                 for transport in transports:
                     for threads in (1, 4):
                         load0 = loadavg()
@@ -715,7 +718,7 @@ def main():
                             f"{res.get('cpu_ms_per_req') or 0:.3f} ms CPU each {res.get('error', '')}")
 
             # g. coalescing: 200 clients on one cold cacheable URL (a 100 ms function), count the calls.
-            for rnd in range(1, args.rounds + 1):
+            for rnd in range(1, args.rounds + 1 if "g" in args.cases else 1):
                 case = ("g_coalescing", "g", "200 clients, one cacheable URL",
                         f"/lambda/coalesce/{started.strftime('%Y%m%d%H%M%S')}-{rnd}", 200, None,
                         r"bench-coalesce/")
@@ -730,7 +733,7 @@ def main():
                           r" /native/big/"),
                          ("h_lambda_big", "h", "lambda, 5 MB bodies, pass", "/lambda/big/x", 8, None,
                           r"lambda-big\.json")):
-                for rnd in range(1, args.rounds + 1):
+                for rnd in range(1, args.rounds + 1 if "h" in args.cases else 1):
                     res = measure(v, ng, case, duration)
                     res["round"] = rnd
                     results["big"].append(res)
@@ -738,7 +741,8 @@ def main():
                         f"RSS {res['rss_before_kb']} -> peak {res['peak_rss_kb']} kB, "
                         f"errors {res['errors']}")
         # s. Streaming backends: first-byte time.
-        first_byte_cases(v, results, args.rounds, args.quick)
+        if "s" in args.cases:
+            first_byte_cases(v, results, args.rounds, args.quick)
         results["varnishd_rss_end_kb"] = mem_kb(v.child_pid()).get("VmRSS")
         results["panicked"] = v.panicked()
     finally:

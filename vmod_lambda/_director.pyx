@@ -44,6 +44,7 @@ from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_detached, sub
                                    monotonic_now, to_timespec, SUBMIT_DONE, SUBMIT_BUSY,
                                    SUBMIT_TIMEOUT, SUBMIT_ABANDONED)
 
+from vmod_lambda import direct as _direct
 from vmod_lambda import fetch as _fetch
 from vmod_lambda.invoker import InvokeError, take_record
 from vmod_lambda.probe import Prober, ProbeSpec
@@ -116,13 +117,33 @@ cdef void _set_err(fetch_job *job, str reason) noexcept:
     job.err = _dup(reason.encode("utf-8", "replace"), NULL)
 
 
+cdef class _FetchRef:
+    cdef fetch_job *job
+
+
 cdef void _run_fetch(lambda_job *j) noexcept:
-    """Worker thread, GIL held: the whole Lambda round trip of one fetch, then its counters and
-    varnishlog lines."""
-    cdef fetch_job *job = <fetch_job *>j
+    """Worker thread, GIL held: the whole Lambda round trip of one fetch (_fetch_gen), here."""
+    cdef _FetchRef ref = _FetchRef.__new__(_FetchRef)
+    ref.job = <fetch_job *>j
+    try:
+        _direct.run(_fetch_gen(ref))
+    except BaseException:
+        pass
+
+
+cdef object _start_fetch(lambda_job *j):
+    """The same, as a generator of socket exchanges that the worker runs with others."""
+    cdef _FetchRef ref = _FetchRef.__new__(_FetchRef)
+    ref.job = <fetch_job *>j
+    return _fetch_gen(ref)
+
+
+def _fetch_gen(_FetchRef ref):
+    """Map, invoke, map back into the job, then its counters and varnishlog lines. Never raises."""
+    cdef fetch_job *job = ref.job
     cdef lambda_obj *o = job.obj
     take_record()
-    err = _fetch_call(job)
+    err = yield from _fetch_call(ref)
     try:
         rec = take_record()
         stats_account(o.vsc, KIND_FETCH, err, rec)
@@ -141,8 +162,9 @@ cdef void _run_fetch(lambda_job *j) noexcept:
         pass
 
 
-cdef object _fetch_call(fetch_job *job):
-    """Map, invoke, map back into job; returns the InvokeError (None when ok)."""
+def _fetch_call(_FetchRef ref):
+    """Map, invoke, map back into the job; returns the InvokeError (None when ok)."""
+    cdef fetch_job *job = ref.job
     cdef bytes head_blob
     try:
         head = PyBytes_FromStringAndSize(job.head, job.head_len)
@@ -150,7 +172,7 @@ cdef object _fetch_call(fetch_job *job):
             body = None
         else:
             body = PyBytes_FromStringAndSize(job.body, job.body_len) if job.body_len else b""
-        r = _fetch.handle(<object>job.obj.invoker, head, body, job.body_seen)
+        r = yield from _fetch.handle_gen(<object>job.obj.invoker, head, body, job.body_seen)
         head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
         job.resp_head = _dup(head_blob, &job.resp_head_len)
         job.resp_body = _dup(r.body, &job.resp_body_len)
@@ -278,6 +300,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     job.magic = FETCH_MAGIC
     job.obj = o
     job.base.run = _run_fetch
+    if o.mux:
+        job.base.start = _start_fetch
     job.base.free_job = _job_free
     if _collect_head(bo.bereq, job) != 0:
         _fetch_error(bo, o, "out of memory")

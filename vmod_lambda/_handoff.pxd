@@ -32,6 +32,7 @@ cdef struct lambda_job
 cdef struct lambda_limiter
 
 ctypedef void (*job_fn)(lambda_job *job) noexcept
+ctypedef object (*job_start_fn)(lambda_job *job)
 ctypedef void (*job_free_fn)(lambda_job *job) noexcept nogil
 ctypedef void (*limiter_idle_fn)(lambda_limiter *lim) noexcept
 
@@ -54,6 +55,10 @@ cdef struct lambda_job:
     lambda_job *next
     lambda_limiter *limiter
     job_fn run                 # called by a worker with the GIL; must not raise
+    # Or, when not NULL: called by a worker with the GIL, returns the job as a generator of socket
+    # exchanges (vmod_lambda.direct.run() documents them; it must not raise), which the worker
+    # runs alongside the other such jobs it has in flight (_worker_main).
+    job_start_fn start
     job_free_fn free_job       # frees an abandoned or detached job
     int detached               # submitted with submit_detached(): nobody waits, the worker frees it
     pthread_cond_t cond

@@ -12,6 +12,36 @@ cdef extern from "vmod_lambda_atomic.h" nogil:
     void lambda_stat_sub(uint64_t *p, uint64_t n)
 from posix.time cimport timespec
 from posix_thread cimport *
+from vmod_lambda._netio cimport (xchg, xchg_begin, xchg_progress, xchg_events, xchg_expire,
+                                 xchg_result, X_DONE, X_SEND)
+
+from vmod_lambda import direct as _direct
+from vmod_lambda import invoker as _invoker
+
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    short POLLIN
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_NONBLOCK
+    int EFD_CLOEXEC
+
+cdef extern from "<unistd.h>" nogil:
+    ssize_t read(int fd, void *buf, size_t count)
+    ssize_t write(int fd, const void *buf, size_t count)
+    int close(int fd)
+
+cdef extern from *:
+    """
+    /* Per thread: -1 outside the pool's workers; in a worker, how deep it is in blocking calls. */
+    static __thread int lambda_blocking_depth = -1;
+    """
+    int lambda_blocking_depth
 
 cdef extern from "<dirent.h>" nogil:
     ctypedef struct DIR:
@@ -37,11 +67,33 @@ cdef lambda_job *q_head
 cdef lambda_job *q_tail
 cdef int target
 cdef int nthreads
+# Who takes a queued job (see _queue). awake: workers that will look at the queue before they
+# sleep, including those woken for it and not running yet (a queued job that one of them can take
+# wakes nobody). idle_waiting: workers waiting for a job in _take, pending of them already woken.
+# listeners: workers waiting in poll() for the exchanges of their jobs that have room for more, the
+# last one to start waiting first (a job wakes it through its eventfd rather than an idle worker:
+# the load gathers on few workers, which then serve several jobs per wake-up and GIL hold).
+# q_plain: queued jobs that are not multiplexed (job.start NULL: only an idle worker takes them).
+cdef int awake
+cdef int idle_waiting
+cdef int pending
+cdef int q_plain
+
+cdef struct mux_listener:
+    int efd
+    bint woken
+    mux_listener *next
+
+cdef mux_listener *listeners
+
+cdef enum:
+    # Jobs in flight at once in one worker (multiplexed jobs, see _worker_main).
+    MUX_MAX = 32
 
 _threads = []
 
 cdef void _module_init() noexcept:
-    global q_head, q_tail, target, nthreads
+    global q_head, q_tail, target, nthreads, awake, q_plain, idle_waiting, pending, listeners
     pthread_mutex_init(&mtx, NULL)
     pthread_condattr_init(&cond_attr)
     pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC)
@@ -50,6 +102,11 @@ cdef void _module_init() noexcept:
     q_tail = NULL
     target = 0
     nthreads = 0
+    awake = 0
+    idle_waiting = 0
+    pending = 0
+    q_plain = 0
+    listeners = NULL
 
 _module_init()
 
@@ -101,7 +158,7 @@ cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil:
 
 cdef void _unlink(lambda_job *job) noexcept nogil:
     # Under mtx: take a queued job out of the queue.
-    global q_head, q_tail
+    global q_head, q_tail, q_plain
     cdef lambda_job *p = q_head
     cdef lambda_job *prev = NULL
     while p != NULL and p != job:
@@ -116,6 +173,8 @@ cdef void _unlink(lambda_job *job) noexcept nogil:
     if q_tail == job:
         q_tail = prev
     job.next = NULL
+    if job.start == NULL:
+        q_plain -= 1
     lambda_stat_sub(job.limiter.st_queued, 1)
 
 
@@ -123,7 +182,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
                           int detached) noexcept nogil:
     """Take a slot of lim (waiting until ts) and queue job. SUBMIT_DONE: queued, mtx still held;
     otherwise mtx is released and the job is the caller's again."""
-    global q_head, q_tail
+    global q_head, q_tail, q_plain
     cdef int rc
     job.magic = JOB_MAGIC
     job.limiter = lim
@@ -152,8 +211,41 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
     else:
         q_tail.next = job
     q_tail = job
-    pthread_cond_signal(&work_cond)
+    if job.start == NULL:
+        q_plain += 1
+        _wake_idle()
+    elif awake == 0:
+        # A worker that is awake takes a multiplexed job before it sleeps: waking another one
+        # for it would cost a context switch and spread the jobs thin (one per worker).
+        if not _wake_listener():
+            _wake_idle()
     return SUBMIT_DONE
+
+
+cdef bint _wake_idle() noexcept nogil:
+    """Under mtx: wake a worker waiting in _take (one not woken already), if there is one."""
+    global awake, pending
+    if idle_waiting <= pending:
+        return False
+    pending += 1
+    awake += 1
+    pthread_cond_signal(&work_cond)
+    return True
+
+
+cdef bint _wake_listener() noexcept nogil:
+    """Under mtx: wake the listener that started waiting last, if any."""
+    global awake, listeners
+    cdef mux_listener *l = listeners
+    cdef uint64_t one = 1
+    if l == NULL:
+        return False
+    listeners = l.next
+    l.next = NULL
+    l.woken = True
+    awake += 1
+    write(l.efd, &one, sizeof(one))
+    return True
 
 
 cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil:
@@ -199,28 +291,66 @@ cdef submit_result submit_detached(lambda_job *job, lambda_limiter *lim,
     return r
 
 
-cdef lambda_job *_take() noexcept nogil:
-    """Next job for a worker, or NULL when the pool shrank and this worker must exit."""
-    global q_head, q_tail, nthreads
-    cdef lambda_job *job
-    pthread_mutex_lock(&mtx)
-    while q_head == NULL and nthreads <= target:
-        pthread_cond_wait(&work_cond, &mtx)
-    if q_head == NULL:
-        nthreads -= 1
-        pthread_mutex_unlock(&mtx)
-        return NULL
-    job = q_head
-    q_head = job.next
-    if q_head == NULL:
-        q_tail = NULL
+cdef void _pop(lambda_job *job, lambda_job *prev) noexcept nogil:
+    """Under mtx: take job (after prev, or the head) out of the queue; it runs from now on."""
+    global q_head, q_tail, q_plain
+    if prev == NULL:
+        q_head = job.next
+    else:
+        prev.next = job.next
+    if q_tail == job:
+        q_tail = prev
     job.next = NULL
+    if job.start == NULL:
+        q_plain -= 1
     job.state = JOB_RUNNING
     lambda_stat_sub(job.limiter.st_queued, 1)
     lambda_stat_add(job.limiter.st_inflight, 1)
     lambda_stat_add(job.limiter.st_wait_us, <uint64_t>((monotonic_now() - job.t_queued) * 1e6))
+
+
+cdef lambda_job *_take() noexcept nogil:
+    """Next job for an idle worker (counted awake), or NULL when the pool shrank and this worker
+    must exit."""
+    global nthreads, awake, idle_waiting, pending
+    cdef lambda_job *job
+    pthread_mutex_lock(&mtx)
+    while q_head == NULL and nthreads <= target:
+        awake -= 1
+        idle_waiting += 1
+        pthread_cond_wait(&work_cond, &mtx)
+        idle_waiting -= 1
+        if pending > 0:
+            pending -= 1        # counted awake by _wake_idle
+        else:
+            awake += 1
+    if q_head == NULL:
+        nthreads -= 1
+        awake -= 1
+        pthread_mutex_unlock(&mtx)
+        return NULL
+    job = q_head
+    _pop(job, NULL)
     pthread_mutex_unlock(&mtx)
     return job
+
+
+cdef int _take_more(lambda_job **out, int room) noexcept nogil:
+    """Under mtx: up to room queued multiplexed jobs for a worker that has some in flight."""
+    cdef lambda_job *job = q_head
+    cdef lambda_job *prev = NULL
+    cdef lambda_job *nxt
+    cdef int n = 0
+    while job != NULL and n < room:
+        nxt = job.next
+        if job.start != NULL:
+            _pop(job, prev)
+            out[n] = job
+            n += 1
+        else:
+            prev = job
+        job = nxt
+    return n
 
 
 cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
@@ -250,27 +380,272 @@ def name_thread(str name):
     pthread_setname_np(pthread_self(), b)
 
 
-def _worker_main():
-    cdef lambda_job *job
-    cdef lambda_limiter *idle
-    # Named for top -H, ps -L and gdb: these threads are vmod-lambda's, not Varnish's.
-    pthread_setname_np(pthread_self(), "vmod-lambda")
-    with nogil:
-        job = _take()
-    while job != NULL:
-        job.run(job)
-        # Hand the job back and take the next one in one GIL release: every release and re-take
-        # of the GIL is a possible futex wake-up and context switch with the other workers
-        # (BENCHMARKS.md, profile).
+def _blocking_begin():
+    """This worker is about to wait for long (vmod_lambda.direct calls it around connects,
+    credential refreshes and reads of bodies of unknown length): not counted awake meanwhile, and
+    a queued job wakes another worker."""
+    global awake, lambda_blocking_depth
+    if lambda_blocking_depth < 0:
+        return
+    lambda_blocking_depth += 1
+    if lambda_blocking_depth == 1:
+        # With the GIL: releasing it here would be a hand-off to another worker, for nothing (the
+        # queue mutex is never held by anyone waiting for the GIL).
+        pthread_mutex_lock(&mtx)
+        awake -= 1
+        if q_head != NULL and awake == 0 and not _wake_listener():
+            _wake_idle()
+        pthread_mutex_unlock(&mtx)
+
+
+def _blocking_end():
+    global awake, lambda_blocking_depth
+    if lambda_blocking_depth <= 0:
+        return
+    lambda_blocking_depth -= 1
+    if lambda_blocking_depth == 0:
+        pthread_mutex_lock(&mtx)
+        awake += 1
+        pthread_mutex_unlock(&mtx)
+
+
+_direct.blocking_begin = _blocking_begin
+_direct.blocking_end = _blocking_end
+
+
+cdef struct mux_slot:
+    lambda_job *job             # NULL: free
+    xchg x
+
+
+cdef class _Worker:
+    """One worker thread of the pool (_worker_main).
+
+    Jobs with a start function (multiplexed: the direct transport to an http:// endpoint) are
+    generators of socket exchanges; a worker runs up to MUX_MAX of them at once: it takes every
+    queued job it can when it is awake, runs their Python parts back to back with the GIL, then
+    waits for all their exchanges with one poll() without it. Under load one wake-up and one GIL
+    acquisition serve several jobs, where one job per thread cost several of each (context switches
+    were most of the CPU of a Lambda fetch, BENCHMARKS.md). Other jobs (boto3, streaming, https)
+    run whole, one at a time, when the worker has nothing else in flight."""
+    cdef mux_slot slots[MUX_MAX]
+    cdef int pmap[MUX_MAX]
+    cdef lambda_job *fresh[MUX_MAX]
+    cdef int nfresh
+    cdef lambda_job *done[MUX_MAX]
+    cdef int ndone
+    cdef int nactive
+    cdef list gens
+    cdef list ops
+    cdef mux_listener listener
+    cdef pollfd pfds_all[MUX_MAX + 1]
+
+    def __cinit__(self):
+        cdef int i
+        self.listener.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        if self.listener.efd < 0:
+            raise OSError("eventfd() failed")
+        self.listener.woken = False
+        self.listener.next = NULL
+        for i in range(MUX_MAX):
+            self.slots[i].job = NULL
+        self.gens = [None] * MUX_MAX
+        self.ops = [None] * MUX_MAX
+        self.nfresh = self.ndone = self.nactive = 0
+
+    cdef void _finish(self, int i) noexcept:
+        """Slot i's job is done (its generator ended): complete it in the next nogil phase."""
+        self.done[self.ndone] = self.slots[i].job
+        self.ndone += 1
+        self.slots[i].job = NULL
+        self.gens[i] = None
+        self.ops[i] = None
+        self.nactive -= 1
+
+    cdef void _advance(self, int i, object value) noexcept:
+        """Resume slot i's generator with value (an exchange's result; None to start it): it
+        yields the next exchange, which starts at once, or ends."""
+        cdef bytes head, payload
+        gen = self.gens[i]
+        try:
+            # Other jobs ran on this thread since: the record of an invocation is set when it ends.
+            _invoker._tls.record = None
+            op = gen.send(value)
+            fd, head, payload, check, timeout = op
+        except BaseException:
+            # StopIteration: done, the results are in the job. Anything else is a bug of the
+            # generator (they catch everything): the job fails with what it has.
+            self._finish(i)
+            return
+        self.ops[i] = op
+        xchg_begin(&self.slots[i].x, fd, head, len(head), payload, len(payload), check, timeout)
+
+    cdef void _start(self, lambda_job *job) noexcept:
+        cdef int i
+        if job.start == NULL:
+            _blocking_begin()
+            try:
+                job.run(job)
+            finally:
+                _blocking_end()
+            self.done[self.ndone] = job
+            self.ndone += 1
+            return
+        for i in range(MUX_MAX):
+            if self.slots[i].job == NULL:
+                break
+        self.slots[i].job = job
+        self.nactive += 1
+        try:
+            self.gens[i] = job.start(job)
+        except BaseException:
+            self._finish(i)
+            return
+        self._advance(i, None)
+
+    cdef void _resume_ready(self) noexcept:
+        """Resume every job whose exchange is over (a new exchange may end at once: again)."""
+        cdef int i
+        cdef bint again = True
+        while again:
+            again = False
+            for i in range(MUX_MAX):
+                if self.slots[i].job != NULL and self.slots[i].x.state == X_DONE:
+                    self._advance(i, xchg_result(&self.slots[i].x))
+                    again = True
+
+    cdef void _wait(self) noexcept nogil:
+        """Wait for the exchanges in flight, and for new jobs while there is room (as a listener;
+        not counted awake meanwhile), then advance the exchanges that can."""
+        global awake, listeners
+        cdef int i, n = 0, timeout_ms
+        cdef double now, first = 0
+        cdef bint listen
+        cdef uint64_t count
+        cdef mux_listener **pp
+        cdef pollfd *pfds = self.pfds_all
+        cdef bint ready = False
+        for i in range(MUX_MAX):
+            if self.slots[i].job != NULL and self.slots[i].x.state == X_SEND and \
+                    self.slots[i].x.sent == 0:
+                # Exchanges started in the last GIL phase: send them now, without the GIL.
+                if xchg_progress(&self.slots[i].x):
+                    ready = True        # (a stale connection, a failed send)
+        if ready:
+            return
+        for i in range(MUX_MAX):
+            if self.slots[i].job != NULL and self.slots[i].x.state != X_DONE:
+                pfds[n].fd = self.slots[i].x.fd
+                pfds[n].events = xchg_events(&self.slots[i].x)
+                pfds[n].revents = 0
+                self.pmap[n] = i
+                if n == 0 or self.slots[i].x.deadline < first:
+                    first = self.slots[i].x.deadline
+                n += 1
+        if n == 0:
+            return
+        listen = self.nactive < MUX_MAX
+        pthread_mutex_lock(&mtx)
+        self.nfresh = _take_more(self.fresh, MUX_MAX - self.nactive)
+        if self.nfresh:
+            pthread_mutex_unlock(&mtx)
+            return
+        awake -= 1
+        if q_head != NULL and awake == 0:
+            # Queued jobs this worker does not take (plain ones, or it is full).
+            if not _wake_listener():
+                _wake_idle()
+        if listen:
+            self.listener.woken = False
+            self.listener.next = listeners
+            listeners = &self.listener
+        pthread_mutex_unlock(&mtx)
+        pfds[n].fd = self.listener.efd
+        pfds[n].events = POLLIN
+        pfds[n].revents = 0
+        now = monotonic_now()
+        timeout_ms = <int>((first - now) * 1000) + 1 if first > now else 0
+        poll(pfds, n + 1 if listen else n, timeout_ms)
+        pthread_mutex_lock(&mtx)
+        if listen and not self.listener.woken:
+            pp = &listeners
+            while pp[0] != NULL and pp[0] != &self.listener:
+                pp = &pp[0].next
+            if pp[0] != NULL:
+                pp[0] = self.listener.next
+            self.listener.next = NULL
+            awake += 1
+        elif not listen:
+            awake += 1
+        # (woken: _wake_listener counted this worker awake already)
+        self.nfresh = _take_more(self.fresh, MUX_MAX - self.nactive)
+        pthread_mutex_unlock(&mtx)
+        if listen and self.listener.woken:
+            read(self.listener.efd, &count, sizeof(count))
+        now = monotonic_now()
+        for i in range(n):
+            if pfds[i].revents:
+                xchg_progress(&self.slots[self.pmap[i]].x)
+            if self.slots[self.pmap[i]].x.state != X_DONE and \
+                    self.slots[self.pmap[i]].x.deadline <= now:
+                xchg_expire(&self.slots[self.pmap[i]].x)
+
+    def run(self):
+        cdef lambda_limiter *idle[MUX_MAX]
+        cdef int nidle, i
+        cdef lambda_limiter *lim
+        global awake
         with nogil:
-            idle = _complete(job)
-            job = NULL
-            if idle == NULL:
-                job = _take()
-        if idle != NULL:
-            idle.on_idle(idle)
+            pthread_mutex_lock(&mtx)
+            awake += 1
+            pthread_mutex_unlock(&mtx)
+            self.fresh[0] = _take()
+            self.nfresh = 1 if self.fresh[0] != NULL else 0
+        while self.nfresh or self.nactive:
+            for i in range(self.nfresh):
+                self._start(self.fresh[i])
+            self.nfresh = 0
+            self._resume_ready()
+            nidle = 0
             with nogil:
-                job = _take()
+                for i in range(self.ndone):
+                    lim = _complete(self.done[i])
+                    if lim != NULL:
+                        idle[nidle] = lim
+                        nidle += 1
+                self.ndone = 0
+                if self.nactive == 0:
+                    if nidle == 0:
+                        self.fresh[0] = _take()
+                        self.nfresh = 1 if self.fresh[0] != NULL else 0
+                else:
+                    self._wait()
+            for i in range(nidle):
+                idle[i].on_idle(idle[i])
+            if self.nactive == 0 and self.nfresh == 0 and nidle:
+                with nogil:
+                    self.fresh[0] = _take()
+                    self.nfresh = 1 if self.fresh[0] != NULL else 0
+
+
+def _worker_main():
+    # Named for top -H, ps -L and gdb: these threads are vmod-lambda's, not Varnish's.
+    global lambda_blocking_depth, nthreads
+    cdef _Worker w
+    pthread_setname_np(pthread_self(), "vmod-lambda")
+    lambda_blocking_depth = 0
+    try:
+        w = _Worker()
+    except BaseException:
+        with nogil:
+            pthread_mutex_lock(&mtx)
+            nthreads -= 1
+            pthread_mutex_unlock(&mtx)
+        return
+    try:
+        w.run()
+    finally:
+        close(w.listener.efd)
 
 
 cdef void pool_status(int *threads, int *wanted, int *queued) noexcept nogil:

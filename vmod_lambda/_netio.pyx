@@ -1,16 +1,19 @@
 # cython: language_level=3
 """One HTTP/1.1 request/response exchange on a connected plain-TCP socket, without the GIL.
 
-The direct transport (direct.py) calls exchange() for http:// endpoints. Done in Python, the same
-exchange releases and re-takes the GIL at every socket call (the idle check, the send, each read);
-with the pool's worker threads contending for the GIL, each of those hand-offs costs futex wake-ups
-and context switches, which profiles showed to be most of the CPU of a Lambda fetch. Here the whole
-exchange is one GIL release: check that an idle connection is still open, send the request, read the
-response head and, when it has a Content-Length, the whole body. Everything else (chunked bodies,
-bodies up to the end of the connection, status lines and headers) stays in Python.
+The direct transport (direct.py) uses it for http:// endpoints. Done in Python, the same exchange
+releases and re-takes the GIL at every socket call (the idle check, the send, each read); with the
+pool's worker threads contending for the GIL, each of those hand-offs costs futex wake-ups and
+context switches, which profiles showed to be most of the CPU of a Lambda fetch. Here an exchange is
+a non-blocking state machine (struct xchg, _netio.pxd): check that an idle connection is still open,
+send the request, read the response head and, when it has a Content-Length, the whole body.
+Everything else (chunked bodies, bodies up to the end of the connection, status lines and headers)
+stays in Python.
 
-Timeouts are the socket's SO_RCVTIMEO/SO_SNDTIMEO (set by direct.py): a read or write that waits
-longer fails with EAGAIN.
+exchange() drives one exchange to its end (one GIL release); a worker of the pool drives the
+exchanges of all the jobs it has in flight with one poll() (_handoff.pyx). Timeouts: a send or
+receive that waits longer than the read timeout ends the exchange, as the socket timeouts of
+botocore's connections do.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -54,20 +57,6 @@ HEAD_TOO_LARGE = C_HEAD_TOO_LARGE
 NO_MEMORY = C_NO_MEMORY
 
 cdef size_t MAX_HEAD = 65536
-
-
-cdef int _send_all(int fd, const char *p, size_t n, int *err) noexcept nogil:
-    cdef ssize_t r
-    while n > 0:
-        r = send(fd, p, n, MSG_NOSIGNAL)
-        if r < 0:
-            if errno == EINTR:
-                continue
-            err[0] = errno
-            return C_SEND_TIMEOUT if (errno == EAGAIN or errno == EWOULDBLOCK) else C_SEND_ERROR
-        p += r
-        n -= <size_t>r
-    return C_OK
 
 
 cdef inline char _lower(char c) noexcept nogil:
@@ -127,101 +116,249 @@ cdef long long _framing(const char *buf, size_t head_len, bint *chunked) noexcep
     return cl
 
 
-def exchange(int fd, bytes head, bytes payload, bint check_idle):
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    short POLLIN
+    short POLLOUT
+
+cdef extern from "<time.h>" nogil:
+    struct timespec:
+        long tv_sec
+        long tv_nsec
+    int clock_gettime(int clk, timespec *ts)
+    int CLOCK_MONOTONIC
+
+
+cdef inline double _now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef inline void _fail(xchg *x, int rc, int err) noexcept nogil:
+    x.rc = rc
+    x.err = err
+    x.state = X_DONE
+
+
+cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
+                     bint check_idle, double timeout) noexcept nogil:
+    """Set up an exchange (no system call: the caller may hold the GIL). Then xchg_progress()
+    (at once: it checks that an idle connection is still open and sends what the socket takes)
+    and again whenever poll() reports xchg_events()."""
+    x.fd = fd
+    x.state = X_SEND
+    x.rc = C_OK
+    x.err = 0
+    x.h = h
+    x.hn = hn
+    x.pl = pl
+    x.pn = pn
+    x.sent = 0
+    x.buf = NULL
+    x.cap = 16384
+    x.have = 0
+    x.head_len = 0
+    x.want = 0
+    x.complete = False
+    x.timeout = timeout
+    x.deadline = _now() + timeout
+    x.check_idle = check_idle
+    x.buf = <char *>malloc(x.cap)
+    if x.buf == NULL:
+        _fail(x, C_NO_MEMORY, 0)
+
+
+cdef bint _send_some(xchg *x) noexcept nogil:
+    """Send until done or the socket is full. True: all sent."""
+    cdef ssize_t r
+    cdef size_t total = x.hn + x.pn
+    cdef size_t n
+    while x.sent < total:
+        if x.sent < x.hn:
+            if x.pn <= 16384 and x.sent == 0 and x.hn + x.pn <= x.cap:
+                # Small request: one segment (head and payload copied together).
+                memcpy(x.buf, x.h, x.hn)
+                memcpy(x.buf + x.hn, x.pl, x.pn)
+                r = send(x.fd, x.buf, total, MSG_NOSIGNAL | MSG_DONTWAIT)
+            else:
+                r = send(x.fd, x.h + x.sent, x.hn - x.sent, MSG_NOSIGNAL | MSG_DONTWAIT)
+        else:
+            n = x.sent - x.hn
+            r = send(x.fd, x.pl + n, x.pn - n, MSG_NOSIGNAL | MSG_DONTWAIT)
+        if r < 0:
+            if errno == EINTR:
+                continue
+            if errno == EAGAIN or errno == EWOULDBLOCK:
+                return False
+            _fail(x, C_SEND_ERROR, errno)
+            return False
+        x.sent += <size_t>r
+        x.deadline = _now() + x.timeout
+    return True
+
+
+cdef bint _recv_some(xchg *x) noexcept nogil:
+    """Read what is there into the buffer (growing it as the state allows). True: progress."""
+    cdef ssize_t r
+    cdef char *nb
+    cdef void *end
+    cdef size_t limit
+    while True:
+        if x.state == X_HEAD and x.have == x.cap:
+            if x.cap >= MAX_HEAD:
+                _fail(x, C_HEAD_TOO_LARGE, 0)
+                return False
+            nb = <char *>realloc(x.buf, x.cap * 2)
+            if nb == NULL:
+                _fail(x, C_NO_MEMORY, 0)
+                return False
+            x.buf = nb
+            x.cap *= 2
+        limit = (x.want if x.state == X_BODY else x.cap) - x.have
+        if limit == 0:
+            return True
+        r = recv(x.fd, x.buf + x.have, limit, MSG_DONTWAIT)
+        if r < 0:
+            if errno == EINTR:
+                continue
+            if errno == EAGAIN or errno == EWOULDBLOCK:
+                return False
+            _fail(x, C_RECV_ERROR, errno)
+            return False
+        if r == 0:
+            # Closed before the head, or in the middle of a body of known length.
+            _fail(x, C_EOF_BEFORE_HEAD if x.state == X_HEAD else C_RECV_ERROR, 0)
+            return False
+        x.deadline = _now() + x.timeout
+        if x.state == X_HEAD:
+            end = memmem(x.buf + (x.have - 3 if x.have >= 3 else 0),
+                         <size_t>r + (3 if x.have >= 3 else x.have), b"\r\n\r\n", 4)
+            x.have += <size_t>r
+            if end != NULL:
+                x.head_len = <size_t>(<char *>end - x.buf) + 4
+                return True
+        else:
+            x.have += <size_t>r
+            if x.have >= x.want:
+                return True
+
+
+cdef bint _head_done(xchg *x) noexcept nogil:
+    """The head is in: know the body's length, or leave the rest to Python. True: done."""
+    cdef bint chunked = False
+    cdef long long cl = _framing(x.buf, x.head_len, &chunked)
+    cdef char *nb
+    if cl < 0 or chunked:
+        x.state = X_DONE          # chunked, to EOF or invalid: Python reads (or rejects) the rest
+        return True
+    x.want = x.head_len + <size_t>cl
+    if x.want > x.cap:
+        nb = <char *>realloc(x.buf, x.want)
+        if nb == NULL:
+            _fail(x, C_NO_MEMORY, 0)
+            return True
+        x.buf = nb
+        x.cap = x.want
+    x.state = X_BODY
+    if x.have >= x.want:
+        x.complete = x.have == x.want
+        x.state = X_DONE
+        return True
+    return False
+
+
+cdef bint xchg_progress(xchg *x) noexcept nogil:
+    """Advance as far as the socket allows without blocking. True: the exchange is over."""
+    cdef char probe
+    cdef ssize_t r
+    if x.check_idle:
+        x.check_idle = False
+        # A healthy idle HTTP connection has nothing to read: readable means EOF or garbage.
+        r = recv(x.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT)
+        if not (r < 0 and (errno == EAGAIN or errno == EWOULDBLOCK)):
+            _fail(x, C_STALE, 0)
+            return True
+    if x.state == X_SEND:
+        if not _send_some(x):
+            return x.state == X_DONE
+        # All sent: the answer cannot be there yet; wait for it (poll) rather than try a read.
+        x.state = X_HEAD
+        return False
+    if x.state == X_HEAD:
+        if not _recv_some(x):
+            return x.state == X_DONE
+        if x.head_len == 0:
+            return False
+        if _head_done(x):
+            return True
+    if x.state == X_BODY:
+        if _recv_some(x) and x.have >= x.want:
+            x.complete = x.have == x.want
+            x.state = X_DONE
+    return x.state == X_DONE
+
+
+cdef short xchg_events(const xchg *x) noexcept nogil:
+    return POLLOUT if x.state == X_SEND else POLLIN
+
+
+cdef void xchg_expire(xchg *x) noexcept nogil:
+    """The current wait passed the read timeout."""
+    _fail(x, C_SEND_TIMEOUT if x.state == X_SEND else C_RECV_TIMEOUT, 0)
+
+
+cdef void xchg_clear(xchg *x) noexcept nogil:
+    free(x.buf)
+    x.buf = NULL
+
+
+cdef object xchg_result(xchg *x):
+    """(outcome, errno, response head incl. the blank line, body or its start, complete), as
+    exchange() returns it; frees the exchange's buffer."""
+    try:
+        if x.rc != C_OK:
+            return x.rc, x.err, None, None, False
+        return (x.rc, 0, PyBytes_FromStringAndSize(x.buf, x.head_len),
+                PyBytes_FromStringAndSize(x.buf + x.head_len, x.have - x.head_len), x.complete)
+    finally:
+        xchg_clear(x)
+
+
+def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout):
     """(outcome, errno, response head incl. the blank line, body or its start, complete).
 
     complete: the body is whole (Content-Length read); otherwise the caller reads the rest
-    (chunked, to EOF) from the socket, starting with the bytes returned."""
+    (chunked, to EOF) from the socket, starting with the bytes returned. A send or receive that
+    waits longer than timeout seconds ends the exchange (SEND_TIMEOUT, RECV_TIMEOUT)."""
+    cdef xchg x
+    cdef pollfd pfd
+    cdef double left
+    cdef int r
     cdef const char *h = head
     cdef size_t hn = len(head)
     cdef const char *pl = payload
     cdef size_t pn = len(payload)
-    cdef int rc = C_OK, err = 0
-    cdef char probe
-    cdef ssize_t r
-    cdef char *buf = NULL
-    cdef char *nb
-    cdef size_t cap = 16384, have = 0, head_len = 0, want = 0
-    cdef long long cl = -1
-    cdef bint chunked = False, complete = False
-    cdef void *end
     with nogil:
-        if check_idle:
-            # A healthy idle HTTP connection has nothing to read: readable means EOF or garbage.
-            r = recv(fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT)
-            if not (r < 0 and (errno == EAGAIN or errno == EWOULDBLOCK)):
-                rc = C_STALE
-        if rc == C_OK:
-            buf = <char *>malloc(cap)
-            if buf == NULL:
-                rc = C_NO_MEMORY
-        if rc == C_OK:
-            if pn <= 16384 and hn + pn <= cap:
-                memcpy(buf, h, hn)
-                memcpy(buf + hn, pl, pn)
-                rc = _send_all(fd, buf, hn + pn, &err)
-            else:
-                rc = _send_all(fd, h, hn, &err)
-                if rc == C_OK:
-                    rc = _send_all(fd, pl, pn, &err)
-        # The head.
-        while rc == C_OK and head_len == 0:
-            if have == cap:
-                if cap >= MAX_HEAD:
-                    rc = C_HEAD_TOO_LARGE
-                    break
-                nb = <char *>realloc(buf, cap * 2)
-                if nb == NULL:
-                    rc = C_NO_MEMORY
-                    break
-                buf = nb
-                cap *= 2
-            r = recv(fd, buf + have, cap - have, 0)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                err = errno
-                rc = C_RECV_TIMEOUT if (errno == EAGAIN or errno == EWOULDBLOCK) else C_RECV_ERROR
+        xchg_begin(&x, fd, h, hn, pl, pn, check_idle, timeout)
+        if x.state != X_DONE:
+            xchg_progress(&x)
+        while x.state != X_DONE:
+            left = x.deadline - _now()
+            if left <= 0:
+                xchg_expire(&x)
                 break
-            if r == 0:
-                rc = C_EOF_BEFORE_HEAD
+            pfd.fd = fd
+            pfd.events = xchg_events(&x)
+            pfd.revents = 0
+            r = poll(&pfd, 1, <int>(left * 1000) + 1)
+            if r < 0 and errno != EINTR:
+                _fail(&x, C_RECV_ERROR, errno)
                 break
-            end = memmem(buf + (have - 3 if have >= 3 else 0), <size_t>r + (3 if have >= 3 else have),
-                         b"\r\n\r\n", 4)
-            have += <size_t>r
-            if end != NULL:
-                head_len = <size_t>(<char *>end - buf) + 4
-        # The body, when its length is known.
-        if rc == C_OK:
-            cl = _framing(buf, head_len, &chunked)
-            if cl >= 0 and not chunked:
-                want = head_len + <size_t>cl
-                if want > cap:
-                    nb = <char *>realloc(buf, want)
-                    if nb == NULL:
-                        rc = C_NO_MEMORY
-                    else:
-                        buf = nb
-                        cap = want
-                while rc == C_OK and have < want:
-                    r = recv(fd, buf + have, want - have, 0)
-                    if r < 0:
-                        if errno == EINTR:
-                            continue
-                        err = errno
-                        rc = C_RECV_TIMEOUT if (errno == EAGAIN or errno == EWOULDBLOCK) \
-                            else C_RECV_ERROR
-                        break
-                    if r == 0:
-                        rc = C_RECV_ERROR     # closed in the middle of the body
-                        break
-                    have += <size_t>r
-                if rc == C_OK:
-                    complete = have == want
-    try:
-        if rc != C_OK:
-            return rc, err, None, None, False
-        return (rc, 0, PyBytes_FromStringAndSize(buf, head_len),
-                PyBytes_FromStringAndSize(buf + head_len, have - head_len), complete)
-    finally:
-        free(buf)
+            if r > 0:
+                xchg_progress(&x)
+    return xchg_result(&x)

@@ -18,6 +18,7 @@ cdef struct lambda_obj:
     double timeout
     int pool_size
     int streaming               # backend fetches use InvokeWithResponseStream
+    int mux                     # fetches and invoke() are multiplexed jobs (Invoker.multiplexed)
     PyObject *invoker           # owned reference to a vmod_lambda.invoker.Invoker
     VCL_BACKEND dir             # the director of .backend()
     const vrt_backend_probe *probe_spec     # the VCL's probe (lives as long as the VCL)

@@ -30,6 +30,7 @@ from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, lim
 
 from vmod_lambda.config import ConfigError, validate_backend
 from vmod_lambda.invoker import InvokeError, Invoker, take_record
+from vmod_lambda import direct as _direct
 
 cdef enum:
     MSG_LEN = 1024
@@ -142,6 +143,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.timeout = cfg.timeout
     o.pool_size = cfg.pool_size
     o.streaming = cfg.streaming
+    o.mux = inv.multiplexed
     o.probe_spec = a.probe
     o.probe_healthy = 1
     if limiter_init(&o.lim, cfg.pool_size) != 0 or o.vcl_name == NULL or \
@@ -225,12 +227,33 @@ cdef void _job_error(invoke_job *job, str reason) noexcept:
     job.err = _cstr(reason)
 
 
+cdef class _InvokeRef:
+    cdef invoke_job *job
+
+
 cdef void _run_invoke(lambda_job *j) noexcept:
-    """Worker thread, GIL held: invoke, then count the outcome and keep its varnishlog lines."""
-    cdef invoke_job *job = <invoke_job *>j
+    """Worker thread, GIL held: the invocation (_invoke_gen), here."""
+    cdef _InvokeRef ref = _InvokeRef.__new__(_InvokeRef)
+    ref.job = <invoke_job *>j
+    try:
+        _direct.run(_invoke_gen(ref))
+    except BaseException:
+        pass
+
+
+cdef object _start_invoke(lambda_job *j):
+    """The same, as a generator of socket exchanges that the worker runs with others."""
+    cdef _InvokeRef ref = _InvokeRef.__new__(_InvokeRef)
+    ref.job = <invoke_job *>j
+    return _invoke_gen(ref)
+
+
+def _invoke_gen(_InvokeRef ref):
+    """Invoke, then count the outcome and keep its varnishlog lines. Never raises."""
+    cdef invoke_job *job = ref.job
     cdef int kind = KIND_ASYNC if job.async_ else KIND_INVOKE
     take_record()
-    err = _invoke_call(job)
+    err = yield from _invoke_call(ref)
     try:
         rec = take_record()
         stats_account(job.obj.vsc, kind, err, rec)
@@ -239,11 +262,12 @@ cdef void _run_invoke(lambda_job *j) noexcept:
         pass
 
 
-cdef object _invoke_call(invoke_job *job):
+def _invoke_call(_InvokeRef ref):
     """Invoke and store the payload or the reason; returns the InvokeError (None when ok)."""
+    cdef invoke_job *job = ref.job
     cdef bytes data
     try:
-        res = (<object>job.obj.invoker).invoke(
+        res = yield from (<object>job.obj.invoker).invoke_gen(
             PyBytes_FromStringAndSize(job.payload, job.payload_len),
             "Event" if job.async_ else "RequestResponse", _pystr(job.qualifier))
         if job.async_:
@@ -390,6 +414,8 @@ cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
     job.obj = o
     job.async_ = async_
     job.base.run = _run_invoke
+    if o.mux:
+        job.base.start = _start_invoke
     if qualifier != NULL:
         job.qualifier = strdup(qualifier)
         if job.qualifier == NULL:

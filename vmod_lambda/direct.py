@@ -176,6 +176,8 @@ class DirectClient:
                 ctx.verify_mode = ssl.CERT_NONE
             self._ssl = ctx
         self._paths = {}
+        # The exchanges are yielded to the caller (invoke_gen) and run without the GIL.
+        self.nogil = self._ssl is None and _netio is not None
 
     # ------------------------------------------------------------------------------ requests
 
@@ -200,10 +202,21 @@ class DirectClient:
                qualifier: Optional[str] = None, log_type: Optional[str] = None,
                client_context: Optional[str] = None) -> Response:
         """One Invoke call; raises the exceptions of this module."""
+        return run(self.invoke_gen(function_name, payload, invocation_type, qualifier, log_type,
+                                   client_context))
+
+    def invoke_gen(self, function_name: str, payload: bytes,
+                   invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
+                   log_type: Optional[str] = None, client_context: Optional[str] = None):
+        """invoke() as a generator: it yields each socket exchange it needs, as the arguments of
+        _netio.exchange(), and takes its result back; see run(). The worker pool drives several
+        of these at once, each exchange without the GIL (_handoff.pyx)."""
         if type(payload) is not bytes:
             payload = bytes(payload)
         head = self.request_head(function_name, payload, invocation_type, qualifier, log_type,
                                  client_context)
+        if self.nogil:
+            return (yield from self._exchange_gen(head, payload))
         return self._exchange(head, payload)
 
     def request_head(self, function_name: str, payload: bytes,
@@ -213,7 +226,11 @@ class DirectClient:
         creds = self.credentials
         if creds is None:
             raise NoCredentials()
-        creds = creds.get_frozen_credentials()
+        blocking_begin()            # refreshing credentials may wait for the network
+        try:
+            creds = creds.get_frozen_credentials()
+        finally:
+            blocking_end()
         if creds is None or creds.access_key is None:
             raise NoCredentials()
         target, curi, cquery = self._path(function_name, qualifier)
@@ -242,6 +259,13 @@ class DirectClient:
     # --------------------------------------------------------------------------- connections
 
     def _connect(self):
+        blocking_begin()
+        try:
+            return self._connect_now()
+        finally:
+            blocking_end()
+
+    def _connect_now(self):
         try:
             sock = socket.create_connection((self.hostname, self.port), self.connect_timeout)
         except socket.timeout:
@@ -299,8 +323,7 @@ class DirectClient:
                 pass
 
     def _exchange(self, head: bytes, payload: bytes) -> Response:
-        if self._ssl is None and _netio is not None:
-            return self._exchange_nogil(head, payload)
+        """The exchange in Python (https:// endpoints, or a build without _netio)."""
         sock, _reused = self._checkout()
         keep = False
         try:
@@ -322,15 +345,17 @@ class DirectClient:
             else:
                 sock.close()
 
-    def _exchange_nogil(self, head: bytes, payload: bytes) -> Response:
-        """The same exchange, its socket calls in one GIL-free C call (_netio.pyx)."""
+    def _exchange_gen(self, head: bytes, payload: bytes):
+        """The same exchange, its socket calls without the GIL (_netio.pyx): it yields them as
+        the arguments of _netio.exchange() and takes the result back (see run())."""
         idle = self._idle
         while True:
             try:
                 sock, check = idle.pop(), True
             except IndexError:
                 sock, check = self._connect(), False
-            rc, err, rhead, rest, complete = _netio.exchange(sock.fileno(), head, payload, check)
+            rc, err, rhead, rest, complete = yield (sock.fileno(), head, payload, check,
+                                                    self.read_timeout)
             if rc != _netio.STALE:
                 break
             sock.close()
@@ -351,7 +376,11 @@ class DirectClient:
                 conn = headers.get("connection", "")
                 keep = "close" not in conn.lower() and (version11 or "keep-alive" in conn.lower())
                 return Response(status, reason, headers, rest)
-            resp, keep = _reading(self._finish_response, sock, rhead[:-4], bytearray(rest))
+            blocking_begin()        # a chunked body, or one up to the end: read here, blocking
+            try:
+                resp, keep = _reading(self._finish_response, sock, rhead[:-4], bytearray(rest))
+            finally:
+                blocking_end()
             return resp
         finally:
             if keep:
@@ -399,6 +428,27 @@ class DirectClient:
         conn = headers.get("connection", "").lower()
         keep = complete and ("close" not in conn) and (version11 or "keep-alive" in conn)
         return Response(status, reason, headers, body), keep
+
+
+def run(gen):
+    """Run an invoke_gen() generator to its end in this thread, each exchange it yields with
+    _netio.exchange(); returns what it returns."""
+    try:
+        op = next(gen)
+        while True:
+            op = gen.send(_netio.exchange(*op))
+    except StopIteration as e:
+        return e.value
+
+
+def _no_hook():
+    pass
+
+
+# Called around the calls that may block this thread for long (connecting, refreshing credentials,
+# reading a body of unknown length): the worker pool sets them (_handoff.pyx) so that a worker
+# that waits there is not counted on to take the next queued job.
+blocking_begin = blocking_end = _no_hook
 
 
 def _reading(fn, *args):

@@ -11,7 +11,7 @@ from random import getrandbits as _getrandbits
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from . import eventstream
+from . import direct, eventstream
 from .events import HttpRequest, ResponseError, build_event, parse_response
 from .invoker import MAX_PAYLOAD, InvokeError, Invoker, _function_error_reason
 
@@ -80,13 +80,18 @@ def _event(cfg, head: bytes, body: bytes) -> bytes:
 
 def handle(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int) -> FetchResult:
     """Map, invoke, map back. body is None when it was larger than the limit (body_len bytes)."""
+    return direct.run(handle_gen(invoker, head, body, body_len))
+
+
+def handle_gen(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int):
+    """handle() as a generator of socket exchanges (see direct.run() and Invoker.invoke_gen())."""
     cfg = invoker.cfg
     if body is None:
         return too_large("request body", body_len)
     event = _event(cfg, head, body)
     if len(event) > MAX_PAYLOAD:
         return too_large("event", len(event))
-    res = invoker.invoke(event)
+    res = yield from invoker.invoke_gen(event)
     try:
         resp = parse_response(cfg.response_format, res.payload)
     except ResponseError as e:

@@ -242,6 +242,18 @@ class Invoker:
                qualifier: Optional[str] = None) -> InvokeResult:
         """Invoke the function (RequestResponse, or Event: queued, answered with 202) with the
         object's qualifier, or with qualifier when given."""
+        return direct.run(self.invoke_gen(payload, invocation_type, qualifier))
+
+    @property
+    def multiplexed(self) -> bool:
+        """True when invoke_gen() yields its socket exchanges (the direct transport to an http://
+        endpoint): the worker pool then runs several invocations per thread (_handoff.pyx)."""
+        return self.direct is not None and self.direct.nogil
+
+    def invoke_gen(self, payload: bytes, invocation_type: str = "RequestResponse",
+                   qualifier: Optional[str] = None):
+        """invoke() as a generator of socket exchanges (see direct.run()). The record of the
+        invocation is this thread's (take_record()) when it returns or raises."""
         _tls.record = None
         if invocation_type == "Event":
             if len(payload) > MAX_ASYNC_PAYLOAD:
@@ -258,17 +270,19 @@ class Invoker:
         rec = _tls.record = InvocationRecord(invocation_type, qualifier or None, len(payload))
         t0 = time.monotonic()
         try:
-            return self._invoke(kwargs, rec)
+            return (yield from self._invoke(kwargs, rec))
         finally:
             rec.duration = time.monotonic() - t0
+            # Other invocations may have run on this thread while this one waited.
+            _tls.record = rec
 
-    def _invoke(self, kwargs: dict, rec: InvocationRecord) -> InvokeResult:
+    def _invoke(self, kwargs: dict, rec: InvocationRecord):
         if self.cfg.client_context:
             kwargs["ClientContext"] = self.cfg.client_context
         if self.cfg.log_tail and kwargs["InvocationType"] == "RequestResponse":
             kwargs["LogType"] = "Tail"
         if self.direct is not None:
-            return self._invoke_direct(kwargs, rec)
+            return (yield from self._invoke_direct(kwargs, rec))
         with self.errors(rec):
             try:
                 resp = self._call(kwargs)
@@ -288,16 +302,16 @@ class Invoker:
         return InvokeResult(body, resp.get("StatusCode", 200), request_id,
                             resp.get("ExecutedVersion"), resp.get("LogResult"))
 
-    def _invoke_direct(self, kwargs: dict, rec: InvocationRecord) -> InvokeResult:
+    def _invoke_direct(self, kwargs: dict, rec: InvocationRecord):
         """invoke() through the direct transport: the same outcomes as the boto3 path above."""
         args = (kwargs["FunctionName"], kwargs["Payload"], kwargs["InvocationType"],
                 kwargs.get("Qualifier"), kwargs.get("LogType"), kwargs.get("ClientContext"))
         try:
             try:
-                r = self.direct.invoke(*args)
+                r = yield from self.direct.invoke_gen(*args)
             except direct.ConnectFailed:
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
-                r = self.direct.invoke(*args)
+                r = yield from self.direct.invoke_gen(*args)
         except direct.ReadTimeout:
             raise InvokeError("timeout", f"timed out after {self.cfg.timeout:g}s waiting for "
                               "the function") from None
