@@ -40,7 +40,9 @@ PYX          := $(wildcard vmod_lambda/*.pyx)
 PXD          := $(wildcard vmod_lambda/*.pxd include/*.pxd)
 PYSRC        := $(wildcard vmod_lambda/*.py)
 LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lambda_loader_libc.so
-EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX))
+# The hot path of a fetch, also compiled (setup.py, COMPILED_PY): the .py stays the source.
+HOTPY        := vmod_lambda/events.py vmod_lambda/direct.py vmod_lambda/fetch.py vmod_lambda/invoker.py
+EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
 	clean distclean demo test-matrix soak valgrind
@@ -96,7 +98,7 @@ $(BUILD)/libvmod_lambda_loader_libc.so: $(LOADER_SRC) $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -Iinclude $(PY_CFLAGS) -o $@ $(LOADER_SRC) \
 		-Wl,--no-as-needed $(PY_LIBS) -lpthread -Wl,-z,nodelete
 
-$(EXTS) &: $(PYX) $(PXD) $(HEADERS) $(BUILD)/vmod_lambda_build.h $(BUILD)/VSC_lambda.c setup.py
+$(EXTS) &: $(PYX) $(PXD) $(HOTPY) $(HEADERS) $(BUILD)/vmod_lambda_build.h $(BUILD)/VSC_lambda.c setup.py
 	VMOD_LAMBDA_BUILD_DIR=$(BUILD) $(VPY) setup.py -q build_ext --inplace --build-temp $(BUILD)/tmp
 	touch $(EXTS)
 

@@ -1,3 +1,5 @@
+# cython: annotation_typing=False
+# (Compiled by setup.py as it is, as plain Python: type hints are hints, not checks.)
 """The "direct" transport: the Invoke API over keep-alive HTTP/1.1 connections of our own, signed
 with SigV4 by this module, without botocore's request pipeline.
 
@@ -40,6 +42,7 @@ __all__ = ["DirectClient", "ConnectFailed", "ConnectTimeout", "ReadTimeout", "Cl
 
 _SHA256 = hashlib.sha256
 _HMAC = hmac.new
+_HMAC_DIGEST = hmac.digest      # one-shot, in C
 _EMPTY = b""
 _CRLF2 = b"\r\n\r\n"
 MAX_HEAD = 64 * 1024            # status line + headers of a response
@@ -123,8 +126,8 @@ class _Signer:
             signed, _SHA256(payload).hexdigest()))
         scope = f"{day}/{self.region}/{self.service}/aws4_request"
         sts = f"{_ALGO}\n{amz_date}\n{scope}\n{_SHA256(canonical.encode('utf-8')).hexdigest()}"
-        sig = _HMAC(self.signing_key(creds.secret_key, day), sts.encode("utf-8"),
-                    _SHA256).hexdigest()
+        sig = _HMAC_DIGEST(self.signing_key(creds.secret_key, day), sts.encode("utf-8"),
+                           "sha256").hex()
         return f"{_ALGO} Credential={creds.access_key}/{scope}, SignedHeaders={signed}, Signature={sig}"
 
 

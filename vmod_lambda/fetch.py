@@ -1,3 +1,5 @@
+# cython: annotation_typing=False
+# (Compiled by setup.py as it is, as plain Python: type hints are hints, not checks.)
 """One backend fetch through a Lambda function: the Python side of obj.backend().
 
 The director (_director.pyx) hands over the backend request as it stands in Varnish (a head block and

@@ -1,3 +1,5 @@
+# cython: annotation_typing=False
+# (Compiled by setup.py as it is, as plain Python: type hints are hints, not checks.)
 """Invoking one Lambda function: the Python side of lambda.backend().invoke().
 
 One Invoker per VCL object, created at vcl.load; its boto3 client is thread-safe and shared by the worker
