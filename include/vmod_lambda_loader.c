@@ -9,14 +9,28 @@
  *
  * vmod_lambda_boot() starts the interpreter once per process and imports the Cython implementation,
  * which exports its entry-point table as a capsule. Linked -z nodelete: it is never unloaded.
+ *
+ * Before the interpreter starts, bigalloc_setup() hooks Python's raw allocator so that large blocks
+ * go to a private jemalloc arena that gives freed pages back to the OS at once (see below).
  */
 #define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include <Python.h>		/* first: it defines _GNU_SOURCE (RTLD_DEFAULT, RTLD_NOLOAD) */
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#if defined(__has_include)
+#  if __has_include(<valgrind/valgrind.h>)
+#    include <valgrind/valgrind.h>
+#  endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#  define RUNNING_ON_VALGRIND 0
+#endif
 
 #include "vmod_lambda_ops.h"
 
@@ -30,6 +44,196 @@ static pthread_mutex_t boot_mtx = PTHREAD_MUTEX_INITIALIZER;
 static int started;
 static char started_home[4096];
 static const struct vmod_lambda_ops *impl_ops;
+
+/*
+ * bigalloc: where Python's large raw allocations go.
+ *
+ * Python allocates with malloc (objects over 512 bytes go from pymalloc to the raw domain), which
+ * in Debian's varnishd is jemalloc. jemalloc keeps the pages of freed blocks as dirty memory and
+ * gives them back over dirty_decay_ms (10 s) and only when that arena sees more activity: a Lambda
+ * fetch of a 5 MB body makes about six transient 5 MB buffers on a Python worker thread, and the
+ * child's RSS grew by hundreds of MB per run of such fetches and never came back while idle.
+ * Setting MALLOC_CONF for varnishd would change the policy for Varnish's own allocations too.
+ *
+ * So the raw domain is hooked: requests of BIG_THRESHOLD bytes or more are made with
+ * mallocx()/rallocx() in a private arena whose dirty and muzzy decay are 0 (a freed block's pages
+ * are purged when it is freed), without the thread cache; smaller ones go to the allocator that was
+ * there (malloc). A block is ours when its usable size is over BIG_THRESHOLD (sallocx()): those are
+ * freed with dallocx() without the thread cache (a tcache_max raised in MALLOC_CONF would otherwise
+ * keep them), everything else with the original free(). jemalloc frees a block of any arena either
+ * way, so memory that crosses between the two (realloc, or C code that frees with free()) is fine.
+ *
+ * BIG_THRESHOLD: 256 KiB. Far above pymalloc's 512 bytes, so the many small and medium blocks keep
+ * jemalloc's thread caches and reuse; small enough to catch every big transient buffer of a fetch
+ * (a response of 256 KiB and up, its str, bytes and copies), where purging (one madvise per free,
+ * page faults on the next use, about 64 per 256 KiB) costs little next to producing and copying
+ * the data. jemalloc does the same for its own "oversize" requests (8 MiB and up, an arena with
+ * decay 0).
+ *
+ * Only when malloc in this process is jemalloc's (looked up with dlsym, so the libc build loads
+ * without jemalloc). Otherwise (glibc) the allocator is left alone, with glibc's own policy: big
+ * blocks are mapped with mmap and unmapped when freed until the first is freed, after which its
+ * threshold grows to that size and they come from its per-thread arenas, which give back only
+ * their top. A hook of our own there (mmap with a header) would have to tell its blocks from
+ * glibc's in free(), and would crash on any of its blocks freed with plain free(), which jemalloc
+ * forgives.
+ *
+ * Also off with VMOD_LAMBDA_BIGALLOC=0, under valgrind (memcheck replaces malloc and free but not
+ * mallocx) and with PYTHONMALLOC set (make valgrind sets it; the isolated interpreter ignores it,
+ * but should a debug allocator ever be set up under the hook, big blocks would bypass its headers).
+ *
+ * The hook runs without the GIL (raw domain): it only reads `big`, written once before Python
+ * starts, and jemalloc's calls are thread-safe.
+ */
+#define BIG_THRESHOLD		((size_t)256 * 1024)
+
+/* jemalloc.h's flags (stable ABI since jemalloc 4), so that no jemalloc header is needed. */
+#define JE_MALLOCX_ZERO		0x40
+#define JE_MALLOCX_TCACHE_NONE	(1 << 8)		/* MALLOCX_TCACHE(-1) */
+#define JE_MALLOCX_ARENA(a)	(((int)(a) + 1) << 20)
+
+static struct {
+	void *(*mallocx)(size_t, int);
+	void *(*rallocx)(void *, size_t, int);
+	size_t (*sallocx)(const void *, int);
+	void (*dallocx)(void *, int);
+	int flags;			/* MALLOCX_ARENA(ours) | MALLOCX_TCACHE_NONE */
+	PyMemAllocatorEx orig;		/* the raw allocator the hook wraps */
+} big;
+
+static char bigalloc_state[160] = "off:python-not-started";
+
+/* What the hook does in this child, one word, for lambda.selftest() (which finds it with ctypes). */
+const char *
+vmod_lambda_bigalloc_state(void)
+{
+	return (bigalloc_state);
+}
+
+static void *
+big_malloc(void *ctx, size_t n)
+{
+	if (n >= BIG_THRESHOLD)
+		return (big.mallocx(n, big.flags));
+	return (big.orig.malloc(big.orig.ctx, n));
+}
+
+static void *
+big_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+	size_t n;
+
+	if (!__builtin_mul_overflow(nelem, elsize, &n) && n >= BIG_THRESHOLD)
+		return (big.mallocx(n, big.flags | JE_MALLOCX_ZERO));
+	return (big.orig.calloc(big.orig.ctx, nelem, elsize));
+}
+
+static void *
+big_realloc(void *ctx, void *p, size_t n)
+{
+	size_t old;
+	void *q;
+
+	if (p == NULL)
+		return (big_malloc(ctx, n));
+	if (n < BIG_THRESHOLD)
+		return (big.orig.realloc(big.orig.ctx, p, n));
+	/*
+	 * A block of more than BIG_THRESHOLD usable bytes came from our arena (the original
+	 * allocator is only asked for less, and jemalloc's size classes put those at 256 KiB at
+	 * most): rallocx() keeps it there, in place or moved. Anything smaller is copied into the
+	 * arena: rallocx() could grow it in place in the arena it is in.
+	 */
+	old = big.sallocx(p, 0);
+	if (old > BIG_THRESHOLD)
+		return (big.rallocx(p, n, big.flags));
+	q = big.mallocx(n, big.flags);
+	if (q == NULL)
+		return (NULL);
+	memcpy(q, p, old < n ? old : n);
+	big.orig.free(big.orig.ctx, p);
+	return (q);
+}
+
+static void
+big_free(void *ctx, void *p)
+{
+	if (p != NULL && big.sallocx(p, 0) > BIG_THRESHOLD)
+		big.dallocx(p, JE_MALLOCX_TCACHE_NONE);
+	else
+		big.orig.free(big.orig.ctx, p);
+}
+
+/* After Py_PreInitialize() (which sets up the allocators), before Py_InitializeFromConfig(). */
+static void
+bigalloc_setup(void)
+{
+	const char *e = getenv("VMOD_LAMBDA_BIGALLOC"), *pm = getenv("PYTHONMALLOC");
+	int (*mallctl)(const char *, void *, size_t *, void *, size_t);
+	PyMemAllocatorEx hook = { NULL, big_malloc, big_calloc, big_realloc, big_free };
+	unsigned arena;
+	size_t sz = sizeof arena;
+	ssize_t zero = 0;
+	char name[64];
+	void *je;
+	static int done;
+
+	if (done++)
+		return;		/* an earlier start got this far: the hook must not wrap itself */
+	if (e != NULL && strcmp(e, "0") == 0) {
+		snprintf(bigalloc_state, sizeof bigalloc_state, "off:VMOD_LAMBDA_BIGALLOC=0");
+		return;
+	}
+	if (pm != NULL && *pm != '\0') {
+		snprintf(bigalloc_state, sizeof bigalloc_state, "off:PYTHONMALLOC");
+		return;
+	}
+	if (RUNNING_ON_VALGRIND) {
+		snprintf(bigalloc_state, sizeof bigalloc_state, "off:valgrind");
+		return;
+	}
+	je = dlopen("libjemalloc.so.2", RTLD_NOW | RTLD_NOLOAD);
+	if (je == NULL || dlsym(je, "malloc") != dlsym(RTLD_DEFAULT, "malloc") ||
+	    dlsym(je, "free") != dlsym(RTLD_DEFAULT, "free")) {
+		snprintf(bigalloc_state, sizeof bigalloc_state, "off:malloc-is-not-jemalloc");
+		if (je != NULL)
+			dlclose(je);
+		return;
+	}
+	/* je stays open: jemalloc is varnishd's allocator, it is never unloaded anyway. */
+	big.mallocx = (void *(*)(size_t, int))dlsym(je, "mallocx");
+	big.rallocx = (void *(*)(void *, size_t, int))dlsym(je, "rallocx");
+	big.sallocx = (size_t (*)(const void *, int))dlsym(je, "sallocx");
+	big.dallocx = (void (*)(void *, int))dlsym(je, "dallocx");
+	mallctl = (int (*)(const char *, void *, size_t *, void *, size_t))dlsym(je, "mallctl");
+	if (big.mallocx == NULL || big.rallocx == NULL || big.sallocx == NULL || big.dallocx == NULL ||
+	    mallctl == NULL) {
+		snprintf(bigalloc_state, sizeof bigalloc_state, "off:jemalloc-without-mallocx");
+		return;
+	}
+	if (mallctl("arenas.create", &arena, &sz, NULL, 0) != 0) {
+		snprintf(bigalloc_state, sizeof bigalloc_state, "off:jemalloc-arenas.create-failed");
+		return;
+	}
+	snprintf(name, sizeof name, "arena.%u.dirty_decay_ms", arena);
+	if (mallctl(name, NULL, NULL, &zero, sizeof zero) == 0) {
+		snprintf(name, sizeof name, "arena.%u.muzzy_decay_ms", arena);
+		if (mallctl(name, NULL, NULL, &zero, sizeof zero) != 0)
+			name[0] = '\0';
+	} else {
+		name[0] = '\0';
+	}
+	if (name[0] == '\0') {
+		/* The arena exists but would keep its pages: not worth the hook. */
+		snprintf(bigalloc_state, sizeof bigalloc_state, "off:jemalloc-arena-decay-failed");
+		return;
+	}
+	big.flags = JE_MALLOCX_ARENA(arena) | JE_MALLOCX_TCACHE_NONE;
+	PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &big.orig);
+	PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &hook);
+	snprintf(bigalloc_state, sizeof bigalloc_state, "jemalloc-arena:%u,>=%zuKiB", arena,
+	    BIG_THRESHOLD / 1024);
+}
 
 /* The pending Python exception as "Type: message" (GIL held); clears it. */
 static void
@@ -62,6 +266,7 @@ start_interpreter(const char *home, char *err, size_t errlen)
 {
 	char exe[4200];
 	PyStatus st;
+	PyPreConfig preconfig;
 	PyConfig config;
 
 	if (snprintf(exe, sizeof exe, "%s/bin/python3", home) >= (int)sizeof exe) {
@@ -74,6 +279,19 @@ start_interpreter(const char *home, char *err, size_t errlen)
 		    (int)getuid());
 		return (-1);
 	}
+
+	/*
+	 * Pre-initialization first (isolated too: PYTHONMALLOC is ignored), then the allocator hook:
+	 * that is where Python allows a raw allocator to be installed.
+	 */
+	PyPreConfig_InitIsolatedConfig(&preconfig);
+	st = Py_PreInitialize(&preconfig);
+	if (PyStatus_Exception(st)) {
+		snprintf(err, errlen, "Python pre-initialization failed: %s%s%s",
+		    st.func ? st.func : "", st.func ? ": " : "", st.err_msg ? st.err_msg : "");
+		return (-1);
+	}
+	bigalloc_setup();
 
 	/*
 	 * Isolated: no PYTHON* variables, no user site, nothing from the command line; the venv's

@@ -71,6 +71,18 @@ CHECKS = [("zlib", _zlib), ("gzip", _gzip), ("adler32", _adler32), ("crc32", _cr
           ("json", _json), ("ssl", _ssl), ("hashlib", _hashlib), ("boto3", _boto3)]
 
 
+def bigalloc() -> str:
+    """Where the python loader sends large raw allocations in this process (its bigalloc hook,
+    vmod_lambda.vcc PITFALLS): "jemalloc-arena:N,>=256KiB", "off:<why>", or "n/a" outside varnishd."""
+    try:
+        import ctypes
+        state = ctypes.CDLL(None).vmod_lambda_bigalloc_state
+    except (ImportError, OSError, AttributeError):
+        return "n/a"
+    state.restype = ctypes.c_char_p
+    return state().decode("ascii", "replace")
+
+
 def run() -> str:
     passed, failed = [], []
     for name, check in CHECKS:
@@ -82,4 +94,4 @@ def run() -> str:
     py = "python=%d.%d.%d" % sys.version_info[:3]
     if failed:
         return f"FAIL {' '.join(failed)}; passed: {' '.join(passed)}; {py}"
-    return f"ok {' '.join(passed)} {py} prefix={sys.prefix}"
+    return f"ok {' '.join(passed)} {py} bigalloc={bigalloc()} prefix={sys.prefix}"
