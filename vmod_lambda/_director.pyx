@@ -13,6 +13,7 @@ as soon as it is known, the body through a bounded window while the function sti
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, realloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memcpy, strlen
 
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
@@ -90,15 +91,28 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     if job == NULL:
         return
     job.magic = 0
-    free(job.head)
-    free(job.body)
+    # Buffers that can be large come from PyMem_Raw*: the loader sends large blocks to an arena
+    # that returns them to the system when freed (vmod_lambda.vcc, "Large responses and memory").
+    PyMem_RawFree(job.head)
+    PyMem_RawFree(job.body)
     free(job.reason)
     free(job.resp_head)
-    free(job.resp_body)
+    PyMem_RawFree(job.resp_body)
     free(job.err)
     free(job.note)
     free(job.vsl)
     free(job)
+
+
+cdef char *_dup_raw(bytes b, size_t *length) noexcept:
+    """_dup with PyMem_RawMalloc (free with PyMem_RawFree): for buffers that can be large."""
+    cdef char *p = <char *>PyMem_RawMalloc(len(b) + 1)
+    if p != NULL:
+        memcpy(p, <const char *>b, len(b))
+        p[len(b)] = 0
+        if length != NULL:
+            length[0] = len(b)
+    return p
 
 
 cdef char *_dup(bytes b, size_t *length) noexcept:
@@ -175,7 +189,7 @@ def _fetch_call(_FetchRef ref):
         r = yield from _fetch.handle_gen(<object>job.obj.invoker, head, body, job.body_seen)
         head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
         job.resp_head = _dup(head_blob, &job.resp_head_len)
-        job.resp_body = _dup(r.body, &job.resp_body_len)
+        job.resp_body = _dup_raw(r.body, &job.resp_body_len)
         if r.reason:
             job.reason = _dup(r.reason.encode("utf-8", "replace"), NULL)
         if r.note:
@@ -207,7 +221,7 @@ cdef int _append(char **buf, size_t *length, size_t *cap, const char *p, size_t 
             want = 2 * cap[0]
         if want < 1024:
             want = 1024
-        nb = <char *>realloc(buf[0], want)
+        nb = <char *>PyMem_RawRealloc(buf[0], want)
         if nb == NULL:
             return -1
         buf[0] = nb

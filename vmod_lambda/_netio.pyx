@@ -21,7 +21,7 @@ from libc.errno cimport EAGAIN, EINTR, errno
 
 cdef extern from "<errno.h>" nogil:
     int EWOULDBLOCK
-from libc.stdlib cimport free, malloc, realloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memcpy
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -168,7 +168,7 @@ cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, 
     x.timeout = timeout
     x.deadline = _now() + timeout
     x.check_idle = check_idle
-    x.buf = <char *>malloc(x.cap)
+    x.buf = <char *>PyMem_RawMalloc(x.cap)
     if x.buf == NULL:
         _fail(x, C_NO_MEMORY, 0)
 
@@ -213,7 +213,7 @@ cdef bint _recv_some(xchg *x) noexcept nogil:
             if x.cap >= MAX_HEAD:
                 _fail(x, C_HEAD_TOO_LARGE, 0)
                 return False
-            nb = <char *>realloc(x.buf, x.cap * 2)
+            nb = <char *>PyMem_RawRealloc(x.buf, x.cap * 2)
             if nb == NULL:
                 _fail(x, C_NO_MEMORY, 0)
                 return False
@@ -258,7 +258,7 @@ cdef bint _head_done(xchg *x) noexcept nogil:
         return True
     x.want = x.head_len + <size_t>cl
     if x.want > x.cap:
-        nb = <char *>realloc(x.buf, x.want)
+        nb = <char *>PyMem_RawRealloc(x.buf, x.want)
         if nb == NULL:
             _fail(x, C_NO_MEMORY, 0)
             return True
@@ -313,7 +313,7 @@ cdef void xchg_expire(xchg *x) noexcept nogil:
 
 
 cdef void xchg_clear(xchg *x) noexcept nogil:
-    free(x.buf)
+    PyMem_RawFree(x.buf)
     x.buf = NULL
 
 
