@@ -53,7 +53,7 @@ def event_path(event: bytes) -> str:
 
 
 class FakeLambda:
-    def __init__(self, route: Callable[[str, bytes], Action]):
+    def __init__(self, route: Callable[[str, bytes], Action], tls_context=None):
         self.route = route
         self.invocations = 0
         self.events: list = []            # (function name, headers dict, event bytes) of each call
@@ -151,6 +151,10 @@ class FakeLambda:
 
         self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls_context is not None:
+            # https://localhost:PORT (the test certificate's name); handshakes at accept().
+            self.server.socket = tls_context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -6,13 +6,17 @@ all. Checked here: answers never cross between the jobs of a worker; one invocat
 not hold up the others sharing its worker, and times out on its own; the load gathers on few
 worker threads (the point of it: fewer wake-ups and GIL hand-offs per invocation); objects that are
 not multiplexed (boto3 transport) still get served while multiplexed jobs keep the workers busy;
-stale keep-alive connections are replaced inside a worker's batch.
+stale keep-alive connections are replaced inside a worker's batch; https:// endpoints (TLS in
+Python, non-blocking sockets whose waits the worker polls) are multiplexed as well.
 """
 
 import json
 import os
 import random
+import shutil
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -172,3 +176,41 @@ def test_connections_closed_by_the_endpoint_are_replaced():
         assert status == 200, (path, status, body[:200])
         assert body == f"answer for {path}".encode()
     assert invocations == len(paths) + len(again)
+
+
+def test_https_invocations_are_multiplexed():
+    """An https:// endpoint: the TLS exchange runs in Python on non-blocking sockets and yields
+    its waits to the worker, so once the connections are open these invocations gather on few
+    workers too, and answers never cross."""
+    certdir = tempfile.mkdtemp(prefix="vmod-lambda-tls-")
+    os.chmod(certdir, 0o755)
+    key, cert = os.path.join(certdir, "key.pem"), os.path.join(certdir, "cert.pem")
+    try:
+        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                            "1", "-subj", "/CN=localhost", "-addext",
+                            "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
+                           capture_output=True)
+        assert r.returncode == 0, r.stderr
+        os.chmod(cert, 0o644)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        paths = [f"/slow/{i}" for i in range(100)]
+        with FakeLambda(route, tls_context=ctx) as fake, \
+                Varnishd(vcl(fake.url), env={"AWS_CA_BUNDLE": cert}) as v:
+            status, _headers, body = v.request("/warm/1")
+            assert status == 200, body[:300]
+            # A first round opens the connections: a TLS connect blocks its worker (the jobs
+            # queued meanwhile go to others); the second one finds them open.
+            fire(v, [f"/slow/warm-{i}" for i in range(100)], workers=100)
+            pid = child_pid(v)
+            before = worker_wakeups(pid)
+            results = fire(v, paths, workers=100)
+            after = worker_wakeups(pid)
+            assert not v.panicked()
+    finally:
+        shutil.rmtree(certdir, ignore_errors=True)
+    for path, (status, _headers, body) in zip(paths, results):
+        assert status == 200, (path, status, body[:200])
+        assert body == f"answer for {path}".encode()
+    woke = [tid for tid, n in after.items() if n > before.get(tid, 0)]
+    assert 1 <= len(woke) <= 40, f"{len(woke)} worker threads woke up for 100 invocations"

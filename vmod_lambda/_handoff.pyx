@@ -12,8 +12,8 @@ cdef extern from "vmod_lambda_atomic.h" nogil:
     void lambda_stat_sub(uint64_t *p, uint64_t n)
 from posix.time cimport timespec
 from posix_thread cimport *
-from vmod_lambda._netio cimport (xchg, xchg_begin, xchg_progress, xchg_events, xchg_expire,
-                                 xchg_result, X_DONE, X_SEND)
+from vmod_lambda._netio cimport (xchg, xchg_begin, xchg_wait, xchg_progress, xchg_events,
+                                 xchg_expire, xchg_result, X_DONE, X_SEND)
 
 from vmod_lambda import direct as _direct
 from vmod_lambda import invoker as _invoker
@@ -466,19 +466,29 @@ cdef class _Worker:
         """Resume slot i's generator with value (an exchange's result; None to start it): it
         yields the next exchange, which starts at once, or ends."""
         cdef bytes head, payload
+        cdef bint wait
         gen = self.gens[i]
         try:
             # Other jobs ran on this thread since: the record of an invocation is set when it ends.
             _invoker._tls.record = None
             op = gen.send(value)
-            fd, head, payload, check, timeout = op
+            wait = len(op) == 3
+            if wait:
+                fd, events, timeout = op
+            else:
+                fd, head, payload, check, timeout = op
         except BaseException:
             # StopIteration: done, the results are in the job. Anything else is a bug of the
             # generator (they catch everything): the job fails with what it has.
             self._finish(i)
             return
         self.ops[i] = op
-        xchg_begin(&self.slots[i].x, fd, head, len(head), payload, len(payload), check, timeout)
+        if wait:
+            # The Python exchange (https://) waits for its socket.
+            xchg_wait(&self.slots[i].x, fd, events, timeout)
+        else:
+            xchg_begin(&self.slots[i].x, fd, head, len(head), payload, len(payload), check,
+                       timeout)
 
     cdef void _start(self, lambda_job *job) noexcept:
         cdef int i

@@ -7,6 +7,7 @@ cdef enum xchg_state:
     X_HEAD = 1
     X_BODY = 2
     X_DONE = 3
+    X_WAIT = 4                  # not an exchange: a wait for a socket to be ready (xchg_wait)
 
 cdef struct xchg:
     int fd
@@ -25,11 +26,14 @@ cdef struct xchg:
     size_t want
     bint complete
     bint check_idle             # not checked yet that the (idle) connection is still open
+    bint is_wait                # made by xchg_wait
+    short wait_events
     double timeout              # seconds a single send or receive may wait (the read timeout)
     double deadline             # monotonic time the current wait ends
 
 cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
                      bint check_idle, double timeout) noexcept nogil
+cdef void xchg_wait(xchg *x, int fd, short events, double timeout) noexcept nogil
 cdef bint xchg_progress(xchg *x) noexcept nogil
 cdef short xchg_events(const xchg *x) noexcept nogil
 cdef void xchg_expire(xchg *x) noexcept nogil

@@ -168,9 +168,25 @@ cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, 
     x.timeout = timeout
     x.deadline = _now() + timeout
     x.check_idle = check_idle
+    x.is_wait = False
     x.buf = <char *>PyMem_RawMalloc(x.cap)
     if x.buf == NULL:
         _fail(x, C_NO_MEMORY, 0)
+
+
+cdef void xchg_wait(xchg *x, int fd, short events, double timeout) noexcept nogil:
+    """Not an exchange: wait until fd is ready for events (poll()), at most timeout seconds (the
+    Python exchange of https:// endpoints yields these, see direct.py)."""
+    x.fd = fd
+    x.state = X_WAIT
+    x.rc = C_OK
+    x.err = 0
+    x.buf = NULL
+    x.is_wait = True
+    x.check_idle = False
+    x.wait_events = events
+    x.timeout = timeout
+    x.deadline = _now() + timeout
 
 
 cdef bint _send_some(xchg *x) noexcept nogil:
@@ -276,6 +292,9 @@ cdef bint xchg_progress(xchg *x) noexcept nogil:
     """Advance as far as the socket allows without blocking. True: the exchange is over."""
     cdef char probe
     cdef ssize_t r
+    if x.state == X_WAIT:
+        x.state = X_DONE        # poll() says it is ready
+        return True
     if x.check_idle:
         x.check_idle = False
         # A healthy idle HTTP connection has nothing to read: readable means EOF or garbage.
@@ -304,6 +323,8 @@ cdef bint xchg_progress(xchg *x) noexcept nogil:
 
 
 cdef short xchg_events(const xchg *x) noexcept nogil:
+    if x.state == X_WAIT:
+        return x.wait_events
     return POLLOUT if x.state == X_SEND else POLLIN
 
 
@@ -319,7 +340,9 @@ cdef void xchg_clear(xchg *x) noexcept nogil:
 
 cdef object xchg_result(xchg *x):
     """(outcome, errno, response head incl. the blank line, body or its start, complete), as
-    exchange() returns it; frees the exchange's buffer."""
+    exchange() returns it; frees the exchange's buffer. For a wait: whether it is ready."""
+    if x.is_wait:
+        return x.rc == C_OK
     try:
         if x.rc != C_OK:
             return x.rc, x.err, None, None, False
@@ -362,3 +385,23 @@ def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout)
             if r > 0:
                 xchg_progress(&x)
     return xchg_result(&x)
+
+
+def wait(int fd, short events, double timeout):
+    """Whether fd became ready for events (poll()) within timeout seconds, without the GIL."""
+    cdef pollfd pfd
+    cdef double deadline = _now() + timeout, left
+    cdef int r
+    pfd.fd = fd
+    pfd.events = events
+    with nogil:
+        while True:
+            left = deadline - _now()
+            if left < 0:
+                r = 0
+                break
+            pfd.revents = 0
+            r = poll(&pfd, 1, <int>(left * 1000) + 1)
+            if r >= 0 or errno != EINTR:
+                break
+    return r != 0       # ready, or an error the next socket call reports

@@ -12,7 +12,13 @@ for the Invoke operation, so codes, messages and request ids are the ones the bo
 What it skips, per call: botocore's event hooks, parameter validation and serialisation, endpoint
 rules, AWSRequest/urllib3/http.client objects and header parsing with the email package. What is left
 is one SigV4 signature (two SHA-256 and one HMAC with the signing key cached per day), one send and the
-reads of the answer; the socket calls release the GIL. See BENCHMARKS.md for what it buys.
+reads of the answer. See BENCHMARKS.md for what it buys.
+
+A call is a generator (invoke_gen) that yields its socket work: for http:// endpoints the whole
+exchange, which _netio.pyx runs in C without the GIL; for https:// endpoints, where the TLS records
+are read and written in Python on non-blocking sockets, each wait for a socket to be ready. run()
+does that work in the calling thread; the worker pool (_handoff.pyx) runs the work of many calls
+with one poll().
 
 The signature is byte for byte the one botocore's SigV4Auth computes for the same request,
 credentials and time (tests/test_direct.py checks it, with and without a session token). Errors are
@@ -47,6 +53,8 @@ _EMPTY = b""
 _CRLF2 = b"\r\n\r\n"
 MAX_HEAD = 64 * 1024            # status line + headers of a response
 _ALGO = "AWS4-HMAC-SHA256"
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
 
 
 class ConnectFailed(Exception):
@@ -179,8 +187,9 @@ class DirectClient:
                 ctx.verify_mode = ssl.CERT_NONE
             self._ssl = ctx
         self._paths = {}
-        # The exchanges are yielded to the caller (invoke_gen) and run without the GIL.
-        self.nogil = self._ssl is None and _netio is not None
+        # invoke_gen() yields its socket exchanges (http://) or waits (https://) to the caller,
+        # which runs them without the GIL; the sockets of https:// endpoints do not block then.
+        self.nogil = _netio is not None
 
     # ------------------------------------------------------------------------------ requests
 
@@ -218,9 +227,9 @@ class DirectClient:
             payload = bytes(payload)
         head = self.request_head(function_name, payload, invocation_type, qualifier, log_type,
                                  client_context)
-        if self.nogil:
-            return (yield from self._exchange_gen(head, payload))
-        return self._exchange(head, payload)
+        if self._ssl is None and _netio is not None:
+            return (yield from self._exchange_c(head, payload))
+        return (yield from self._exchange_py(head, payload))
 
     def request_head(self, function_name: str, payload: bytes,
                      invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
@@ -286,6 +295,9 @@ class DirectClient:
             sock.settimeout(None)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
+            if self._ssl is not None and self.nogil:
+                # TLS in Python, its waits yielded (_exchange_py): reads and writes never block.
+                sock.setblocking(False)
         except socket.timeout:
             sock.close()
             raise ConnectTimeout() from None
@@ -325,30 +337,7 @@ class DirectClient:
             except (IndexError, OSError):
                 pass
 
-    def _exchange(self, head: bytes, payload: bytes) -> Response:
-        """The exchange in Python (https:// endpoints, or a build without _netio)."""
-        sock, _reused = self._checkout()
-        keep = False
-        try:
-            try:
-                if len(payload) <= 16384:
-                    sock.sendall(head + payload)
-                else:
-                    sock.sendall(head)
-                    sock.sendall(payload)
-            except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout):
-                raise ReadTimeout() from None
-            except OSError as e:
-                raise Closed(str(e)) from None
-            resp, keep = _reading(self._read_response, sock)
-            return resp
-        finally:
-            if keep:
-                self._checkin(sock)
-            else:
-                sock.close()
-
-    def _exchange_gen(self, head: bytes, payload: bytes):
+    def _exchange_c(self, head: bytes, payload: bytes):
         """The same exchange, its socket calls without the GIL (_netio.pyx): it yields them as
         the arguments of _netio.exchange() and takes the result back (see run())."""
         idle = self._idle
@@ -381,7 +370,8 @@ class DirectClient:
                 return Response(status, reason, headers, rest)
             blocking_begin()        # a chunked body, or one up to the end: read here, blocking
             try:
-                resp, keep = _reading(self._finish_response, sock, rhead[:-4], bytearray(rest))
+                resp, keep = yield from _reading(
+                    self._finish_response(sock, rhead[:-4], bytearray(rest)))
             finally:
                 blocking_end()
             return resp
@@ -391,23 +381,49 @@ class DirectClient:
             else:
                 sock.close()
 
+    def _exchange_py(self, head: bytes, payload: bytes):
+        """The exchange in Python: https:// endpoints (and http:// in a build without _netio).
+        With _netio the sockets do not block: where one would, this generator yields the wait
+        (file descriptor, poll events, timeout) and takes back whether the socket is ready."""
+        sock, _reused = self._checkout()
+        keep = False
+        try:
+            try:
+                if len(payload) <= 16384:
+                    yield from _send_all(sock, head + payload, self.read_timeout)
+                else:
+                    yield from _send_all(sock, head, self.read_timeout)
+                    yield from _send_all(sock, payload, self.read_timeout)
+            except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout, ReadTimeout):
+                raise ReadTimeout() from None
+            except OSError as e:
+                raise Closed(str(e)) from None
+            resp, keep = yield from _reading(self._read_response(sock))
+            return resp
+        finally:
+            if keep:
+                self._checkin(sock)
+            else:
+                sock.close()
+
     def _read_response(self, sock):
         buf = bytearray()
-        recv = sock.recv
+        timeout = self.read_timeout
         while True:
             end = buf.find(_CRLF2)
             if end >= 0:
                 break
             if len(buf) > MAX_HEAD:
                 raise BadResponse("response header section too large")
-            chunk = recv(65536)
+            chunk = yield from _recv(sock, 65536, timeout)
             if not chunk:
                 raise Closed("connection closed before the response")
             buf += chunk
-        return self._finish_response(sock, bytes(buf[:end]), buf[end + 4:])
+        return (yield from self._finish_response(sock, bytes(buf[:end]), buf[end + 4:]))
 
     def _finish_response(self, sock, head, rest):
         """(Response, reusable) from the head and the bytes read after it; reads the rest."""
+        timeout = self.read_timeout
         status, reason, headers, version11 = _parse_head(head)
         te = headers.get("transfer-encoding")
         cl = headers.get("content-length")
@@ -417,7 +433,7 @@ class DirectClient:
                 raise BadResponse(f"unexpected interim response {status}")
             body, complete = _EMPTY, not rest
         elif te is not None and "chunked" in te.lower():
-            body, complete = _read_chunked(sock, rest)
+            body, complete = yield from _read_chunked(sock, rest, timeout)
         elif cl is not None:
             try:
                 n = int(cl)
@@ -425,9 +441,9 @@ class DirectClient:
                     raise ValueError
             except ValueError:
                 raise BadResponse(f"invalid Content-Length {cl[:40]!r}") from None
-            body, complete = _read_exact(sock, rest, n)
+            body, complete = yield from _read_exact(sock, rest, n, timeout)
         else:
-            body, complete = _read_to_eof(sock, rest), False
+            body, complete = (yield from _read_to_eof(sock, rest, timeout)), False
         conn = headers.get("connection", "").lower()
         keep = complete and ("close" not in conn) and (version11 or "keep-alive" in conn)
         return Response(status, reason, headers, body), keep
@@ -435,13 +451,46 @@ class DirectClient:
 
 def run(gen):
     """Run an invoke_gen() generator to its end in this thread, each exchange it yields with
-    _netio.exchange(); returns what it returns."""
+    _netio.exchange() and each wait with _netio.wait(); returns what it returns."""
     try:
         op = next(gen)
         while True:
-            op = gen.send(_netio.exchange(*op))
+            op = gen.send(_netio.exchange(*op) if len(op) == 5 else _netio.wait(*op))
     except StopIteration as e:
         return e.value
+
+
+def _send_all(sock, data, timeout):
+    """Send data on a blocking socket (EAGAIN there: its SO_SNDTIMEO expired), or on a
+    non-blocking one, yielding its waits."""
+    view = memoryview(data)
+    fd = sock.fileno()
+    while view:
+        try:
+            n = sock.send(view)
+        except (BlockingIOError, ssl.SSLWantWriteError):
+            if sock.getblocking() or not (yield (fd, _POLLOUT, timeout)):
+                raise ReadTimeout() from None
+            continue
+        except ssl.SSLWantReadError:
+            if sock.getblocking() or not (yield (fd, _POLLIN, timeout)):
+                raise ReadTimeout() from None
+            continue
+        view = view[n:]
+
+
+def _recv(sock, n, timeout):
+    """sock.recv(n), on a blocking socket (EAGAIN there: its SO_RCVTIMEO expired), or on a
+    non-blocking one, yielding its waits."""
+    while True:
+        try:
+            return sock.recv(n)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            if sock.getblocking() or not (yield (sock.fileno(), _POLLIN, timeout)):
+                raise ReadTimeout() from None
+        except ssl.SSLWantWriteError:
+            if sock.getblocking() or not (yield (sock.fileno(), _POLLOUT, timeout)):
+                raise ReadTimeout() from None
 
 
 def _no_hook():
@@ -454,13 +503,14 @@ def _no_hook():
 blocking_begin = blocking_end = _no_hook
 
 
-def _reading(fn, *args):
-    """fn(*args) with socket errors turned into this module's exceptions."""
+def _reading(gen):
+    """yield from gen (a reader of this module), its socket errors turned into this module's
+    exceptions."""
     try:
-        return fn(*args)
+        return (yield from gen)
     except (BlockingIOError, ssl.SSLWantReadError, socket.timeout):
         raise ReadTimeout() from None
-    except (BadResponse, Closed):
+    except (BadResponse, Closed, ReadTimeout):
         raise
     except OSError as e:
         raise Closed(str(e)) from None
@@ -496,7 +546,7 @@ def _parse_head(head: bytes):
     return status, reason, headers, status_line[0] == "HTTP/1.1"
 
 
-def _read_exact(sock, rest, n):
+def _read_exact(sock, rest, n, timeout):
     """(body, clean): clean is False when the endpoint sent more than Content-Length (the
     connection is then not reused, as urllib3 would drop it at its next use)."""
     if len(rest) >= n:
@@ -505,28 +555,35 @@ def _read_exact(sock, rest, n):
     view = memoryview(body)
     have = len(rest)
     view[:have] = rest
-    recv_into = sock.recv_into
+    fd = sock.fileno()
     while have < n:
-        got = recv_into(view[have:])
+        try:
+            got = sock.recv_into(view[have:])
+        except (BlockingIOError, ssl.SSLWantReadError):
+            if sock.getblocking() or not (yield (fd, _POLLIN, timeout)):
+                raise ReadTimeout() from None
+            continue
+        except ssl.SSLWantWriteError:
+            if sock.getblocking() or not (yield (fd, _POLLOUT, timeout)):
+                raise ReadTimeout() from None
+            continue
         if not got:
             raise Closed("connection closed in the middle of the response body")
         have += got
     return bytes(body), True
 
 
-def _read_to_eof(sock, rest):
+def _read_to_eof(sock, rest, timeout):
     body = bytearray(rest)
-    recv = sock.recv
     while True:
-        chunk = recv(262144)
+        chunk = yield from _recv(sock, 262144, timeout)
         if not chunk:
             return bytes(body)
         body += chunk
 
 
-def _read_chunked(sock, rest):
+def _read_chunked(sock, rest, timeout):
     """(body, clean) of a chunked body; trailers are read and ignored."""
-    recv = sock.recv
     buf = bytearray(rest)
     body = bytearray()
     pos = 0
@@ -534,7 +591,7 @@ def _read_chunked(sock, rest):
     def fill(need_pos):
         nonlocal buf
         while len(buf) < need_pos:
-            chunk = recv(262144)
+            chunk = yield from _recv(sock, 262144, timeout)
             if not chunk:
                 raise Closed("connection closed in the middle of a chunked body")
             buf += chunk
@@ -547,10 +604,10 @@ def _read_chunked(sock, rest):
                 return i
             if len(buf) - pos > limit:
                 raise BadResponse(what)
-            fill(len(buf) + 1)
+            yield from fill(len(buf) + 1)
 
     while True:
-        i = line_end(4096, "chunk size line too long")
+        i = yield from line_end(4096, "chunk size line too long")
         size_text = bytes(buf[pos:i]).split(b";", 1)[0].strip()
         try:
             size = int(size_text, 16)
@@ -560,12 +617,12 @@ def _read_chunked(sock, rest):
         if size == 0:
             # Trailers (ignored) up to the empty line.
             while True:
-                i = line_end(65536, "trailer section too large")
+                i = yield from line_end(65536, "trailer section too large")
                 line = buf[pos:i]
                 pos = i + 2
                 if not line:
                     return bytes(body), pos == len(buf)
-        fill(pos + size + 2)
+        yield from fill(pos + size + 2)
         body += buf[pos:pos + size]
         if buf[pos + size:pos + size + 2] != b"\r\n":
             raise BadResponse("chunk not terminated by CRLF")
