@@ -272,13 +272,18 @@ sub vcl_init {{
 }}
 
 sub vcl_recv {{
+    if (req.url ~ "^/(native|lambda)/hit/") {{
+        # The two hit cases first, through the same two matches: they differ only by the backend.
+        if (req.url ~ "^/native/") {{
+            set req.backend_hint = origin;
+        }} else {{
+            set req.backend_hint = fn.backend();
+        }}
+        return (hash);
+    }}
     if (req.url ~ "^/native/(pass|big|big100|trickle)/") {{
         set req.backend_hint = origin;
         return (pass);
-    }}
-    if (req.url ~ "^/native/hit/") {{
-        set req.backend_hint = origin;
-        return (hash);
     }}
     if (req.url ~ "^/lambda/pass/") {{
         set req.backend_hint = fn.backend();
@@ -287,10 +292,6 @@ sub vcl_recv {{
     if (req.url ~ "^/boto3/pass/") {{
         set req.backend_hint = fn_boto3.backend();
         return (pass);
-    }}
-    if (req.url ~ "^/lambda/hit/") {{
-        set req.backend_hint = fn.backend();
-        return (hash);
     }}
     if (req.url ~ "^/lambda/invoke/") {{
         set req.http.x-result = fn.invoke(req.url);
