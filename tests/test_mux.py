@@ -91,6 +91,15 @@ def worker_wakeups(pid):
     return out
 
 
+def fire_counting_wakeups(v, paths, workers):
+    """fire(), and the worker threads that woke up meanwhile."""
+    pid = child_pid(v)
+    before = worker_wakeups(pid)
+    results = fire(v, paths, workers=workers)
+    after = worker_wakeups(pid)
+    return results, [tid for tid, n in after.items() if n > before.get(tid, 0)], len(after)
+
+
 def fire(v, paths, workers=64):
     with ThreadPoolExecutor(workers) as ex:
         return list(ex.map(v.request, paths))
@@ -135,14 +144,10 @@ def test_load_gathers_on_few_workers():
     multiplexed, a handful of threads run them, not one thread each."""
     with FakeLambda(route) as fake, Varnishd(vcl(fake.url)) as v:
         v.request("/warm/1")
-        pid = child_pid(v)
-        before = worker_wakeups(pid)
-        results = fire(v, [f"/slow/{i}" for i in range(200)], workers=200)
-        after = worker_wakeups(pid)
+        results, woke, threads = fire_counting_wakeups(v, [f"/slow/{i}" for i in range(200)], 200)
         assert not v.panicked()
     assert [r[0] for r in results] == [200] * 200
-    assert len(after) >= 256 + 8 + 4
-    woke = [tid for tid, n in after.items() if n > before.get(tid, 0)]
+    assert threads >= 256 + 8 + 4
     # One thread per invocation: ~200 would wake up; with 32 in flight per worker, at least 7.
     assert 1 <= len(woke) <= 60, f"{len(woke)} worker threads woke up for 200 invocations"
 
@@ -202,15 +207,11 @@ def test_https_invocations_are_multiplexed():
             # A first round opens the connections: a TLS connect blocks its worker (the jobs
             # queued meanwhile go to others); the second one finds them open.
             fire(v, [f"/slow/warm-{i}" for i in range(100)], workers=100)
-            pid = child_pid(v)
-            before = worker_wakeups(pid)
-            results = fire(v, paths, workers=100)
-            after = worker_wakeups(pid)
+            results, woke, _threads = fire_counting_wakeups(v, paths, 100)
             assert not v.panicked()
     finally:
         shutil.rmtree(certdir, ignore_errors=True)
     for path, (status, _headers, body) in zip(paths, results):
         assert status == 200, (path, status, body[:200])
         assert body == f"answer for {path}".encode()
-    woke = [tid for tid, n in after.items() if n > before.get(tid, 0)]
     assert 1 <= len(woke) <= 40, f"{len(woke)} worker threads woke up for 100 invocations"

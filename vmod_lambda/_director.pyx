@@ -45,7 +45,6 @@ from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_detached, sub
                                    monotonic_now, to_timespec, SUBMIT_DONE, SUBMIT_BUSY,
                                    SUBMIT_TIMEOUT, SUBMIT_ABANDONED)
 
-from vmod_lambda import direct as _direct
 from vmod_lambda import fetch as _fetch
 from vmod_lambda.invoker import InvokeError, take_record
 from vmod_lambda.probe import Prober, ProbeSpec
@@ -104,24 +103,16 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     free(job)
 
 
-cdef char *_dup_raw(bytes b, size_t *length) noexcept:
-    """_dup with PyMem_RawMalloc (free with PyMem_RawFree): for buffers that can be large."""
-    cdef char *p = <char *>PyMem_RawMalloc(len(b) + 1)
+cdef char *_dup(bytes b, size_t *length, bint raw=False) noexcept:
+    """A NUL-terminated malloc'd copy of b; raw: from PyMem_RawMalloc (free with PyMem_RawFree),
+    for buffers that can be large."""
+    cdef size_t n = len(b)
+    cdef char *p = <char *>(PyMem_RawMalloc(n + 1) if raw else malloc(n + 1))
     if p != NULL:
-        memcpy(p, <const char *>b, len(b))
-        p[len(b)] = 0
+        memcpy(p, <const char *>b, n)
+        p[n] = 0
         if length != NULL:
-            length[0] = len(b)
-    return p
-
-
-cdef char *_dup(bytes b, size_t *length) noexcept:
-    cdef char *p = <char *>malloc(len(b) + 1)
-    if p != NULL:
-        memcpy(p, <const char *>b, len(b))
-        p[len(b)] = 0
-        if length != NULL:
-            length[0] = len(b)
+            length[0] = n
     return p
 
 
@@ -135,18 +126,8 @@ cdef class _FetchRef:
     cdef fetch_job *job
 
 
-cdef void _run_fetch(lambda_job *j) noexcept:
-    """Worker thread, GIL held: the whole Lambda round trip of one fetch (_fetch_gen), here."""
-    cdef _FetchRef ref = _FetchRef.__new__(_FetchRef)
-    ref.job = <fetch_job *>j
-    try:
-        _direct.run(_fetch_gen(ref))
-    except BaseException:
-        pass
-
-
 cdef object _start_fetch(lambda_job *j):
-    """The same, as a generator of socket exchanges that the worker runs with others."""
+    """The whole Lambda round trip of one fetch (_fetch_gen), for a worker of the pool."""
     cdef _FetchRef ref = _FetchRef.__new__(_FetchRef)
     ref.job = <fetch_job *>j
     return _fetch_gen(ref)
@@ -189,7 +170,7 @@ def _fetch_call(_FetchRef ref):
         r = yield from _fetch.handle_gen(<object>job.obj.invoker, head, body, job.body_seen)
         head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
         job.resp_head = _dup(head_blob, &job.resp_head_len)
-        job.resp_body = _dup_raw(r.body, &job.resp_body_len)
+        job.resp_body = _dup(r.body, &job.resp_body_len, True)
         if r.reason:
             job.reason = _dup(r.reason.encode("utf-8", "replace"), NULL)
         if r.note:
@@ -313,9 +294,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         return -1
     job.magic = FETCH_MAGIC
     job.obj = o
-    job.base.run = _run_fetch
-    if o.mux:
-        job.base.start = _start_fetch
+    job.base.start = _start_fetch
+    job.base.mux = o.mux
     job.base.free_job = _job_free
     if _collect_head(bo.bereq, job) != 0:
         _fetch_error(bo, o, "out of memory")

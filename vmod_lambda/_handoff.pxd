@@ -55,10 +55,12 @@ cdef struct lambda_job:
     lambda_job *next
     lambda_limiter *limiter
     job_fn run                 # called by a worker with the GIL; must not raise
-    # Or, when not NULL: called by a worker with the GIL, returns the job as a generator of socket
-    # exchanges (vmod_lambda.direct.run() documents them; it must not raise), which the worker
-    # runs alongside the other such jobs it has in flight (_worker_main).
+    # Or, when not NULL (run is then unused): called by a worker with the GIL, returns the job as a
+    # generator of socket work (vmod_lambda.direct.run() documents it; it must not raise), which
+    # the worker runs alongside the other such jobs it has in flight when mux is set, or whole,
+    # with direct.run(), when it is not (_Worker).
     job_start_fn start
+    int mux
     job_free_fn free_job       # frees an abandoned or detached job
     int detached               # submitted with submit_detached(): nobody waits, the worker frees it
     pthread_cond_t cond

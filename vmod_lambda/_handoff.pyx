@@ -13,18 +13,10 @@ cdef extern from "vmod_lambda_atomic.h" nogil:
 from posix.time cimport timespec
 from posix_thread cimport *
 from vmod_lambda._netio cimport (xchg, xchg_begin, xchg_wait, xchg_progress, xchg_events,
-                                 xchg_expire, xchg_result, X_DONE, X_SEND)
+                                 xchg_expire, xchg_result, X_DONE, X_SEND, pollfd, poll, POLLIN)
 
 from vmod_lambda import direct as _direct
 from vmod_lambda import invoker as _invoker
-
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
-    short POLLIN
 
 cdef extern from "<sys/eventfd.h>" nogil:
     int eventfd(unsigned int initval, int flags)
@@ -73,7 +65,7 @@ cdef int nthreads
 # listeners: workers waiting in poll() for the exchanges of their jobs that have room for more, the
 # last one to start waiting first (a job wakes it through its eventfd rather than an idle worker:
 # the load gathers on few workers, which then serve several jobs per wake-up and GIL hold).
-# q_plain: queued jobs that are not multiplexed (job.start NULL: only an idle worker takes them).
+# q_plain: queued jobs that are not multiplexed (job.mux 0: only an idle worker takes them).
 cdef int awake
 cdef int idle_waiting
 cdef int pending
@@ -156,16 +148,9 @@ cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil:
     pthread_cond_destroy(&lim.cond)
 
 
-cdef void _unlink(lambda_job *job) noexcept nogil:
-    # Under mtx: take a queued job out of the queue.
+cdef void _remove(lambda_job *job, lambda_job *prev) noexcept nogil:
+    """Under mtx: take job (after prev, or the head) out of the queue."""
     global q_head, q_tail, q_plain
-    cdef lambda_job *p = q_head
-    cdef lambda_job *prev = NULL
-    while p != NULL and p != job:
-        prev = p
-        p = p.next
-    if p == NULL:
-        return
     if prev == NULL:
         q_head = job.next
     else:
@@ -173,9 +158,20 @@ cdef void _unlink(lambda_job *job) noexcept nogil:
     if q_tail == job:
         q_tail = prev
     job.next = NULL
-    if job.start == NULL:
+    if not job.mux:
         q_plain -= 1
     lambda_stat_sub(job.limiter.st_queued, 1)
+
+
+cdef void _unlink(lambda_job *job) noexcept nogil:
+    # Under mtx: take a queued job out of the queue (its waiter gave up).
+    cdef lambda_job *p = q_head
+    cdef lambda_job *prev = NULL
+    while p != NULL and p != job:
+        prev = p
+        p = p.next
+    if p != NULL:
+        _remove(job, prev)
 
 
 cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
@@ -211,7 +207,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
     else:
         q_tail.next = job
     q_tail = job
-    if job.start == NULL:
+    if not job.mux:
         q_plain += 1
         _wake_idle()
     elif awake == 0:
@@ -293,18 +289,8 @@ cdef submit_result submit_detached(lambda_job *job, lambda_limiter *lim,
 
 cdef void _pop(lambda_job *job, lambda_job *prev) noexcept nogil:
     """Under mtx: take job (after prev, or the head) out of the queue; it runs from now on."""
-    global q_head, q_tail, q_plain
-    if prev == NULL:
-        q_head = job.next
-    else:
-        prev.next = job.next
-    if q_tail == job:
-        q_tail = prev
-    job.next = NULL
-    if job.start == NULL:
-        q_plain -= 1
+    _remove(job, prev)
     job.state = JOB_RUNNING
-    lambda_stat_sub(job.limiter.st_queued, 1)
     lambda_stat_add(job.limiter.st_inflight, 1)
     lambda_stat_add(job.limiter.st_wait_us, <uint64_t>((monotonic_now() - job.t_queued) * 1e6))
 
@@ -343,7 +329,7 @@ cdef int _take_more(lambda_job **out, int room) noexcept nogil:
     cdef int n = 0
     while job != NULL and n < room:
         nxt = job.next
-        if job.start != NULL:
+        if job.mux:
             _pop(job, prev)
             out[n] = job
             n += 1
@@ -492,10 +478,16 @@ cdef class _Worker:
 
     cdef void _start(self, lambda_job *job) noexcept:
         cdef int i
-        if job.start == NULL:
+        if not job.mux:
+            # Whole, here: not counted awake meanwhile (the queued jobs go to other workers).
             _blocking_begin()
             try:
-                job.run(job)
+                if job.start == NULL:
+                    job.run(job)
+                else:
+                    _direct.run(job.start(job))
+            except BaseException:
+                pass
             finally:
                 _blocking_end()
             self.done[self.ndone] = job

@@ -116,15 +116,6 @@ cdef long long _framing(const char *buf, size_t head_len, bint *chunked) noexcep
     return cl
 
 
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
-    short POLLIN
-    short POLLOUT
-
 cdef extern from "<time.h>" nogil:
     struct timespec:
         long tv_sec
@@ -145,15 +136,24 @@ cdef inline void _fail(xchg *x, int rc, int err) noexcept nogil:
     x.state = X_DONE
 
 
+cdef inline void _init(xchg *x, int fd, xchg_state state, double timeout) noexcept nogil:
+    x.fd = fd
+    x.state = state
+    x.rc = C_OK
+    x.err = 0
+    x.buf = NULL
+    x.is_wait = False
+    x.check_idle = False
+    x.timeout = timeout
+    x.deadline = _now() + timeout
+
+
 cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
                      bint check_idle, double timeout) noexcept nogil:
     """Set up an exchange (no system call: the caller may hold the GIL). Then xchg_progress()
     (at once: it checks that an idle connection is still open and sends what the socket takes)
     and again whenever poll() reports xchg_events()."""
-    x.fd = fd
-    x.state = X_SEND
-    x.rc = C_OK
-    x.err = 0
+    _init(x, fd, X_SEND, timeout)
     x.h = h
     x.hn = hn
     x.pl = pl
@@ -165,10 +165,7 @@ cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, 
     x.head_len = 0
     x.want = 0
     x.complete = False
-    x.timeout = timeout
-    x.deadline = _now() + timeout
     x.check_idle = check_idle
-    x.is_wait = False
     x.buf = <char *>PyMem_RawMalloc(x.cap)
     if x.buf == NULL:
         _fail(x, C_NO_MEMORY, 0)
@@ -177,16 +174,9 @@ cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, 
 cdef void xchg_wait(xchg *x, int fd, short events, double timeout) noexcept nogil:
     """Not an exchange: wait until fd is ready for events (poll()), at most timeout seconds (the
     Python exchange of https:// endpoints yields these, see direct.py)."""
-    x.fd = fd
-    x.state = X_WAIT
-    x.rc = C_OK
-    x.err = 0
-    x.buf = NULL
+    _init(x, fd, X_WAIT, timeout)
     x.is_wait = True
-    x.check_idle = False
     x.wait_events = events
-    x.timeout = timeout
-    x.deadline = _now() + timeout
 
 
 cdef bint _send_some(xchg *x) noexcept nogil:

@@ -30,7 +30,6 @@ from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, lim
 
 from vmod_lambda.config import ConfigError, validate_backend
 from vmod_lambda.invoker import InvokeError, Invoker, take_record
-from vmod_lambda import direct as _direct
 
 cdef enum:
     MSG_LEN = 1024
@@ -231,18 +230,8 @@ cdef class _InvokeRef:
     cdef invoke_job *job
 
 
-cdef void _run_invoke(lambda_job *j) noexcept:
-    """Worker thread, GIL held: the invocation (_invoke_gen), here."""
-    cdef _InvokeRef ref = _InvokeRef.__new__(_InvokeRef)
-    ref.job = <invoke_job *>j
-    try:
-        _direct.run(_invoke_gen(ref))
-    except BaseException:
-        pass
-
-
 cdef object _start_invoke(lambda_job *j):
-    """The same, as a generator of socket exchanges that the worker runs with others."""
+    """The invocation of one invoke() (_invoke_gen), for a worker of the pool."""
     cdef _InvokeRef ref = _InvokeRef.__new__(_InvokeRef)
     ref.job = <invoke_job *>j
     return _invoke_gen(ref)
@@ -413,9 +402,8 @@ cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
         return NULL
     job.obj = o
     job.async_ = async_
-    job.base.run = _run_invoke
-    if o.mux:
-        job.base.start = _start_invoke
+    job.base.start = _start_invoke
+    job.base.mux = o.mux
     if qualifier != NULL:
         job.qualifier = strdup(qualifier)
         if job.qualifier == NULL:

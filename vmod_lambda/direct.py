@@ -460,37 +460,37 @@ def run(gen):
         return e.value
 
 
+def _await(sock, events, timeout):
+    """A socket call would block: on a non-blocking socket, yield the wait for it to be ready for
+    events; on a blocking one its own timeout (SO_RCVTIMEO/SO_SNDTIMEO) has expired."""
+    if sock.getblocking() or not (yield (sock.fileno(), events, timeout)):
+        raise ReadTimeout() from None
+
+
 def _send_all(sock, data, timeout):
-    """Send data on a blocking socket (EAGAIN there: its SO_SNDTIMEO expired), or on a
-    non-blocking one, yielding its waits."""
+    """Send data on a blocking socket, or on a non-blocking one, yielding its waits."""
     view = memoryview(data)
-    fd = sock.fileno()
     while view:
         try:
             n = sock.send(view)
         except (BlockingIOError, ssl.SSLWantWriteError):
-            if sock.getblocking() or not (yield (fd, _POLLOUT, timeout)):
-                raise ReadTimeout() from None
+            yield from _await(sock, _POLLOUT, timeout)
             continue
         except ssl.SSLWantReadError:
-            if sock.getblocking() or not (yield (fd, _POLLIN, timeout)):
-                raise ReadTimeout() from None
+            yield from _await(sock, _POLLIN, timeout)
             continue
         view = view[n:]
 
 
 def _recv(sock, n, timeout):
-    """sock.recv(n), on a blocking socket (EAGAIN there: its SO_RCVTIMEO expired), or on a
-    non-blocking one, yielding its waits."""
+    """sock.recv(n), on a blocking socket, or on a non-blocking one, yielding its waits."""
     while True:
         try:
             return sock.recv(n)
         except (BlockingIOError, ssl.SSLWantReadError):
-            if sock.getblocking() or not (yield (sock.fileno(), _POLLIN, timeout)):
-                raise ReadTimeout() from None
+            yield from _await(sock, _POLLIN, timeout)
         except ssl.SSLWantWriteError:
-            if sock.getblocking() or not (yield (sock.fileno(), _POLLOUT, timeout)):
-                raise ReadTimeout() from None
+            yield from _await(sock, _POLLOUT, timeout)
 
 
 def _no_hook():
@@ -555,17 +555,14 @@ def _read_exact(sock, rest, n, timeout):
     view = memoryview(body)
     have = len(rest)
     view[:have] = rest
-    fd = sock.fileno()
     while have < n:
         try:
             got = sock.recv_into(view[have:])
         except (BlockingIOError, ssl.SSLWantReadError):
-            if sock.getblocking() or not (yield (fd, _POLLIN, timeout)):
-                raise ReadTimeout() from None
+            yield from _await(sock, _POLLIN, timeout)
             continue
         except ssl.SSLWantWriteError:
-            if sock.getblocking() or not (yield (fd, _POLLOUT, timeout)):
-                raise ReadTimeout() from None
+            yield from _await(sock, _POLLOUT, timeout)
             continue
         if not got:
             raise Closed("connection closed in the middle of the response body")
