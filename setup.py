@@ -43,7 +43,7 @@ setup(
     license="BSD-3-Clause",
     packages=["vmod_lambda"],
     ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
-                            ext("_director"), ext("_vmod"), ext("_netio"),
+                            ext("_director"), ext("_vmod"), ext("_netio"), ext("_fastevent"),
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],
                           compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),

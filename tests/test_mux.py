@@ -100,6 +100,13 @@ def fire_counting_wakeups(v, paths, workers):
     return results, [tid for tid, n in after.items() if n > before.get(tid, 0)], len(after)
 
 
+def assert_answers(paths, results):
+    """Every fetch got its own function's answer."""
+    for path, (status, _headers, body) in zip(paths, results, strict=True):
+        assert status == 200, (path, status, body[:200])
+        assert body == f"answer for {path}".encode()
+
+
 def fire(v, paths, workers=64):
     with ThreadPoolExecutor(workers) as ex:
         return list(ex.map(v.request, paths))
@@ -115,9 +122,7 @@ def test_answers_never_cross():
     with FakeLambda(route) as fake, Varnishd(vcl(fake.url)) as v:
         results = fire(v, paths)
         assert not v.panicked()
-    for path, (status, _headers, body) in zip(paths, results):
-        assert status == 200, (path, status, body[:200])
-        assert body == f"answer for {path}".encode()
+    assert_answers(paths, results)
 
 
 def test_a_hanging_invocation_does_not_hold_up_its_worker():
@@ -158,9 +163,7 @@ def test_plain_jobs_are_served_alongside_multiplexed_ones():
     with FakeLambda(route) as fake, Varnishd(vcl(fake.url)) as v:
         results = fire(v, paths)
         assert not v.panicked()
-    for path, (status, _headers, body) in zip(paths, results):
-        assert status == 200, (path, status, body[:200])
-        assert body == f"answer for {path}".encode()
+    assert_answers(paths, results)
 
 
 def test_connections_closed_by_the_endpoint_are_replaced():
@@ -177,9 +180,7 @@ def test_connections_closed_by_the_endpoint_are_replaced():
         results += fire(v, again, workers=16)
         invocations = fake.invocations
         assert not v.panicked()
-    for path, (status, _headers, body) in zip(paths + again, results):
-        assert status == 200, (path, status, body[:200])
-        assert body == f"answer for {path}".encode()
+    assert_answers(paths + again, results)
     assert invocations == len(paths) + len(again)
 
 
@@ -211,7 +212,5 @@ def test_https_invocations_are_multiplexed():
             assert not v.panicked()
     finally:
         shutil.rmtree(certdir, ignore_errors=True)
-    for path, (status, _headers, body) in zip(paths, results):
-        assert status == 200, (path, status, body[:200])
-        assert body == f"answer for {path}".encode()
+    assert_answers(paths, results)
     assert 1 <= len(woke) <= 40, f"{len(woke)} worker threads woke up for 100 invocations"

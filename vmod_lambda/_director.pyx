@@ -39,6 +39,7 @@ from posix_thread cimport (pthread_mutex_t, pthread_cond_t, pthread_condattr_t, 
                            pthread_cond_broadcast, pthread_condattr_init,
                            pthread_condattr_setclock, CLOCK_MONOTONIC, ETIMEDOUT)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
+from vmod_lambda._fastevent cimport fast_event_v1
 from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
                                  stats_vsl, KIND_FETCH, KIND_PROBE)
 from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_detached, submit_result,
@@ -83,6 +84,8 @@ cdef struct fetch_job:
     char *note
     char *vsl                   # varnishlog lines of the invocation, NUL-separated
     size_t vsl_len
+    char *event                 # the event, when the fetch thread built it (_fastevent), or NULL
+    size_t event_len
 
 
 cdef void _job_free(lambda_job *j) noexcept nogil:
@@ -100,6 +103,7 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     free(job.err)
     free(job.note)
     free(job.vsl)
+    free(job.event)
     free(job)
 
 
@@ -167,7 +171,9 @@ def _fetch_call(_FetchRef ref):
             body = None
         else:
             body = PyBytes_FromStringAndSize(job.body, job.body_len) if job.body_len else b""
-        r = yield from _fetch.handle_gen(<object>job.obj.invoker, head, body, job.body_seen)
+        event = PyBytes_FromStringAndSize(job.event, job.event_len) if job.event != NULL \
+            else None
+        r = yield from _fetch.handle_gen(<object>job.obj.invoker, head, body, job.body_seen, event)
         head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
         job.resp_head = _dup(head_blob, &job.resp_head_len)
         job.resp_body = _dup(r.body, &job.resp_body_len, True)
@@ -306,6 +312,10 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         _job_free(<lambda_job *>job)
         return -1
 
+    if o.fast_event and job.body_seen == 0:
+        # The common request's event, here, in parallel with the other fetch threads (NULL:
+        # the worker maps it in Python).
+        job.event = fast_event_v1(job.head, job.head_len, VTIM_real(), &job.event_len)
     rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
     if rc == SUBMIT_DONE and job.vsl != NULL:
         h = job.vsl

@@ -19,6 +19,7 @@ cdef struct lambda_obj:
     int pool_size
     int streaming               # backend fetches use InvokeWithResponseStream
     int mux                     # fetches and invoke() are multiplexed jobs (Invoker.multiplexed)
+    int fast_event              # the fetch thread builds the event of common requests (_fastevent)
     PyObject *invoker           # owned reference to a vmod_lambda.invoker.Invoker
     VCL_BACKEND dir             # the director of .backend()
     const vrt_backend_probe *probe_spec     # the VCL's probe (lives as long as the VCL)

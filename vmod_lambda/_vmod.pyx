@@ -29,6 +29,8 @@ from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, lim
                                    SUBMIT_ABANDONED, SUBMIT_STOPPED)
 
 from vmod_lambda.config import ConfigError, validate_backend
+import os
+
 from vmod_lambda.invoker import InvokeError, Invoker, take_record
 
 cdef enum:
@@ -143,6 +145,9 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.pool_size = cfg.pool_size
     o.streaming = cfg.streaming
     o.mux = inv.multiplexed
+    # Payload format 1.0 (the default): common requests mapped in C on the fetch thread
+    # (_fastevent.pyx); VMOD_LAMBDA_FAST_EVENT=0 in varnishd's environment leaves all to Python.
+    o.fast_event = cfg.event_format == "1.0" and os.environ.get("VMOD_LAMBDA_FAST_EVENT") != "0"
     o.probe_spec = a.probe
     o.probe_healthy = 1
     if limiter_init(&o.lim, cfg.pool_size) != 0 or o.vcl_name == NULL or \

@@ -324,8 +324,9 @@ class DirectClient:
                 return sock, True
             sock.close()
 
-    def _checkin(self, sock):
-        if len(self._idle) < self.pool_size:
+    def _release(self, sock, keep):
+        """Back to the idle connections when keep (and there is room), else closed."""
+        if keep and len(self._idle) < self.pool_size:
             self._idle.append(sock)
         else:
             sock.close()
@@ -376,10 +377,7 @@ class DirectClient:
                 blocking_end()
             return resp
         finally:
-            if keep:
-                self._checkin(sock)
-            else:
-                sock.close()
+            self._release(sock, keep)
 
     def _exchange_py(self, head: bytes, payload: bytes):
         """The exchange in Python: https:// endpoints (and http:// in a build without _netio).
@@ -401,10 +399,7 @@ class DirectClient:
             resp, keep = yield from _reading(self._read_response(sock))
             return resp
         finally:
-            if keep:
-                self._checkin(sock)
-            else:
-                sock.close()
+            self._release(sock, keep)
 
     def _read_response(self, sock):
         buf = bytearray()

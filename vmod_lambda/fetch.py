@@ -85,12 +85,16 @@ def handle(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int) 
     return direct.run(handle_gen(invoker, head, body, body_len))
 
 
-def handle_gen(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int):
-    """handle() as a generator of socket exchanges (see direct.run() and Invoker.invoke_gen())."""
+def handle_gen(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int,
+               event: Optional[bytes] = None):
+    """handle() as a generator of socket exchanges (see direct.run() and Invoker.invoke_gen()).
+    event: the event already built from head and body (_fastevent.pyx does it for common
+    requests on the fetch thread), or None to build it here."""
     cfg = invoker.cfg
     if body is None:
         return too_large("request body", body_len)
-    event = _event(cfg, head, body)
+    if event is None:
+        event = _event(cfg, head, body)
     if len(event) > MAX_PAYLOAD:
         return too_large("event", len(event))
     res = yield from invoker.invoke_gen(event)
