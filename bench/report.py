@@ -126,27 +126,37 @@ def targets(res, s):
     """[(name, measured text, target text, met: bool|None)]."""
     rows = []
 
+    per_round = {}
+    for run in res.get("runs", []):
+        per_round.setdefault(run["case"], {})[run["round"]] = run["rps"]
+
     def ratio(a, b):
-        if a in s and b in s and s[b]["rps_median"]:
-            return s[a]["rps_median"] / s[b]["rps_median"]
-        return None
+        """The median over rounds of a's rate / b's rate in the same round (the two cases run
+        back to back in every round, so a load drift between rounds cancels out), and the
+        per-round ratios."""
+        ra, rb = per_round.get(a, {}), per_round.get(b, {})
+        rs = [ra[k] / rb[k] for k in sorted(ra) if k in rb and rb[k]]
+        return (statistics.median(rs), rs) if rs else (None, [])
+
+    def shown(r, rs, digits):
+        if r is None:
+            return "-"
+        return f"{r:.{digits}f} (rounds: {', '.join(f'{x:.{digits}f}' for x in rs)})"
 
     fast = res.get("default_transport", "boto3")
-    r = ratio("b_lambda_pass", "a_native_pass")
-    rows.append((f"lambda backend pass ({fast}) / native pass", fmt(r, 2), ">= 0.50",
-                 None if r is None else r >= 0.5))
-    r = ratio("b_boto3_pass", "a_native_pass")
-    if r is not None:
-        rows.append(("lambda backend pass (boto3) / native pass", fmt(r, 2), "(reference)", None))
-    r = ratio("c_invoke", "a_native_pass")
-    rows.append((f"invoke() + synth ({fast}) / native pass", fmt(r, 2), ">= 0.50",
-                 None if r is None else r >= 0.5))
-    r = ratio("c_boto3_invoke", "a_native_pass")
-    if r is not None:
-        rows.append(("invoke() + synth (boto3) / native pass", fmt(r, 2), "(reference)", None))
-    r = ratio("d_lambda_hit", "d_native_hit")
-    rows.append(("lambda-backed hits / native-backed hits", fmt(r, 3), ">= 0.95",
-                 None if r is None else r >= 0.95))
+    for a, b, name, digits, want in (
+            ("b_lambda_pass", "a_native_pass", f"lambda backend pass ({fast}) / native pass", 2,
+             0.5),
+            ("b_boto3_pass", "a_native_pass", "lambda backend pass (boto3) / native pass", 2, None),
+            ("c_invoke", "a_native_pass", f"invoke() + synth ({fast}) / native pass", 2, 0.5),
+            ("c_boto3_invoke", "a_native_pass", "invoke() + synth (boto3) / native pass", 2, None),
+            ("d_lambda_hit", "d_native_hit", "lambda-backed hits / native-backed hits", 3, 0.95)):
+        r, rs = ratio(a, b)
+        if want is None:
+            if r is not None:
+                rows.append((name, shown(r, rs, digits), "(reference)", None))
+            continue
+        rows.append((name, shown(r, rs, digits), f">= {want:.2f}", None if r is None else r >= want))
 
     def cpu_ratio(a, b):
         if a in s and b in s and s[a]["cpu_ms"]:
@@ -281,7 +291,8 @@ def main():
              "wrk, nginx, the emulator and varnishd share the machine's cores, so it includes the "
              "benchmark's own processes (set BENCH_NOTE to say what else ran). Absolute numbers "
              "move between runs; ratios from the same run (cases interleaved round by round) "
-             "less so.\n")
+             "less so. A ratio of rates is the median over rounds of the two cases' rates in "
+             "the same round (they run back to back), the per-round ratios in brackets.\n")
     if os.environ.get("BENCH_NOTE"):
         L.append(f"**Note on this run:** {os.environ['BENCH_NOTE']}\n")
     L.append("## Targets (issue 5)\n")
