@@ -198,6 +198,17 @@ cdef void _group(span *keys, int n, int *first, int *last, bint query) noexcept 
         last[first[i]] = i
 
 
+cdef void _key(buf *b, span k, bint comma, bint query) noexcept nogil:
+    """[","] "key": -- a query key ("+" as a space) or a lower-cased header name."""
+    if comma:
+        _put(b, ",", 1)
+    if query:
+        _str(b, k.p, k.n, True)
+    else:
+        _lname(b, k)
+    _put(b, ":", 1)
+
+
 cdef void _objects(buf *b, const char *single, const char *multi, span *keys, span *vals, int n,
                    bint query) noexcept nogil:
     """"single":{k:last value,...},"multi":{k:[values...],...} ({} or null when n == 0)."""
@@ -215,14 +226,8 @@ cdef void _objects(buf *b, const char *single, const char *multi, span *keys, sp
         for i in range(n):
             if first[i] != i:
                 continue
-            if comma:
-                _put(b, ",", 1)
+            _key(b, keys[i], comma, query)
             comma = True
-            if query:
-                _str(b, keys[i].p, keys[i].n, True)
-            else:
-                _lname(b, keys[i])
-            _put(b, ":", 1)
             _str(b, vals[last[i]].p, vals[last[i]].n, query)
         _put(b, "}", 1)
     _lit(b, multi)
@@ -234,14 +239,9 @@ cdef void _objects(buf *b, const char *single, const char *multi, span *keys, sp
     for i in range(n):
         if first[i] != i:
             continue
-        if comma:
-            _put(b, ",", 1)
+        _key(b, keys[i], comma, query)
         comma = True
-        if query:
-            _str(b, keys[i].p, keys[i].n, True)
-        else:
-            _lname(b, keys[i])
-        _put(b, ":[", 2)
+        _put(b, "[", 1)
         for j in range(i, n):
             if first[j] == i:
                 if j != i:
