@@ -407,13 +407,14 @@ cdef struct mux_slot:
 cdef class _Worker:
     """One worker thread of the pool (_worker_main).
 
-    Jobs with a start function (multiplexed: the direct transport to an http:// endpoint) are
-    generators of socket exchanges; a worker runs up to MUX_MAX of them at once: it takes every
-    queued job it can when it is awake, runs their Python parts back to back with the GIL, then
-    waits for all their exchanges with one poll() without it. Under load one wake-up and one GIL
-    acquisition serve several jobs, where one job per thread cost several of each (context switches
-    were most of the CPU of a Lambda fetch, BENCHMARKS.md). Other jobs (boto3, streaming, https)
-    run whole, one at a time, when the worker has nothing else in flight."""
+    Multiplexed jobs (job.mux: fetches and invoke() through the direct transport) are generators
+    of socket work (exchanges for http://, waits for https://); a worker runs up to MUX_MAX of them
+    at once: it takes every queued job it can when it is awake, runs their Python parts back to
+    back with the GIL, then waits for all their socket work with one poll() without it. Under load
+    one wake-up and one GIL acquisition serve several jobs, where one job per thread cost several
+    of each (context switches were most of the CPU of a Lambda fetch, BENCHMARKS.md). Other jobs
+    (boto3 transport, streaming, selftest) run whole, one at a time, when the worker has nothing
+    else in flight."""
     cdef mux_slot slots[MUX_MAX]
     cdef int pmap[MUX_MAX]
     cdef lambda_job *fresh[MUX_MAX]
