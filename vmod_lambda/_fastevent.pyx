@@ -61,8 +61,7 @@ API_ID = _KEEP[1]
 STAGE = _KEEP[2]
 
 cdef const char *MONTHS[12]
-_MONTHS = [m.encode("ascii") for m in ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
-                                        "Sep", "Oct", "Nov", "Dec")]
+_MONTHS = [m.encode("ascii") for m in _events._MONTHS]
 for _i in range(12):
     MONTHS[_i] = _MONTHS[_i]
 

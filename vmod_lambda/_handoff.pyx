@@ -65,11 +65,9 @@ cdef int nthreads
 # listeners: workers waiting in poll() for the exchanges of their jobs that have room for more, the
 # last one to start waiting first (a job wakes it through its eventfd rather than an idle worker:
 # the load gathers on few workers, which then serve several jobs per wake-up and GIL hold).
-# q_plain: queued jobs that are not multiplexed (job.mux 0: only an idle worker takes them).
 cdef int awake
 cdef int idle_waiting
 cdef int pending
-cdef int q_plain
 
 cdef struct mux_listener:
     int efd
@@ -85,7 +83,7 @@ cdef enum:
 _threads = []
 
 cdef void _module_init() noexcept:
-    global q_head, q_tail, target, nthreads, awake, q_plain, idle_waiting, pending, listeners
+    global q_head, q_tail, target, nthreads, awake, idle_waiting, pending, listeners
     pthread_mutex_init(&mtx, NULL)
     pthread_condattr_init(&cond_attr)
     pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC)
@@ -97,7 +95,6 @@ cdef void _module_init() noexcept:
     awake = 0
     idle_waiting = 0
     pending = 0
-    q_plain = 0
     listeners = NULL
 
 _module_init()
@@ -150,7 +147,7 @@ cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil:
 
 cdef void _remove(lambda_job *job, lambda_job *prev) noexcept nogil:
     """Under mtx: take job (after prev, or the head) out of the queue."""
-    global q_head, q_tail, q_plain
+    global q_head, q_tail
     if prev == NULL:
         q_head = job.next
     else:
@@ -158,8 +155,6 @@ cdef void _remove(lambda_job *job, lambda_job *prev) noexcept nogil:
     if q_tail == job:
         q_tail = prev
     job.next = NULL
-    if not job.mux:
-        q_plain -= 1
     lambda_stat_sub(job.limiter.st_queued, 1)
 
 
@@ -178,7 +173,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
                           int detached) noexcept nogil:
     """Take a slot of lim (waiting until ts) and queue job. SUBMIT_DONE: queued, mtx still held;
     otherwise mtx is released and the job is the caller's again."""
-    global q_head, q_tail, q_plain
+    global q_head, q_tail
     cdef int rc
     job.magic = JOB_MAGIC
     job.limiter = lim
@@ -208,8 +203,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
         q_tail.next = job
     q_tail = job
     if not job.mux:
-        q_plain += 1
-        _wake_idle()
+        _wake_idle()        # only an idle worker takes a job that is not multiplexed
     elif awake == 0:
         # A worker that is awake takes a multiplexed job before it sleeps: waking another one
         # for it would cost a context switch and spread the jobs thin (one per worker).

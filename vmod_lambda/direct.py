@@ -189,7 +189,7 @@ class DirectClient:
         self._paths = {}
         # invoke_gen() yields its socket exchanges (http://) or waits (https://) to the caller,
         # which runs them without the GIL; the sockets of https:// endpoints do not block then.
-        self.nogil = _netio is not None
+        self.yields_io = _netio is not None
 
     # ------------------------------------------------------------------------------ requests
 
@@ -295,7 +295,7 @@ class DirectClient:
             sock.settimeout(None)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self._timeval)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, self._timeval)
-            if self._ssl is not None and self.nogil:
+            if self._ssl is not None and self.yields_io:
                 # TLS in Python, its waits yielded (_exchange_py): reads and writes never block.
                 sock.setblocking(False)
         except socket.timeout:

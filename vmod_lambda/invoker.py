@@ -248,9 +248,9 @@ class Invoker:
 
     @property
     def multiplexed(self) -> bool:
-        """True when invoke_gen() yields its socket exchanges (the direct transport to an http://
-        endpoint): the worker pool then runs several invocations per thread (_handoff.pyx)."""
-        return self.direct is not None and self.direct.nogil
+        """True when invoke_gen() yields its socket work (the direct transport, http:// or
+        https://): the worker pool then runs several invocations per thread (_handoff.pyx)."""
+        return self.direct is not None and self.direct.yields_io
 
     def invoke_gen(self, payload: bytes, invocation_type: str = "RequestResponse",
                    qualifier: Optional[str] = None):
