@@ -342,6 +342,29 @@ cdef object xchg_result(xchg *x):
         xchg_clear(x)
 
 
+cdef void _drive(xchg *x) noexcept nogil:
+    """Run x (an exchange or a wait) to its end here, polling its socket."""
+    cdef pollfd pfd
+    cdef double left
+    cdef int r
+    if x.state != X_DONE and not x.is_wait:
+        xchg_progress(x)        # the idle check, and what the socket takes of the request now
+    while x.state != X_DONE:
+        left = x.deadline - _now()
+        if left <= 0:
+            xchg_expire(x)
+            break
+        pfd.fd = x.fd
+        pfd.events = xchg_events(x)
+        pfd.revents = 0
+        r = poll(&pfd, 1, <int>(left * 1000) + 1)
+        if r < 0 and errno != EINTR:
+            _fail(x, C_RECV_ERROR, errno)
+            break
+        if r > 0:
+            xchg_progress(x)
+
+
 def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout):
     """(outcome, errno, response head incl. the blank line, body or its start, complete).
 
@@ -349,49 +372,21 @@ def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout)
     (chunked, to EOF) from the socket, starting with the bytes returned. A send or receive that
     waits longer than timeout seconds ends the exchange (SEND_TIMEOUT, RECV_TIMEOUT)."""
     cdef xchg x
-    cdef pollfd pfd
-    cdef double left
-    cdef int r
     cdef const char *h = head
     cdef size_t hn = len(head)
     cdef const char *pl = payload
     cdef size_t pn = len(payload)
     with nogil:
         xchg_begin(&x, fd, h, hn, pl, pn, check_idle, timeout)
-        if x.state != X_DONE:
-            xchg_progress(&x)
-        while x.state != X_DONE:
-            left = x.deadline - _now()
-            if left <= 0:
-                xchg_expire(&x)
-                break
-            pfd.fd = fd
-            pfd.events = xchg_events(&x)
-            pfd.revents = 0
-            r = poll(&pfd, 1, <int>(left * 1000) + 1)
-            if r < 0 and errno != EINTR:
-                _fail(&x, C_RECV_ERROR, errno)
-                break
-            if r > 0:
-                xchg_progress(&x)
+        _drive(&x)
     return xchg_result(&x)
 
 
 def wait(int fd, short events, double timeout):
-    """Whether fd became ready for events (poll()) within timeout seconds, without the GIL."""
-    cdef pollfd pfd
-    cdef double deadline = _now() + timeout, left
-    cdef int r
-    pfd.fd = fd
-    pfd.events = events
+    """Whether fd became ready for events (poll()) within timeout seconds, without the GIL (a
+    failing poll() counts as ready: the next socket call reports the error)."""
+    cdef xchg x
     with nogil:
-        while True:
-            left = deadline - _now()
-            if left < 0:
-                r = 0
-                break
-            pfd.revents = 0
-            r = poll(&pfd, 1, <int>(left * 1000) + 1)
-            if r >= 0 or errno != EINTR:
-                break
-    return r != 0       # ready, or an error the next socket call reports
+        xchg_wait(&x, fd, events, timeout)
+        _drive(&x)
+    return x.rc != C_RECV_TIMEOUT
