@@ -7,6 +7,9 @@
 #   make docs          docs/vmod_lambda.rst and docs/vmod_lambda.3 from vmod_lambda.vcc
 #   make soak          20 minutes of mixed traffic, the child's RSS must stay within 10% (not in test)
 #   make valgrind      the varnishtest suite with varnishd under valgrind memcheck (slow, not in test)
+#   make lock          refresh the exact pins (*.lock) from the ranges (*.in); installs use only the pins
+#   make fresh-check   clone the committed tree into an empty folder and run `make check` and `make demo`
+#                      there as a new user would (before each submission)
 #
 # Every target sets up what it needs first (scripts/setup-deps.sh: apt as root, pip into .venv).
 
@@ -45,14 +48,14 @@ HOTPY        := vmod_lambda/events.py vmod_lambda/direct.py vmod_lambda/fetch.py
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
-	clean distclean demo test-matrix soak valgrind
+	clean distclean demo test-matrix soak valgrind lock fresh-check
 
 all: deps
 	@$(MAKE) --no-print-directory build
 
 deps: $(DEPS_STAMP)
 
-$(DEPS_STAMP): scripts/setup-deps.sh requirements-dev.txt
+$(DEPS_STAMP): scripts/setup-deps.sh requirements-dev.lock
 	sh scripts/setup-deps.sh $(VENV)
 	touch $@
 
@@ -161,7 +164,7 @@ valgrind: stage
 	STAGE=$(STAGE) sh scripts/valgrind-vtc.sh -j $(VTC_JOBS) $(VALGRIND_VTC)
 
 # The reference manual, rendered from the .vcc by the installed vmodtool, committed under docs/.
-# docs-check fails when the committed copy is stale (for the Varnish version that rendered it).
+# docs-check fails when the committed copy's text is stale (scripts/docs.sh).
 docs: $(BUILD)/vcc_if.c deps
 	sh scripts/docs.sh render $(BUILD) docs $(VENV)
 
@@ -172,6 +175,13 @@ docs-check: $(BUILD)/vcc_if.c deps
 # with examples/demo.vcl on 127.0.0.1:6081.
 demo: install
 	VENV=$(VENV) sh scripts/demo.sh
+
+# The exact pins of every Python dependency, from the ranges in requirements-*.in and bench/requirements.in.
+lock:
+	sh scripts/lock.sh
+
+fresh-check:
+	sh scripts/fresh-check.sh
 
 clean:
 	rm -rf $(BUILD) vmod_lambda/*.so vmod_lambda/*.c .pytest_cache

@@ -410,7 +410,7 @@ METHOD = """## Method
 
 - `make bench` stages the fresh build (`make stage`), installs what the benchmarks need
   (bench/setup.sh: nginx-light, libnginx-mod-http-echo and wrk from Debian; matplotlib and py-spy into
-  .venv from bench/requirements.txt), then runs bench/run.py and bench/report.py. `make bench
+  .venv from bench/requirements.lock), then runs bench/run.py and bench/report.py. `make bench
   BENCH_ARGS="--rounds 5 --duration 10"` changes rounds and durations; `--quick` is a 1-round check.
 - Origin: one nginx (1 worker, bench/nginx.conf.in) for every case, on 127.0.0.1. Native cases GET
   `/native/...` (22-byte text body, `Cache-Control: max-age=3600`). Lambda cases POST the Invoke API

@@ -21,7 +21,7 @@ if [ -n "$need" ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
 fi
 stamp="$venv/.vmod-lambda-bench-deps"
-if ! cmp -s "$here/requirements.txt" "$stamp"; then
-	"$venv/bin/pip" install -q -r "$here/requirements.txt"
-	cp "$here/requirements.txt" "$stamp"
+if ! cmp -s "$here/requirements.lock" "$stamp"; then
+	"$venv/bin/pip" install -q -r "$here/requirements.lock"
+	cp "$here/requirements.lock" "$stamp"
 fi

@@ -17,7 +17,7 @@ umask 022
 if [ ! -x "$home/bin/python3" ]; then
 	"$py" -m venv "$home"
 fi
-req="$here/requirements-runtime.txt"
+req="$here/requirements-runtime.lock"
 if ! cmp -s "$req" "$home/.vmod-lambda-runtime-deps"; then
 	"$home/bin/pip" install -q -r "$req"
 	cp "$req" "$home/.vmod-lambda-runtime-deps"

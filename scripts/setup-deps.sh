@@ -5,13 +5,15 @@
 #
 # apt (as root): Varnish and its headers, Debian's Python with headers and venv, a C toolchain.
 # pip, into VENV (default .venv, built on Debian's /usr/bin/python3 so that the interpreter embedded in
-# varnishd and the one that builds the Cython module are the same): requirements-dev.txt.
+# varnishd and the one that builds the Cython module are the same): the exact pins of requirements-dev.lock
+# (`make lock` refreshes it from requirements-dev.in).
 set -eu
 
 VENV=${1:-.venv}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-APT_PKGS="varnish libvarnishapi-dev python3 python3-dev python3-venv gcc make pkg-config libjemalloc2"
+# git: the fresh-machine check clones; curl: the demo walkthrough (tests/test_demo.py) runs its lines.
+APT_PKGS="varnish libvarnishapi-dev python3 python3-dev python3-venv gcc make pkg-config libjemalloc2 git curl"
 missing=""
 for p in $APT_PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -34,7 +36,7 @@ if [ -n "${CI:-}" ] && command -v systemctl >/dev/null 2>&1; then
 fi
 
 stamp="$VENV/.vmod-lambda-dev-deps"
-req="$here/requirements-dev.txt"
+req="$here/requirements-dev.lock"
 if [ ! -x "$VENV/bin/python" ]; then
 	/usr/bin/python3 -m venv "$VENV"
 fi
