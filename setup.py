@@ -1,7 +1,9 @@
 """Build of the Python side of vmod-lambda: the vmod_lambda package and its Cython modules.
 
 `make` drives this (`setup.py build_ext --inplace`) after it generated build/vmod_lambda_build.h; the
-Cython modules compile against the installed Varnish's headers (pkg-config varnishapi).
+Cython modules compile against the installed Varnish's headers (pkg-config varnishapi). The local
+Lambda emulator is packaged apart (lambda_emulator/pyproject.toml, with its vmod-lambda-emulator
+script), so that it installs without Cython or Varnish and never lands in varnishd's Python home.
 """
 
 import os
@@ -47,6 +49,5 @@ setup(
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],
                           compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),
-    entry_points={"console_scripts": ["vmod-lambda-emulator = vmod_lambda.emulator:main"]},
     zip_safe=False,
 )

@@ -433,7 +433,7 @@ METHOD = """## Method
   log; /proc/loadavg before/after.
 - Streaming cases (s, t; `bench/run.py --only streaming`, or `BENCH_ONLY=streaming`, runs only
   them): the origin of their Lambda backends is the product's emulator (`python -m
-  vmod_lambda.emulator`, its own process) serving bench/stream_handlers.py; the backends have
+  lambda_emulator`, its own process) serving bench/stream_handlers.py; the backends have
   `event_format = "2.0"`, `pool_size = 4`, `timeout = 120s`, and `streaming = true` or false.
   s: the function `trickle` writes its first 1 KiB at once, then 1 KiB every 100 ms (11 chunks,
   ~1 s); the streaming backend gets it after an HTTP-integration prelude (`?mode=http`), the

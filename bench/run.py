@@ -194,7 +194,7 @@ class Nginx:
 
 
 class EmulatorOrigin:
-    """The product's emulator (python -m vmod_lambda.emulator) serving bench/stream_handlers.py, in
+    """The product's emulator (python -m lambda_emulator) serving bench/stream_handlers.py, in
     its own process: the origin of the streaming Lambda cases."""
 
     def __init__(self, workdir):
@@ -208,7 +208,7 @@ class EmulatorOrigin:
                                      "bench-stream-big": {"handler": "stream_handlers:big", **fn}}},
                       f)
         self.log = open(os.path.join(self.dir, "emulator.log"), "w+")
-        self.proc = subprocess.Popen([sys.executable, "-m", "vmod_lambda.emulator", "--quiet",
+        self.proc = subprocess.Popen([sys.executable, "-m", "lambda_emulator", "--quiet",
                                       "--port", str(self.port), "--config", cfg],
                                      stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT,
                                      env={**os.environ, "PYTHONPATH": ROOT})

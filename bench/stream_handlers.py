@@ -1,5 +1,5 @@
 """The functions of the streaming cases of bench/run.py, served by the product's emulator
-(`python -m vmod_lambda.emulator`, started by bench/run.py with bench/ on its path).
+(`python -m lambda_emulator`, started by bench/run.py with bench/ on its path).
 
 trickle: writes its first chunk at once, then one more every 100 ms for ~1 s (11 chunks of 1 KiB).
 With `?mode=http` (the streaming backend) it starts with an HTTP-integration prelude
@@ -13,7 +13,7 @@ nobody reads), after an HTTP-integration prelude.
 
 import time
 
-from vmod_lambda.emulator import HttpResponseStream, streamify_response
+from lambda_emulator import HttpResponseStream, streamify_response
 
 CHUNKS = 11
 INTERVAL = 0.1

@@ -2,7 +2,7 @@
 
 Serve them locally with the emulator:
 
-    python -m vmod_lambda.emulator --path examples echo=app:echo hello=app:hello \
+    python -m lambda_emulator --path examples echo=app:echo hello=app:hello \
         fail=app:fail slow=app:slow big=app:big
 
     echo   returns the event unchanged

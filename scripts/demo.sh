@@ -74,7 +74,7 @@ trap 'stop 1' EXIT
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-demo} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-demo}
 export AWS_EC2_METADATA_DISABLED=true
 
-"$venv/bin/python" -m vmod_lambda.emulator --port "$lport" --path "$here/examples" -q \
+"$venv/bin/python" -m lambda_emulator --port "$lport" --path "$here/examples" -q \
 	demo-app=demo_app:handler > "$workdir/emulator.out" 2>&1 &
 emulator=$!
 pids="$emulator"

@@ -75,7 +75,7 @@ def record(event, context):
 
 # ---- response streaming (InvokeWithResponseStream)
 
-from vmod_lambda.emulator import HttpResponseStream, streamify_response  # noqa: E402
+from lambda_emulator import HttpResponseStream, streamify_response  # noqa: E402
 
 
 @streamify_response

@@ -21,7 +21,7 @@ def chatty_page(event, context):
 
 # ---- streaming backends (tests/test_varnish_streaming.py): parameters in the query string
 
-from vmod_lambda.emulator import HttpResponseStream, streamify_response  # noqa: E402
+from lambda_emulator import HttpResponseStream, streamify_response  # noqa: E402
 
 
 def _pattern(i, size):

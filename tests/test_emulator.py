@@ -1,4 +1,4 @@
-"""The Lambda emulator (vmod_lambda.emulator), driven with real boto3 as against AWS Lambda.
+"""The Lambda emulator (lambda_emulator), driven with real boto3 as against AWS Lambda.
 
 Every request goes to 127.0.0.1. Handlers: examples/app.py and tests/handlers_emulator.py.
 """
@@ -23,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from vmod_lambda.emulator import (Emulator, EmulatorConfigError, FunctionConfig,  # noqa: E402
-                                  MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, load_config)
+from lambda_emulator import (Emulator, EmulatorConfigError, FunctionConfig,  # noqa: E402
+                             MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, load_config)
 
 TESTS = os.path.join(ROOT, "tests")
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -311,7 +311,7 @@ def test_handler_exception_is_unhandled_function_error(client):
     assert isinstance(body["stackTrace"], list) and body["stackTrace"]
     assert all(isinstance(line, str) for line in body["stackTrace"])
     assert 'raise ValueError("boom")' in body["stackTrace"][-1]
-    assert "emulator.py" not in "".join(body["stackTrace"])
+    assert "lambda_emulator" not in "".join(body["stackTrace"])       # no frame of the runtime
     assert "[ERROR] ValueError: boom\nTraceback (most recent call last):" in tail(resp)
 
 
@@ -572,7 +572,7 @@ def test_command_line_serves_config_and_stops_on_sigterm(tmp_path):
                 "environment": {"FROM_CONFIG": "yes"}}}}))
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmod_lambda.emulator", "--port", "0", "--config", str(cfg),
+        [sys.executable, "-m", "lambda_emulator", "--port", "0", "--config", str(cfg),
          "--path", EXAMPLES, "--function", "echo=app:echo", "hello=app:hello"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(tmp_path))
     try:
@@ -602,7 +602,7 @@ def test_command_line_serves_config_and_stops_on_sigterm(tmp_path):
 def test_command_line_refuses_non_loopback_host():
     env = dict(os.environ, PYTHONPATH=ROOT)
     result = subprocess.run(
-        [sys.executable, "-m", "vmod_lambda.emulator", "--host", "0.0.0.0", "--port", "0",
+        [sys.executable, "-m", "lambda_emulator", "--host", "0.0.0.0", "--port", "0",
          "echo=app:echo"], capture_output=True, text=True, env=env, timeout=30)
     assert result.returncode == 2
     assert "loopback" in result.stderr

@@ -20,7 +20,7 @@ EXAMPLES = os.path.join(ROOT, "examples")
 sys.path.insert(0, TESTS)
 
 from vmod_lambda import eventstream  # noqa: E402
-from vmod_lambda.emulator import Emulator, FunctionConfig  # noqa: E402
+from lambda_emulator import Emulator, FunctionConfig  # noqa: E402
 from handlers_emulator import big_chunks  # noqa: E402
 
 

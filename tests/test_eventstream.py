@@ -1,7 +1,7 @@
 """vmod_lambda.eventstream: the event stream decoder, Lambda's stream events and the HTTP prelude.
 
-The encoder is checked against botocore's own decoder, the decoder against hand-built frames and
-against every way of splitting a stream into reads.
+The encoder (the emulator's, lambda_emulator.eventstream) is checked against botocore's own decoder,
+the decoder against hand-built frames and against every way of splitting a stream into reads.
 """
 
 import json
@@ -12,10 +12,11 @@ from binascii import crc32
 import pytest
 from botocore.eventstream import EventStreamBuffer
 
+from lambda_emulator.eventstream import (encode_message, encode_prelude, exception_message,
+                                         invoke_complete, payload_chunk)
 from vmod_lambda.eventstream import (ChecksumError, Decoder, FrameError, LambdaStream,
                                      LambdaStreamError, PRELUDE_DELIMITER, Prelude, PreludeError,
-                                     PreludeParser, TruncatedError, encode_message, encode_prelude,
-                                     exception_message, invoke_complete, payload_chunk)
+                                     PreludeParser, TruncatedError)
 
 
 def frame(headers_blob: bytes, payload: bytes, total=None, hlen=None) -> bytes:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from vmod_lambda.config import validate_backend
-from vmod_lambda.emulator import Emulator, FunctionConfig
+from lambda_emulator import Emulator, FunctionConfig
 from vmod_lambda.fetch import StreamedFetch
 from vmod_lambda.invoker import InvokeError, Invoker
 

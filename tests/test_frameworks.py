@@ -37,7 +37,7 @@ pytest.importorskip("pydantic")
 pytest.importorskip("apig_wsgi")
 pytest.importorskip("flask")
 
-from vmod_lambda.emulator import Emulator, FunctionConfig  # noqa: E402
+from lambda_emulator import Emulator, FunctionConfig  # noqa: E402
 
 APPS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
                     "frameworks")

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from vmod_lambda.emulator import Emulator, FunctionConfig
+from lambda_emulator import Emulator, FunctionConfig
 from varnish_harness import Varnishd, require_stage
 
 HERE = os.path.dirname(__file__)

@@ -183,7 +183,7 @@ def test_client_headers_are_data_in_the_event_never_invoke_headers(env_creds):
 
 def test_emulator_listens_on_loopback_only_by_default():
     here = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.Popen([sys.executable, "-m", "vmod_lambda.emulator", "--port", "0", "-q",
+    proc = subprocess.Popen([sys.executable, "-m", "lambda_emulator", "--port", "0", "-q",
                              "--path", here, "info=handlers_emulator:context_info"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(here))

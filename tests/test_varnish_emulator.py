@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from vmod_lambda.emulator import Emulator, FunctionConfig
+from lambda_emulator import Emulator, FunctionConfig
 from varnish_harness import Varnishd, require_stage
 
 HERE = os.path.dirname(__file__)

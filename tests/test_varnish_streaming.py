@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from vmod_lambda.emulator import Emulator, FunctionConfig
+from lambda_emulator import Emulator, FunctionConfig
 from varnish_harness import Varnishd, require_stage
 
 HERE = os.path.dirname(__file__)

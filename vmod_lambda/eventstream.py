@@ -17,7 +17,8 @@ A streamed HTTP response (Node's ``awslambda.HttpResponseStream.from``, function
 JSON prelude ``{"statusCode": .., "headers": {..}, "cookies": [..]}`` and 8 NUL bytes, then the body.
 
 This module is pure Python and standard library (zlib's CRC-32 through binascii): the Decoder and
-the PreludeParser run in the VMOD's worker threads; encode_message serves the emulator and the tests.
+the PreludeParser run in the VMOD's worker threads. It only reads; the writer side (encode_message,
+payload_chunk, invoke_complete, encode_prelude) is the emulator's, lambda_emulator/eventstream.py.
 Memory stays bounded: a Decoder holds at most one message (max_payload + max_headers + what one
 feed() brings), a PreludeParser at most max_prelude bytes.
 """
@@ -29,11 +30,9 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 __all__ = ["Decoder", "EventStreamError", "ChecksumError", "FrameError", "TruncatedError",
-           "Message", "encode_message", "payload_chunk", "invoke_complete", "exception_message",
-           "StreamEvent", "LambdaStream", "LambdaStreamError",
-           "Prelude", "PreludeError", "PreludeParser", "PRELUDE_DELIMITER", "encode_prelude",
-           "MAX_HEADERS", "MAX_PAYLOAD", "MAX_PRELUDE", "EVENTSTREAM_CONTENT_TYPE",
-           "HTTP_INTEGRATION_CONTENT_TYPE"]
+           "Message", "StreamEvent", "LambdaStream", "LambdaStreamError",
+           "Prelude", "PreludeError", "PreludeParser", "PRELUDE_DELIMITER",
+           "MAX_HEADERS", "MAX_PAYLOAD", "MAX_PRELUDE", "HTTP_INTEGRATION_CONTENT_TYPE"]
 
 PRELUDE_LENGTH = 12
 MIN_MESSAGE = PRELUDE_LENGTH + 4
@@ -42,7 +41,6 @@ MAX_HEADERS = 128 * 1024
 MAX_PAYLOAD = 24 * 1024 * 1024
 MAX_PRELUDE = 64 * 1024          # an HTTP-integration prelude: beyond Varnish's own header limits
 PRELUDE_DELIMITER = b"\0" * 8
-EVENTSTREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 HTTP_INTEGRATION_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
 
 _U32x3 = struct.Struct(">III")
@@ -69,71 +67,6 @@ class TruncatedError(EventStreamError):
 class Message:
     headers: dict
     payload: bytes
-
-
-# --------------------------------------------------------------------------------------------------
-# Encoding (emulator, tests)
-
-def _encode_header(name: str, value) -> bytes:
-    raw = name.encode("utf-8")
-    if not 0 < len(raw) < 256:
-        raise ValueError(f"header name {name[:40]!r} must be 1 to 255 bytes")
-    out = bytes([len(raw)]) + raw
-    if value is True:
-        return out + b"\x00"
-    if value is False:
-        return out + b"\x01"
-    if isinstance(value, int):
-        return out + b"\x04" + struct.pack(">i", value)
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-        kind = b"\x07"
-    elif isinstance(value, (bytes, bytearray)):
-        kind = b"\x06"
-    else:
-        raise TypeError(f"header {name}: cannot encode a {type(value).__name__}")
-    if len(value) > 0xFFFF:
-        raise ValueError(f"header {name}: value longer than 65535 bytes")
-    return out + kind + struct.pack(">H", len(value)) + bytes(value)
-
-
-def encode_message(headers, payload: bytes = b"", *, corrupt: Optional[str] = None) -> bytes:
-    """One event stream message. headers: a dict or (name, value) pairs (str, bytes, bool, int).
-    corrupt="prelude" or "message" flips a bit of that CRC (for tests of the decoders)."""
-    items = headers.items() if isinstance(headers, dict) else headers
-    hdr = b"".join(_encode_header(n, v) for n, v in items)
-    total = MIN_MESSAGE + len(hdr) + len(payload)
-    head = struct.pack(">II", total, len(hdr))
-    pcrc = crc32(head)
-    if corrupt == "prelude":
-        pcrc ^= 1
-    msg = head + _U32.pack(pcrc) + hdr + payload
-    mcrc = crc32(msg)
-    if corrupt == "message":
-        mcrc ^= 1
-    return msg + _U32.pack(mcrc)
-
-
-def payload_chunk(data: bytes, **kw) -> bytes:
-    """A Lambda PayloadChunk event."""
-    return encode_message([(":event-type", "PayloadChunk"), (":content-type",
-                           "application/octet-stream"), (":message-type", "event")], data, **kw)
-
-
-def invoke_complete(error_code: Optional[str] = None, error_details: Optional[str] = None,
-                    log_result: Optional[str] = None, **kw) -> bytes:
-    """Lambda's final InvokeComplete event (members that are None are left out, as Lambda does)."""
-    body = {k: v for k, v in (("ErrorCode", error_code), ("ErrorDetails", error_details),
-                              ("LogResult", log_result)) if v is not None}
-    return encode_message([(":event-type", "InvokeComplete"), (":content-type", "application/json"),
-                           (":message-type", "event")], json.dumps(body).encode(), **kw)
-
-
-def exception_message(exception_type: str, message: str, **kw) -> bytes:
-    """A modeled-exception message, as AWS sends a service error inside an event stream."""
-    return encode_message([(":exception-type", exception_type), (":content-type",
-                           "application/json"), (":message-type", "exception")],
-                          json.dumps({"message": message}).encode(), **kw)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,17 +315,6 @@ class PreludeError(ValueError):
 class Prelude:
     status: int
     headers: List[Tuple[str, str]] = field(default_factory=list)   # Set-Cookie from cookies included
-
-
-def encode_prelude(status: int = 200, headers: Optional[dict] = None,
-                   cookies: Optional[list] = None) -> bytes:
-    """What awslambda.HttpResponseStream.from() writes first: JSON, then 8 NUL bytes."""
-    doc = {"statusCode": status}
-    if headers is not None:
-        doc["headers"] = headers
-    if cookies is not None:
-        doc["cookies"] = cookies
-    return json.dumps(doc, separators=(",", ":")).encode() + PRELUDE_DELIMITER
 
 
 def _parse_prelude(raw: bytes) -> Prelude:
