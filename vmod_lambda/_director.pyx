@@ -26,11 +26,12 @@ from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, SLT_Bac
                     HTTP_HDR_METHOD,
                     HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST)
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
-from lambda_compat cimport (lambda_log, lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
-                            lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
-                            lambda_beresp_fits, lambda_beresp_overflowed, lambda_vdi_methods,
-                            lambda_beresp_stream, lambda_vfp_error,
-                            lambda_bo_first_byte_timeout, lambda_bo_between_bytes_timeout)
+from lambda_compat cimport lambda_log
+from vmod_lambda_fetch cimport (lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
+                                lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
+                                lambda_beresp_fits, lambda_beresp_overflowed, lambda_vdi_methods,
+                                lambda_beresp_stream, lambda_vfp_error,
+                                lambda_bo_first_byte_timeout, lambda_bo_between_bytes_timeout)
 from libc.math cimport isnan
 from posix.time cimport timespec
 from posix_thread cimport (pthread_mutex_t, pthread_cond_t, pthread_condattr_t, pthread_mutex_init,

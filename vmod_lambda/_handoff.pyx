@@ -7,42 +7,17 @@ import time
 from libc.string cimport memset
 from libc.stdint cimport uint64_t
 
-cdef extern from "vmod_lambda_atomic.h" nogil:
-    void lambda_stat_add(uint64_t *p, uint64_t n)
-    void lambda_stat_sub(uint64_t *p, uint64_t n)
 from posix.time cimport timespec
 from posix_thread cimport *
+from posix_io cimport (eventfd, EFD_NONBLOCK, EFD_CLOEXEC, read, write, close, DIR, dirent,
+                       opendir, readdir, closedir, pollfd, poll, POLLIN)
+from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub
+from vmod_lambda_tls cimport lambda_blocking_depth
 from vmod_lambda._netio cimport (xchg, xchg_begin, xchg_wait, xchg_progress, xchg_events,
-                                 xchg_expire, xchg_result, X_DONE, X_SEND, pollfd, poll, POLLIN)
+                                 xchg_expire, xchg_result, X_DONE, X_SEND)
 
 from vmod_lambda import direct as _direct
 from vmod_lambda import invoker as _invoker
-
-cdef extern from "<sys/eventfd.h>" nogil:
-    int eventfd(unsigned int initval, int flags)
-    int EFD_NONBLOCK
-    int EFD_CLOEXEC
-
-cdef extern from "<unistd.h>" nogil:
-    ssize_t read(int fd, void *buf, size_t count)
-    ssize_t write(int fd, const void *buf, size_t count)
-    int close(int fd)
-
-cdef extern from *:
-    """
-    /* Per thread: -1 outside the pool's workers; in a worker, how deep it is in blocking calls. */
-    static __thread int lambda_blocking_depth = -1;
-    """
-    int lambda_blocking_depth
-
-cdef extern from "<dirent.h>" nogil:
-    ctypedef struct DIR:
-        pass
-    struct dirent:
-        pass
-    DIR *opendir(const char *)
-    dirent *readdir(DIR *)
-    int closedir(DIR *)
 
 # The pool is shared by every object of every VCL in the child; its size is the sum of the limits of
 # the live limiters, capped here. See vmod_lambda.vcc, "Threads".

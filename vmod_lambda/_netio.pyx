@@ -18,21 +18,12 @@ botocore's connections do.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINTR, errno
-
-cdef extern from "<errno.h>" nogil:
-    int EWOULDBLOCK
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memcpy
-
-cdef extern from "<sys/socket.h>" nogil:
-    ssize_t send(int sockfd, const void *buf, size_t length, int flags)
-    ssize_t recv(int sockfd, void *buf, size_t length, int flags)
-    int MSG_NOSIGNAL
-    int MSG_PEEK
-    int MSG_DONTWAIT
-
-cdef extern from "<string.h>" nogil:
-    void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
+from posix.time cimport timespec
+from posix_thread cimport clock_gettime, CLOCK_MONOTONIC
+from posix_io cimport (EWOULDBLOCK, send, recv, MSG_NOSIGNAL, MSG_PEEK, MSG_DONTWAIT, memmem,
+                       pollfd, poll, POLLIN, POLLOUT)
 
 # Outcomes (exchange()'s first value).
 cdef enum:
@@ -114,14 +105,6 @@ cdef long long _framing(const char *buf, size_t head_len, bint *chunked) noexcep
                 return -2           # invalid or conflicting: Python reports it
             cl = v
     return cl
-
-
-cdef extern from "<time.h>" nogil:
-    struct timespec:
-        long tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec *ts)
-    int CLOCK_MONOTONIC
 
 
 cdef inline double _now() noexcept nogil:

@@ -14,11 +14,7 @@ from libc.string cimport memcpy
 
 from vmod_lambda.stats import parse_tail, tail_lines
 
-cdef extern from "vmod_lambda_stats.h" nogil:
-    ctypedef struct lambda_vsc_seg:
-        pass
-    lambda_vsc *VSC_lambda_New(void *vc, lambda_vsc_seg **sg, const char *fmt, ...)
-    void VSC_lambda_Destroy(lambda_vsc_seg **sg)
+from vmod_lambda_stats cimport lambda_vsc_seg, VSC_lambda_New, VSC_lambda_Destroy
 
 
 cdef class _Segment:
