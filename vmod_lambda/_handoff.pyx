@@ -13,6 +13,7 @@ from posix_io cimport (eventfd, EFD_NONBLOCK, EFD_CLOEXEC, read, write, close, D
                        opendir, readdir, closedir, pollfd, poll, POLLIN)
 from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub
 from vmod_lambda_tls cimport lambda_blocking_depth
+from vmod_lambda._stats cimport stats_internal
 from vmod_lambda._netio cimport (xchg, xchg_begin, xchg_wait, xchg_progress, xchg_events,
                                  xchg_expire, xchg_result, X_DONE, X_SEND)
 
@@ -106,14 +107,6 @@ cdef bint limiter_retire(lambda_limiter *lim) noexcept nogil:
     idle = lim.inflight == 0
     pthread_mutex_unlock(&mtx)
     return idle
-
-
-cdef int limiter_inflight(lambda_limiter *lim) noexcept nogil:
-    cdef int n
-    pthread_mutex_lock(&mtx)
-    n = lim.inflight
-    pthread_mutex_unlock(&mtx)
-    return n
 
 
 cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil:
@@ -433,9 +426,12 @@ cdef class _Worker:
                 fd, events, timeout = op
             else:
                 fd, head, payload, check, timeout = op
-        except BaseException:
-            # StopIteration: done, the results are in the job. Anything else is a bug of the
-            # generator (they catch everything): the job fails with what it has.
+        except StopIteration:
+            self._finish(i)         # done: the results are in the job
+            return
+        except BaseException as e:
+            # A bug of the generator (they catch everything): the job fails with what it has.
+            stats_internal(NULL, NULL, "a worker's job", e)
             self._finish(i)
             return
         self.ops[i] = op
@@ -456,8 +452,9 @@ cdef class _Worker:
                     job.run(job)
                 else:
                     _direct.run(job.start(job))
-            except BaseException:
-                pass
+            except BaseException as e:
+                # A bug of the job (they catch everything): it is done with what it has.
+                stats_internal(NULL, NULL, "a worker's job", e)
             finally:
                 _blocking_end()
             self.done[self.ndone] = job
@@ -470,7 +467,8 @@ cdef class _Worker:
         self.nactive += 1
         try:
             self.gens[i] = job.start(job)
-        except BaseException:
+        except BaseException as e:
+            stats_internal(NULL, NULL, "starting a worker's job", e)
             self._finish(i)
             return
         self._advance(i, None)
@@ -608,7 +606,8 @@ def _worker_main():
     lambda_blocking_depth = 0
     try:
         w = _Worker()
-    except BaseException:
+    except BaseException as e:
+        stats_internal(NULL, NULL, "starting a worker thread", e)
         with nogil:
             pthread_mutex_lock(&mtx)
             nthreads -= 1

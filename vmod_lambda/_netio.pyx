@@ -47,7 +47,11 @@ EOF_BEFORE_HEAD = C_EOF_BEFORE_HEAD
 HEAD_TOO_LARGE = C_HEAD_TOO_LARGE
 NO_MEMORY = C_NO_MEMORY
 
-cdef size_t MAX_HEAD = 65536
+from vmod_lambda.limits import MAX_RESPONSE_HEAD as _MAX_RESPONSE_HEAD
+
+# The longest response head read (limits.py); no initializer on C globals (see DESIGN).
+cdef size_t MAX_HEAD
+MAX_HEAD = _MAX_RESPONSE_HEAD
 
 
 cdef inline char _lower(char c) noexcept nogil:

@@ -17,5 +17,6 @@ cdef lambda_vsc *stats_acquire(str name) except NULL
 cdef void stats_release(str name) noexcept
 cdef void stats_busy(lambda_vsc *v) noexcept nogil
 cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcept
+cdef void stats_internal(lambda_vsc *v, const char *obj, str where, object exc) noexcept
 cdef char *stats_vsl(const char *obj, const char *function, int kind, object err, object rec,
                      size_t *length) noexcept
