@@ -38,6 +38,8 @@ CFLAGS       ?= -O2 -g
 WARN         := -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-declaration
 SHIM_SRC     := include/vmod_lambda_shim.c
 LOADER_SRC   := include/vmod_lambda_loader.c
+# The fetch helpers (struct busyobj, the VFP), compiled into the director's extension (setup.py).
+FETCH_SRC    := include/vmod_lambda_fetch.c
 HEADERS      := $(wildcard include/*.h)
 PYX          := $(wildcard vmod_lambda/*.pyx)
 PXD          := $(wildcard vmod_lambda/*.pxd include/*.pxd)
@@ -80,7 +82,7 @@ $(BUILD)/VSC_lambda.c $(BUILD)/VSC_lambda.h: include/VSC_lambda.vsc $(BUILD)/.di
 	grep -q 'vsc_lambda_name\[\] = "lambda"' $(BUILD)/VSC_lambda.c
 
 # One id for the three parts of a build, so a child running another build refuses to mix them.
-$(BUILD)/vmod_lambda_build.h: vmod_lambda.vcc include/VSC_lambda.vsc $(HEADERS) $(SHIM_SRC) $(LOADER_SRC) $(PYX) $(PXD) $(BUILD)/.dir
+$(BUILD)/vmod_lambda_build.h: vmod_lambda.vcc include/VSC_lambda.vsc $(HEADERS) $(SHIM_SRC) $(LOADER_SRC) $(FETCH_SRC) $(PYX) $(PXD) $(BUILD)/.dir
 	id=$$(cat $^ | sha256sum | cut -c1-16); \
 	echo "#define VMOD_LAMBDA_BUILD_ID \"$$id\"" > $@.tmp; \
 	echo "#define VMOD_LAMBDA_DEFAULT_HOME \"$(PREFIX)\"" >> $@.tmp; \
@@ -101,7 +103,7 @@ $(BUILD)/libvmod_lambda_loader_libc.so: $(LOADER_SRC) $(HEADERS)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -Iinclude $(PY_CFLAGS) -o $@ $(LOADER_SRC) \
 		-Wl,--no-as-needed $(PY_LIBS) -lpthread -Wl,-z,nodelete
 
-$(EXTS) &: $(PYX) $(PXD) $(HOTPY) $(HEADERS) $(BUILD)/vmod_lambda_build.h $(BUILD)/VSC_lambda.c setup.py
+$(EXTS) &: $(PYX) $(PXD) $(HOTPY) $(HEADERS) $(FETCH_SRC) $(BUILD)/vmod_lambda_build.h $(BUILD)/VSC_lambda.c setup.py
 	VMOD_LAMBDA_BUILD_DIR=$(BUILD) $(VPY) setup.py -q build_ext --inplace --build-temp $(BUILD)/tmp
 	touch $(EXTS)
 

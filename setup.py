@@ -23,6 +23,8 @@ def pkg_config_cflags(pkg):
 BUILD_DIR = os.environ.get("VMOD_LAMBDA_BUILD_DIR", "build")
 INCLUDE_DIRS = ["include", BUILD_DIR] + pkg_config_cflags("varnishapi")
 HEADERS = [os.path.join("include", f) for f in os.listdir("include") if f.endswith(".h")]
+# The C side of a backend fetch (struct busyobj, the VFP), linked into the director only.
+FETCH_C = os.path.join("include", "vmod_lambda_fetch.c")
 # Never unloaded: Python does not unload extension modules, and their threads outlive any VCL.
 LINK_ARGS = ["-Wl,-z,nodelete"]
 
@@ -45,7 +47,7 @@ setup(
     license="BSD-3-Clause",
     packages=["vmod_lambda"],
     ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
-                            ext("_director"), ext("_vmod"), ext("_netio"), ext("_fastevent"),
+                            ext("_director", FETCH_C), ext("_vmod"), ext("_netio"), ext("_fastevent"),
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],
                           compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),

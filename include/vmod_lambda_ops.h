@@ -10,7 +10,7 @@
 #define VMOD_LAMBDA_OPS_H
 
 #define VMOD_LAMBDA_OPS_MAGIC	0x4c6d4264u
-#define VMOD_LAMBDA_OPS_VERSION	3u
+#define VMOD_LAMBDA_OPS_VERSION	4u
 
 struct vrt_ctx;
 struct vrt_backend_probe;
@@ -40,9 +40,6 @@ struct vmod_lambda_ops {
 	unsigned	magic;
 	unsigned	version;
 	const char	*build_id;
-
-	/* VCL events, after the interpreter is up. Returns non-zero (with VRT_fail) to refuse. */
-	int		(*event)(const struct vrt_ctx *, int event);
 
 	/* lambda.backend(): returns the object, or NULL after VRT_fail. */
 	void		*(*backend_init)(const struct vrt_ctx *, const char *vcl_name,

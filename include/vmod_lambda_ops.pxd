@@ -28,7 +28,6 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         unsigned magic
         unsigned version
         const char *build_id
-        int (*event)(const vrt_ctx *, int) noexcept
         void *(*backend_init)(const vrt_ctx *, const char *, const vmod_lambda_backend_args *) noexcept
         void (*backend_fini)(void *) noexcept
         const char *(*backend_invoke)(const vrt_ctx *, void *, const char *, const char *,

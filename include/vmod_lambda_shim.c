@@ -370,8 +370,6 @@ static const struct vdp lambda_guard_vdp = {
 int v_matchproto_(vmod_event_f)
 vmod_event(VRT_CTX, struct vmod_priv *priv, enum vcl_event_e e)
 {
-	int r;
-
 	AN(priv);
 	if (e == VCL_EVENT_LOAD && ops == NULL && lambda_boot(ctx))
 		return (1);
@@ -382,12 +380,11 @@ vmod_event(VRT_CTX, struct vmod_priv *priv, enum vcl_event_e e)
 			return (1);		/* VRT_fail()ed: the name is taken */
 		priv->priv = TRUST_ME(&lambda_guard_vdp);
 	}
-	r = ops->event(ctx, (int)e);
-	if ((e == VCL_EVENT_DISCARD || (e == VCL_EVENT_LOAD && r != 0)) && priv->priv != NULL) {
+	if (e == VCL_EVENT_DISCARD && priv->priv != NULL) {
 		VRT_RemoveFilter(ctx, NULL, &lambda_guard_vdp);
 		priv->priv = NULL;
 	}
-	return (r);
+	return (0);
 }
 
 VCL_VOID

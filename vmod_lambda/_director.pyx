@@ -26,11 +26,12 @@ from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, SLT_Bac
                     HTTP_HDR_METHOD,
                     HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST)
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
-from lambda_compat cimport (lambda_log, lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
-                            lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
-                            lambda_beresp_fits, lambda_beresp_overflowed, lambda_vdi_methods,
-                            lambda_beresp_stream, lambda_vfp_error,
-                            lambda_bo_first_byte_timeout, lambda_bo_between_bytes_timeout)
+from lambda_compat cimport lambda_log
+from vmod_lambda_fetch cimport (lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
+                                lambda_htc_clear, lambda_beresp_header, lambda_beresp_status,
+                                lambda_beresp_fits, lambda_beresp_overflowed, lambda_vdi_methods,
+                                lambda_beresp_stream, lambda_vfp_error,
+                                lambda_bo_first_byte_timeout, lambda_bo_between_bytes_timeout)
 from libc.math cimport isnan
 from posix.time cimport timespec
 from posix_thread cimport (pthread_mutex_t, pthread_cond_t, pthread_condattr_t, pthread_mutex_init,
@@ -41,23 +42,29 @@ from posix_thread cimport (pthread_mutex_t, pthread_cond_t, pthread_condattr_t, 
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._fastevent cimport fast_event_v1
 from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
-                                 stats_vsl, KIND_FETCH, KIND_PROBE)
+                                 stats_internal, stats_vsl, KIND_FETCH, KIND_PROBE)
 from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_detached, submit_result,
                                    monotonic_now, to_timespec, SUBMIT_DONE, SUBMIT_BUSY,
                                    SUBMIT_TIMEOUT, SUBMIT_ABANDONED)
 
 from vmod_lambda import fetch as _fetch
+from vmod_lambda import limits as _limits
 from vmod_lambda.invoker import InvokeError, take_record
 from vmod_lambda.probe import Prober, ProbeSpec
 
 cdef enum:
     MSG_LEN = 1024
     FETCH_MAGIC = 0x66657463
-    # Bodies beyond this are not kept: the event could not be sent anyway (413 without invoking).
-    MAX_BODY = 6 * 1024 * 1024
 
 cdef double DEADLINE_MARGIN
 DEADLINE_MARGIN = 1.0
+# A job that ended neither ok nor with a reason: a bug caught by the worker (logged there as an
+# internal error), or no memory left for the reason.
+cdef const char *NO_RESULT = "internal error: the invocation ended without a result or a reason"
+# Request bodies beyond this are not kept: the event could not be sent anyway (413 without
+# invoking). limits.MAX_REQUEST_BODY, set once here (no initializers on C globals).
+cdef size_t MAX_BODY
+MAX_BODY = _limits.MAX_REQUEST_BODY
 
 
 cdef struct fetch_job:
@@ -157,8 +164,8 @@ def _fetch_gen(_FetchRef ref):
                 lambda_stat_add(&o.vsc.beresp_hdrbytes, job.resp_head_len)
                 lambda_stat_add(&o.vsc.beresp_bodybytes, job.resp_body_len)
         job.vsl = stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &job.vsl_len)
-    except BaseException:
-        pass
+    except BaseException as e:
+        stats_internal(o.vsc, o.vcl_name, "counting a fetch", e)
 
 
 def _fetch_call(_FetchRef ref):
@@ -197,7 +204,7 @@ def _fetch_call(_FetchRef ref):
             _set_err(job, f"internal error: {type(e).__name__}: {e}")
             return InvokeError("internal", str(e))
         except BaseException:
-            return None
+            return None     # no memory left even for the reason: the fetch fails without one
 
 
 cdef int _append(char **buf, size_t *length, size_t *cap, const char *p, size_t n) noexcept nogil:
@@ -334,7 +341,7 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         if rc == SUBMIT_DONE and job.err != NULL:
             snprintf(reason, MSG_LEN, "%s", job.err)
         elif rc == SUBMIT_DONE:
-            snprintf(reason, MSG_LEN, "out of memory")
+            snprintf(reason, MSG_LEN, "%s", NO_RESULT)
         elif rc == SUBMIT_TIMEOUT:
             snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for a worker thread",
                      o.timeout + DEADLINE_MARGIN)
@@ -486,7 +493,7 @@ cdef void _list(const vrt_ctx *ctx, VCL_BACKEND d, vsb *v, int pflag, int jflag)
             else:
                 VSB_printf(v, "%u/%u\t%s", <unsigned>good, <unsigned>window, health)
     except BaseException:
-        VSB_cat(v, "?")
+        VSB_cat(v, "?")     # backend.list shows "?": a CLI listing has no log to write to
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -625,7 +632,7 @@ cdef void _chan_fail(stream_job *sj, str reason) noexcept:
         b = reason.encode("utf-8", "replace")
         e = _dup(b, NULL)
     except BaseException:
-        e = NULL
+        e = NULL            # no memory for the reason: the fetch still fails, without it
     with nogil:
         pthread_mutex_lock(&sj.mtx)
         if not sj.failed and not sj.eof:
@@ -673,8 +680,8 @@ cdef void _run_stream(lambda_job *j) noexcept:
                 lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp_head_len)
                 lambda_stat_add(&o.vsc.beresp_bodybytes, sj.body_bytes)
         sj.f.vsl = stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &sj.f.vsl_len)
-    except BaseException:
-        pass
+    except BaseException as e:
+        stats_internal(o.vsc, o.vcl_name, "counting a streamed fetch", e)
     if err is not None:
         _chan_fail(sj, str(err))
     elif rc == 1:
@@ -735,8 +742,8 @@ cdef tuple _stream_call(stream_job *sj):
         if sf is not None:
             try:
                 sf.close()
-            except BaseException:
-                pass
+            except BaseException as e:
+                stats_internal(sj.f.obj.vsc, sj.f.obj.vcl_name, "closing a response stream", e)
 
 
 cdef void _stream_log(busyobj *bo, stream_job *sj) noexcept nogil:
@@ -978,8 +985,8 @@ cdef void director_detach(lambda_obj *o) noexcept:
     if o.prober != NULL:
         try:
             (<object>o.prober).stop()
-        except BaseException:
-            pass
+        except BaseException as e:
+            stats_internal(o.vsc, o.vcl_name, "stopping the probe", e)
         Py_XDECREF(o.prober)
         o.prober = NULL
     if o.dir != NULL:

@@ -21,29 +21,9 @@ from libc.string cimport memcpy, memchr, strlen
 from libc.stdint cimport uint64_t
 from libc.math cimport floor
 
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct tm:
-        int tm_sec
-        int tm_min
-        int tm_hour
-        int tm_mday
-        int tm_mon
-        int tm_year
-    tm *gmtime_r(const time_t *timep, tm *result)
-
-cdef extern from "<stdio.h>" nogil:
-    int snprintf(char *s, size_t n, const char *fmt, ...)
-
-cdef extern from "<sys/random.h>" nogil:
-    ssize_t getrandom(void *buf, size_t buflen, unsigned int flags)
-
-cdef extern from *:
-    """
-    /* Per thread: the state of the generator of request ids (0: not seeded yet). */
-    static __thread unsigned long long lambda_rid_state[2];
-    """
-    unsigned long long lambda_rid_state[2]
+from libc.stdio cimport snprintf
+from posix_io cimport time_t, tm, gmtime_r, getrandom
+from vmod_lambda_tls cimport lambda_rid_state
 
 from vmod_lambda import events as _events
 

@@ -68,7 +68,6 @@ cdef struct lambda_job:
 
 cdef int limiter_init(lambda_limiter *lim, int limit) noexcept nogil
 cdef bint limiter_retire(lambda_limiter *lim) noexcept nogil
-cdef int limiter_inflight(lambda_limiter *lim) noexcept nogil
 cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil
 
 cdef double monotonic_now() noexcept nogil

@@ -7,42 +7,18 @@ import time
 from libc.string cimport memset
 from libc.stdint cimport uint64_t
 
-cdef extern from "vmod_lambda_atomic.h" nogil:
-    void lambda_stat_add(uint64_t *p, uint64_t n)
-    void lambda_stat_sub(uint64_t *p, uint64_t n)
 from posix.time cimport timespec
 from posix_thread cimport *
+from posix_io cimport (eventfd, EFD_NONBLOCK, EFD_CLOEXEC, read, write, close, DIR, dirent,
+                       opendir, readdir, closedir, pollfd, poll, POLLIN)
+from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub
+from vmod_lambda_tls cimport lambda_blocking_depth
+from vmod_lambda._stats cimport stats_internal
 from vmod_lambda._netio cimport (xchg, xchg_begin, xchg_wait, xchg_progress, xchg_events,
-                                 xchg_expire, xchg_result, X_DONE, X_SEND, pollfd, poll, POLLIN)
+                                 xchg_expire, xchg_result, X_DONE, X_SEND)
 
 from vmod_lambda import direct as _direct
 from vmod_lambda import invoker as _invoker
-
-cdef extern from "<sys/eventfd.h>" nogil:
-    int eventfd(unsigned int initval, int flags)
-    int EFD_NONBLOCK
-    int EFD_CLOEXEC
-
-cdef extern from "<unistd.h>" nogil:
-    ssize_t read(int fd, void *buf, size_t count)
-    ssize_t write(int fd, const void *buf, size_t count)
-    int close(int fd)
-
-cdef extern from *:
-    """
-    /* Per thread: -1 outside the pool's workers; in a worker, how deep it is in blocking calls. */
-    static __thread int lambda_blocking_depth = -1;
-    """
-    int lambda_blocking_depth
-
-cdef extern from "<dirent.h>" nogil:
-    ctypedef struct DIR:
-        pass
-    struct dirent:
-        pass
-    DIR *opendir(const char *)
-    dirent *readdir(DIR *)
-    int closedir(DIR *)
 
 # The pool is shared by every object of every VCL in the child; its size is the sum of the limits of
 # the live limiters, capped here. See vmod_lambda.vcc, "Threads".
@@ -131,14 +107,6 @@ cdef bint limiter_retire(lambda_limiter *lim) noexcept nogil:
     idle = lim.inflight == 0
     pthread_mutex_unlock(&mtx)
     return idle
-
-
-cdef int limiter_inflight(lambda_limiter *lim) noexcept nogil:
-    cdef int n
-    pthread_mutex_lock(&mtx)
-    n = lim.inflight
-    pthread_mutex_unlock(&mtx)
-    return n
 
 
 cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil:
@@ -458,9 +426,12 @@ cdef class _Worker:
                 fd, events, timeout = op
             else:
                 fd, head, payload, check, timeout = op
-        except BaseException:
-            # StopIteration: done, the results are in the job. Anything else is a bug of the
-            # generator (they catch everything): the job fails with what it has.
+        except StopIteration:
+            self._finish(i)         # done: the results are in the job
+            return
+        except BaseException as e:
+            # A bug of the generator (they catch everything): the job fails with what it has.
+            stats_internal(NULL, NULL, "a worker's job", e)
             self._finish(i)
             return
         self.ops[i] = op
@@ -481,8 +452,9 @@ cdef class _Worker:
                     job.run(job)
                 else:
                     _direct.run(job.start(job))
-            except BaseException:
-                pass
+            except BaseException as e:
+                # A bug of the job (they catch everything): it is done with what it has.
+                stats_internal(NULL, NULL, "a worker's job", e)
             finally:
                 _blocking_end()
             self.done[self.ndone] = job
@@ -495,7 +467,8 @@ cdef class _Worker:
         self.nactive += 1
         try:
             self.gens[i] = job.start(job)
-        except BaseException:
+        except BaseException as e:
+            stats_internal(NULL, NULL, "starting a worker's job", e)
             self._finish(i)
             return
         self._advance(i, None)
@@ -633,7 +606,8 @@ def _worker_main():
     lambda_blocking_depth = 0
     try:
         w = _Worker()
-    except BaseException:
+    except BaseException as e:
+        stats_internal(NULL, NULL, "starting a worker thread", e)
         with nogil:
             pthread_mutex_lock(&mtx)
             nthreads -= 1

@@ -2,15 +2,6 @@
 # (see _netio.pyx): exchange() drives one to its end with poll(); the pool's workers (_handoff.pyx)
 # drive several at once, one poll() for all of them.
 
-cdef extern from "<poll.h>" nogil:
-    struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd *fds, unsigned long nfds, int timeout)
-    short POLLIN
-    short POLLOUT
-
 cdef enum xchg_state:
     X_SEND = 0
     X_HEAD = 1

@@ -18,21 +18,12 @@ botocore's connections do.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport EAGAIN, EINTR, errno
-
-cdef extern from "<errno.h>" nogil:
-    int EWOULDBLOCK
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memcpy
-
-cdef extern from "<sys/socket.h>" nogil:
-    ssize_t send(int sockfd, const void *buf, size_t length, int flags)
-    ssize_t recv(int sockfd, void *buf, size_t length, int flags)
-    int MSG_NOSIGNAL
-    int MSG_PEEK
-    int MSG_DONTWAIT
-
-cdef extern from "<string.h>" nogil:
-    void *memmem(const void *haystack, size_t haystacklen, const void *needle, size_t needlelen)
+from posix.time cimport timespec
+from posix_thread cimport clock_gettime, CLOCK_MONOTONIC
+from posix_io cimport (EWOULDBLOCK, send, recv, MSG_NOSIGNAL, MSG_PEEK, MSG_DONTWAIT, memmem,
+                       pollfd, poll, POLLIN, POLLOUT)
 
 # Outcomes (exchange()'s first value).
 cdef enum:
@@ -56,7 +47,11 @@ EOF_BEFORE_HEAD = C_EOF_BEFORE_HEAD
 HEAD_TOO_LARGE = C_HEAD_TOO_LARGE
 NO_MEMORY = C_NO_MEMORY
 
-cdef size_t MAX_HEAD = 65536
+from vmod_lambda.limits import MAX_RESPONSE_HEAD as _MAX_RESPONSE_HEAD
+
+# The longest response head read (limits.py); no initializer on C globals (see DESIGN).
+cdef size_t MAX_HEAD
+MAX_HEAD = _MAX_RESPONSE_HEAD
 
 
 cdef inline char _lower(char c) noexcept nogil:
@@ -114,14 +109,6 @@ cdef long long _framing(const char *buf, size_t head_len, bint *chunked) noexcep
                 return -2           # invalid or conflicting: Python reports it
             cl = v
     return cl
-
-
-cdef extern from "<time.h>" nogil:
-    struct timespec:
-        long tv_sec
-        long tv_nsec
-    int clock_gettime(int clk, timespec *ts)
-    int CLOCK_MONOTONIC
 
 
 cdef inline double _now() noexcept nogil:

@@ -12,13 +12,14 @@ import re
 from libc.stdlib cimport malloc
 from libc.string cimport memcpy
 
+from cache cimport SLT_Error
+from lambda_compat cimport lambda_log
+
+from vmod_lambda.invoker import clean_reason
+from vmod_lambda.outcomes import counter as _counter_name, outcome as _outcome
 from vmod_lambda.stats import parse_tail, tail_lines
 
-cdef extern from "vmod_lambda_stats.h" nogil:
-    ctypedef struct lambda_vsc_seg:
-        pass
-    lambda_vsc *VSC_lambda_New(void *vc, lambda_vsc_seg **sg, const char *fmt, ...)
-    void VSC_lambda_Destroy(lambda_vsc_seg **sg)
+from vmod_lambda_stats cimport lambda_vsc_seg, VSC_lambda_New, VSC_lambda_Destroy
 
 
 cdef class _Segment:
@@ -58,8 +59,8 @@ cdef void stats_release(str name) noexcept:
             del _segments[name]
             VSC_lambda_Destroy(&s.seg)
             s.vsc = NULL
-    except BaseException:
-        pass
+    except BaseException as e:
+        stats_internal(NULL, NULL, f"releasing the counters lambda.{name}.*", e)
 
 
 cdef void stats_busy(lambda_vsc *v) noexcept nogil:
@@ -96,27 +97,54 @@ cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcep
         if err is None:
             return
         lambda_stat_add(&v.fail, 1)
-        k = getattr(err, "kind", "internal")
-        if k == "function_error":
-            which = &v.function_error
-        elif k == "timeout":
-            which = &v.timeout
-        elif k == "throttled":
-            which = &v.throttled
-        elif k == "service":
-            which = &v.err_5xx if (err.status or 500) >= 500 else &v.err_4xx
-        elif k == "transport":
-            which = &v.conn_fail
-        elif k == "invalid_response":
-            which = &v.invalid
-        elif k == "payload":
-            which = &v.invalid if rec is not None else &v.too_large
-        elif k == "too_large":
-            which = &v.too_large
+        which = _counter(v, _counter_name(getattr(err, "kind", "internal"),
+                                          getattr(err, "status", None), rec is not None))
         if which != NULL:
             lambda_stat_add(which, 1)
+    except BaseException as e:
+        stats_internal(v, NULL, "counting an invocation", e)
+
+
+cdef uint64_t *_counter(lambda_vsc *v, str name):
+    """The counter of that name (outcomes.counter()), NULL for None."""
+    if name is None:
+        return NULL
+    if name == "function_error":
+        return &v.function_error
+    if name == "timeout":
+        return &v.timeout
+    if name == "throttled":
+        return &v.throttled
+    if name == "err_4xx":
+        return &v.err_4xx
+    if name == "err_5xx":
+        return &v.err_5xx
+    if name == "conn_fail":
+        return &v.conn_fail
+    if name == "invalid":
+        return &v.invalid
+    if name == "too_large":
+        return &v.too_large
+    if name == "internal":
+        return &v.internal
+    return NULL
+
+
+cdef void stats_internal(lambda_vsc *v, const char *obj, str where, object exc) noexcept:
+    """An exception where none was expected (a bug): an Error record without a transaction,
+    `lambda: <object>: internal error in <where>: <type>: <message>`, and the object's internal
+    counter (when v is not NULL). For the broad excepts of code that must not raise."""
+    cdef bytes b
+    try:
+        if v != NULL:
+            lambda_stat_add(&v.internal, 1)
+        name = obj.decode("utf-8", "replace") if obj != NULL else "-"
+        b = clean_reason(f"lambda: {name}: internal error in {where}: {type(exc).__name__}: "
+                         f"{exc}").encode("utf-8", "replace")
+        lambda_log(NULL, SLT_Error, b)
     except BaseException:
-        pass
+        # Logging itself failed (no memory): the counter above is all that can be left.
+        lambda_log(NULL, SLT_Error, "lambda: internal error (its description failed too)")
 
 
 cdef char *stats_vsl(const char *obj, const char *function, int kind, object err, object rec,
@@ -131,7 +159,8 @@ cdef char *stats_vsl(const char *obj, const char *function, int kind, object err
             return NULL
         b = _vsl_lines(obj.decode("utf-8", "replace"), function.decode("utf-8", "replace"),
                        kind, err, rec)
-    except BaseException:
+    except BaseException as e:
+        stats_internal(NULL, obj, "the varnishlog record of an invocation", e)
         return NULL
     p = <char *>malloc(len(b) + 1)
     if p != NULL:
@@ -142,9 +171,8 @@ cdef char *stats_vsl(const char *obj, const char *function, int kind, object err
 
 
 cdef bytes _vsl_lines(str obj_name, str function_name, int kind, object err, object rec):
-    outcome = "ok" if err is None else getattr(err, "kind", "internal")
-    if outcome == "service":
-        outcome = "service_5xx" if (err.status or 500) >= 500 else "service_4xx"
+    outcome = "ok" if err is None else _outcome(getattr(err, "kind", "internal"),
+                                                 getattr(err, "status", None))
     fields = [f"lambda: {obj_name}: {KIND_NAMES[kind]} {outcome}",
               f"function={function_name}",
               f"qualifier={rec.qualifier or '-'}",

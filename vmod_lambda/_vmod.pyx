@@ -22,28 +22,42 @@ from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LA
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._director cimport director_attach, director_detach
 from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, stats_account, stats_busy,
-                                 stats_vsl, KIND_INVOKE, KIND_ASYNC)
+                                 stats_internal, stats_vsl, KIND_INVOKE, KIND_ASYNC)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
                                    pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
-                                   SUBMIT_ABANDONED, SUBMIT_STOPPED)
+                                   SUBMIT_ABANDONED)
 
 from vmod_lambda.config import ConfigError, validate_backend
 import os
 
 from vmod_lambda.invoker import InvokeError, Invoker, take_record
 
+from vmod_lambda import limits as _limits
+from vmod_lambda import outcomes as _outcomes
+
 cdef enum:
     MSG_LEN = 1024
-    # The synchronous invocation limit; a larger payload is refused before anything is sent.
-    MAX_PAYLOAD = 6 * 1024 * 1024
-    # The asynchronous (Event) invocation limit.
-    MAX_ASYNC_PAYLOAD = 1024 * 1024
+
+# Lambda's payload limits (limits.py): a larger payload is refused before anything is sent, with
+# the message of outcomes.payload_too_large(). Set once below (no initializers on C globals).
+cdef size_t MAX_PAYLOAD
+cdef size_t MAX_ASYNC_PAYLOAD
+cdef const char *SYNC_TOO_LARGE
+cdef const char *ASYNC_TOO_LARGE
+_KEEP = [_outcomes.SYNC_TOO_LARGE.encode(), _outcomes.ASYNC_TOO_LARGE.encode()]
+MAX_PAYLOAD = _limits.MAX_PAYLOAD
+MAX_ASYNC_PAYLOAD = _limits.MAX_ASYNC_PAYLOAD
+SYNC_TOO_LARGE = _KEEP[0]
+ASYNC_TOO_LARGE = _KEEP[1]
 
 # How long past its timeout a Varnish thread waits for a worker that has not answered: the worker's
 # own socket timeouts fire first, this only bounds a stuck one.
 cdef double DEADLINE_MARGIN
 cdef const char *EMPTY = ""
+# A job that ended neither ok nor with a reason: a bug caught by the worker (logged there as an
+# internal error), or no memory left for the reason.
+cdef const char *NO_RESULT = "internal error: the invocation ended without a result or a reason"
 DEADLINE_MARGIN = 1.0
 
 
@@ -112,6 +126,7 @@ cdef void _obj_idle(lambda_limiter *lim) noexcept:
 cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
                             const vmod_lambda_backend_args *a) noexcept with gil:
     cdef lambda_obj *o = NULL
+    cdef int rc
     name = _pystr(vcl_name) or "?"
     try:
         cfg = validate_backend(
@@ -146,12 +161,17 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.streaming = cfg.streaming
     o.mux = inv.multiplexed
     # Payload format 1.0 (the default): common requests mapped in C on the fetch thread
-    # (_fastevent.pyx); VMOD_LAMBDA_FAST_EVENT=0 in varnishd's environment leaves all to Python.
-    o.fast_event = cfg.event_format == "1.0" and os.environ.get("VMOD_LAMBDA_FAST_EVENT") != "0"
+    # (_fastevent.pyx), unless VMOD_LAMBDA_FAST_EVENT=0 (FAST_EVENT below).
+    o.fast_event = cfg.event_format == "1.0" and FAST_EVENT
     o.probe_spec = a.probe
     o.probe_healthy = 1
-    if limiter_init(&o.lim, cfg.pool_size) != 0 or o.vcl_name == NULL or \
-            o.function_name == NULL or o.region == NULL:
+    rc = limiter_init(&o.lim, cfg.pool_size)
+    if rc != 0:
+        _obj_free(o)
+        _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the object's condition "
+                       f"variable: {os.strerror(rc)}")
+        return NULL
+    if o.vcl_name == NULL or o.function_name == NULL or o.region == NULL:
         _obj_free(o)
         _fail_msg(ctx, f"lambda.backend(): {name}: out of memory")
         return NULL
@@ -252,8 +272,8 @@ def _invoke_gen(_InvokeRef ref):
         rec = take_record()
         stats_account(job.obj.vsc, kind, err, rec)
         job.vsl = stats_vsl(job.obj.vcl_name, job.obj.function_name, kind, err, rec, &job.vsl_len)
-    except BaseException:
-        pass
+    except BaseException as e:
+        stats_internal(job.obj.vsc, job.obj.vcl_name, "counting an invocation", e)
 
 
 def _invoke_call(_InvokeRef ref):
@@ -300,7 +320,7 @@ def _invoke_call(_InvokeRef ref):
             _job_error(job, f"internal error: {type(e).__name__}: {e}")
             return InvokeError("internal", str(e))
         except BaseException:
-            return None
+            return None     # no memory left even for the reason: the call fails without one
 
 
 cdef void _write_vsl(const vrt_ctx *ctx, const char *lines, size_t n) noexcept nogil:
@@ -324,13 +344,11 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
         lambda_stat_add(&job.obj.vsc.too_large, 1)
         lambda_stat_add(&job.obj.vsc.fail, 1)
     if job.async_ and n > MAX_ASYNC_PAYLOAD:
-        snprintf(reason, MSG_LEN, "payload of %zu bytes exceeds the 1 MB limit of asynchronous "
-                 "invocations; not sent", n)
+        snprintf(reason, MSG_LEN, "payload of %zu bytes %s", n, ASYNC_TOO_LARGE)
         _invoke_job_free(<lambda_job *>job)
         return NULL
     if n > MAX_PAYLOAD:
-        snprintf(reason, MSG_LEN, "payload of %zu bytes exceeds the 6 MB limit of synchronous "
-                 "invocations; not sent", n)
+        snprintf(reason, MSG_LEN, "payload of %zu bytes %s", n, SYNC_TOO_LARGE)
         _invoke_job_free(<lambda_job *>job)
         return NULL
     job.payload = <char *>malloc(n + 1)
@@ -358,7 +376,7 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
             if job.err != NULL:
                 snprintf(reason, MSG_LEN, "%s", job.err)
             else:
-                snprintf(reason, MSG_LEN, "out of memory")
+                snprintf(reason, MSG_LEN, "%s", NO_RESULT)
     elif rc == SUBMIT_ABANDONED:
         job = NULL      # the worker still runs it and frees it
         snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
@@ -485,7 +503,7 @@ cdef void _run_selftest(lambda_job *j) noexcept:
         try:
             _job_error(job, f"internal error: {type(e).__name__}: {e}")
         except BaseException:
-            pass
+            pass            # no memory left even for the reason: selftest() fails without one
 
 
 cdef const char *ops_selftest(const vrt_ctx *ctx) noexcept nogil:
@@ -508,21 +526,50 @@ cdef const char *ops_selftest(const vrt_ctx *ctx) noexcept nogil:
     return NULL
 
 
+# The environment knobs (vmod_lambda.vcc, ENVIRONMENT), read once when the implementation is
+# imported, as the shim and the loader read theirs once when Python starts: varnishd's environment
+# does not change while its child runs. lambda.status() shows each one in force (KNOBS).
+
+def _loader():
+    """The python loader the shim opened (VMOD_LAMBDA_LOADER, or the allocator varnishd uses)."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                i = line.find("libvmod_lambda_loader_")
+                if i >= 0:
+                    return line[i + 22:].split(".so")[0]
+    except OSError:
+        pass            # no /proc: say so below rather than guess
+    return "unknown"
+
+
+def _knobs():
+    import sys
+    from vmod_lambda.selftest import bigalloc
+    env = os.environ
+    return (f"fast_event={'on' if FAST_EVENT else 'off'} loader={_loader()} "
+            f"deepbind={'off' if 'VMOD_LAMBDA_NO_DEEPBIND' in env else 'on'} "
+            f"bigalloc={bigalloc()} home={sys.prefix}")
+
+
+cdef bint FAST_EVENT
+cdef const char *KNOBS
+FAST_EVENT = os.environ.get("VMOD_LAMBDA_FAST_EVENT") != "0"
+_KEEP.append(_knobs().encode("utf-8", "replace"))
+KNOBS = _KEEP[2]
+
+
 cdef const char *ops_status(const vrt_ctx *ctx) noexcept nogil:
-    cdef char buf[MSG_LEN]
+    cdef char buf[2 * MSG_LEN]
     cdef int threads, wanted, queued
     pool_status(&threads, &wanted, &queued)
-    snprintf(buf, MSG_LEN, "threads=%d wanted=%d queued=%d fds=%d", threads, wanted, queued,
-             count_fds())
+    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s", threads, wanted, queued,
+             count_fds(), KNOBS)
     return <const char *>WS_Copy(ctx.ws, buf, -1)
 
 
 # ---------------------------------------------------------------------------------------------------
-# Events and the table
-
-cdef int ops_event(const vrt_ctx *ctx, int event) noexcept nogil:
-    return 0
-
+# The table
 
 # No initializer on module-level C data (see DESIGN): filled once when the module is imported.
 cdef vmod_lambda_ops OPS
@@ -532,7 +579,6 @@ cdef void _fill_ops() noexcept:
     OPS.magic = VMOD_LAMBDA_OPS_MAGIC
     OPS.version = VMOD_LAMBDA_OPS_VERSION
     OPS.build_id = VMOD_LAMBDA_BUILD_ID
-    OPS.event = ops_event
     OPS.backend_init = ops_backend_init
     OPS.backend_fini = ops_backend_fini
     OPS.backend_invoke = ops_backend_invoke

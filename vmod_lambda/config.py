@@ -124,10 +124,6 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
                          client_context)
 
 
-def check_qualifier(qualifier: str) -> bool:
-    return bool(_QUALIFIER.match(qualifier))
-
-
 def encode_client_context(text, fail):
     """The X-Amz-Client-Context header for the JSON object text (None stays None)."""
     if text is None:

@@ -38,6 +38,8 @@ from collections import deque
 from typing import Optional
 from urllib.parse import quote, urlsplit
 
+from .limits import MAX_RESPONSE_HEAD
+
 try:
     from . import _netio        # compiled: the exchange without the GIL (plain TCP)
 except ImportError:             # pragma: no cover - a source tree without the build
@@ -51,7 +53,7 @@ _HMAC = hmac.new
 _HMAC_DIGEST = hmac.digest      # one-shot, in C
 _EMPTY = b""
 _CRLF2 = b"\r\n\r\n"
-MAX_HEAD = 64 * 1024            # status line + headers of a response
+MAX_HEAD = MAX_RESPONSE_HEAD    # status line + headers of a response (limits.py)
 _ALGO = "AWS4-HMAC-SHA256"
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
@@ -210,17 +212,10 @@ class DirectClient:
                 self._paths[key] = p
         return p
 
-    def invoke(self, function_name: str, payload: bytes, invocation_type: str = "RequestResponse",
-               qualifier: Optional[str] = None, log_type: Optional[str] = None,
-               client_context: Optional[str] = None) -> Response:
-        """One Invoke call; raises the exceptions of this module."""
-        return run(self.invoke_gen(function_name, payload, invocation_type, qualifier, log_type,
-                                   client_context))
-
     def invoke_gen(self, function_name: str, payload: bytes,
                    invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
                    log_type: Optional[str] = None, client_context: Optional[str] = None):
-        """invoke() as a generator: it yields each socket exchange it needs, as the arguments of
+        """One Invoke call, as a generator: it yields each socket exchange it needs, as the arguments of
         _netio.exchange(), and takes its result back; see run(). The worker pool drives several
         of these at once, each exchange without the GIL (_handoff.pyx)."""
         if type(payload) is not bytes:

@@ -15,7 +15,9 @@ from typing import List, Optional, Tuple
 
 from . import direct, eventstream
 from .events import HttpRequest, ResponseError, build_event, parse_response
-from .invoker import MAX_PAYLOAD, InvokeError, Invoker, _function_error_reason
+from .invoker import InvokeError, Invoker, _function_error_reason
+from .limits import MAX_PAYLOAD
+from .outcomes import event_too_large
 
 __all__ = ["FetchResult", "handle", "parse_head", "StreamedFetch"]
 
@@ -59,10 +61,8 @@ def client_ip(headers) -> str:
 
 
 def too_large(what: str, size: int) -> FetchResult:
-    body = b"413 Request Entity Too Large: the Lambda event would exceed 6 MB\n"
-    return FetchResult(413, None, [("Content-Type", "text/plain; charset=utf-8")], body,
-                       note=f"{what} of {size} bytes exceeds the 6 MB limit of synchronous "
-                            "invocations: answered 413 without invoking")
+    body, note = event_too_large(what, size)
+    return FetchResult(413, None, [("Content-Type", "text/plain; charset=utf-8")], body, note=note)
 
 
 def _request_id() -> str:
@@ -239,7 +239,7 @@ class StreamedFetch:
             else:
                 raw.close()     # not read to its end: the connection is dropped, never reused
         except Exception:
-            pass
+            pass                # the exchange is over either way; its socket goes with raw
 
 
 def _stream_error_reason(ev) -> str:

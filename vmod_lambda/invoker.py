@@ -29,13 +29,13 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
 
 from . import direct
 from .config import BackendConfig
+from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD
+from .outcomes import payload_too_large
 
 __all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "StreamResult",
            "MAX_PAYLOAD", "clean_reason", "redact", "take_record"]
 
 VERSION = "0.1.0"
-MAX_PAYLOAD = 6 * 1024 * 1024      # synchronous invocation limit, request and response
-MAX_ASYNC_PAYLOAD = 1024 * 1024    # asynchronous (Event) invocation limit
 MAX_REASON = 400
 
 # boto3 sessions are not thread-safe while they create clients; clients are once created.
@@ -43,8 +43,8 @@ _create_lock = threading.Lock()
 
 
 class InvokeError(Exception):
-    """An invocation failed. kind: function_error, timeout, throttled, service, transport, credentials,
-    payload, internal."""
+    """An invocation failed. kind: one of outcomes.KINDS (function_error, timeout, throttled, service,
+    transport, invalid_response, payload, credentials, internal), which says how it is counted."""
 
     def __init__(self, kind: str, reason: str, request_id: Optional[str] = None,
                  status: Optional[int] = None):
@@ -259,11 +259,9 @@ class Invoker:
         _tls.record = None
         if invocation_type == "Event":
             if len(payload) > MAX_ASYNC_PAYLOAD:
-                raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 1 MB "
-                                  "limit of asynchronous invocations; not sent")
+                raise InvokeError("payload", payload_too_large(len(payload), asynchronous=True))
         elif len(payload) > MAX_PAYLOAD:
-            raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 6 MB limit "
-                              "of synchronous invocations; not sent")
+            raise InvokeError("payload", payload_too_large(len(payload)))
         kwargs = {"FunctionName": self.cfg.base_name or self.cfg.function_name,
                   "InvocationType": invocation_type, "Payload": payload}
         qualifier = qualifier if qualifier is not None else self.cfg.qualifier
@@ -365,8 +363,7 @@ class Invoker:
         """Start an InvokeWithResponseStream call; the caller reads result.raw with
         read_stream() and closes it. Raises InvokeError as invoke() does."""
         if len(payload) > MAX_PAYLOAD:
-            raise InvokeError("payload", f"payload of {len(payload)} bytes exceeds the 6 MB limit "
-                              "of synchronous invocations; not sent")
+            raise InvokeError("payload", payload_too_large(len(payload)))
         kwargs = {"FunctionName": self.cfg.base_name or self.cfg.function_name,
                   "InvocationType": "RequestResponse", "Payload": payload}
         qualifier = qualifier if qualifier is not None else self.cfg.qualifier

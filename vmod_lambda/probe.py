@@ -185,7 +185,7 @@ class Prober:
             try:
                 self.observe(happy, err, take_record())
             except Exception:
-                pass
+                pass            # counters only (observe() logs its own failures): the poke still counts
         with self.lock:
             self.state.record(xmit, recv, happy, time.monotonic() - t0, resp)
         self._update()

@@ -1,0 +1,8 @@
+# The atomic counter updates of vmod_lambda_atomic.h (usable with or without the GIL).
+
+from libc.stdint cimport uint64_t
+
+cdef extern from "vmod_lambda_atomic.h" nogil:
+    void lambda_stat_add(uint64_t *p, uint64_t n)
+    void lambda_stat_sub(uint64_t *p, uint64_t n)
+    void lambda_stat_happy(uint64_t *p, int good)
