@@ -113,6 +113,8 @@ cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcep
             which = &v.invalid if rec is not None else &v.too_large
         elif k == "too_large":
             which = &v.too_large
+        elif k == "busy":
+            which = &v.busy         # a probe found no free slot of the pool in time
         if which != NULL:
             lambda_stat_add(which, 1)
     except BaseException:
