@@ -12,6 +12,7 @@ cdef extern from "vmod_lambda_compat.h" nogil:
         SLT_VCL_Log
         SLT_FetchError
         SLT_Backend_health
+        SLT_Notice
 
     ctypedef struct txt:
         const char *b

@@ -174,8 +174,10 @@ def test_same_signed_request_as_the_boto3_transport(fixed_time, api, monkeypatch
     assert (p1, b1) == (p2, b2)
     assert p1.endswith("/invocations?Qualifier=live")
     signed = h1["Authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
-    assert signed == ["host", "x-amz-client-context", "x-amz-date", "x-amz-invocation-type",
-                      "x-amz-log-type", "x-amz-security-token"]
+    # Content-Type: application/octet-stream on both, as the AWS SDKs send it, signed.
+    assert signed == ["content-type", "host", "x-amz-client-context", "x-amz-date",
+                      "x-amz-invocation-type", "x-amz-log-type", "x-amz-security-token"]
+    assert h1["Content-Type"] == h2["Content-Type"] == "application/octet-stream"
     lower1 = {k.lower(): v for k, v in h1.items()}
     lower2 = {k.lower(): v for k, v in h2.items()}
     for name in signed + ["authorization"]:

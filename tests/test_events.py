@@ -136,6 +136,28 @@ def test_url_alb(case, multi_value):
         assert "multiValueQueryStringParameters" not in ev
 
 
+@pytest.mark.parametrize("url, body", [("/", b""), ("/x?", b""), ("/x?a=1&a=2", b""),
+                                       ("/x", b"payload"), ("/x?q", b"\x00\xff")])
+def test_v1_compat_differs_from_1_0_only_in_empty_values(url, body):
+    """"1.0-compat" (the default) is the 1.0 event with the empty values of movableink's
+    vmod-lambda: no body gives "" and no query queryStringParameters {}, where 1.0 has null."""
+    headers = [("Host", "h.example"), ("Content-Type", "application/octet-stream")]
+    v1 = event("1.0", make_req(url, headers=headers, body=body))
+    compat = event("1.0-compat", make_req(url, headers=headers, body=body))
+    if body:
+        assert compat["body"] == v1["body"] and v1["body"]
+    else:
+        assert v1["body"] is None and compat["body"] == ""
+    if "=" not in url and "?q" not in url:
+        assert v1["queryStringParameters"] is None and compat["queryStringParameters"] == {}
+    else:
+        assert compat["queryStringParameters"] == v1["queryStringParameters"]
+        assert v1["queryStringParameters"]
+    assert compat["multiValueQueryStringParameters"] == v1["multiValueQueryStringParameters"]
+    rest = {k: v for k, v in compat.items() if k not in ("body", "queryStringParameters")}
+    assert rest == {k: v for k, v in v1.items() if k not in ("body", "queryStringParameters")}
+
+
 @pytest.mark.parametrize("url, proxy", [("/", None), ("/a%20b/c", {"proxy": "a b/c"}),
                                         ("/x", {"proxy": "x"})])
 def test_v1_resource_and_path_parameters(url, proxy):

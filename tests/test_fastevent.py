@@ -1,5 +1,6 @@
 """The event of common requests built in C on the fetch thread (vmod_lambda/_fastevent.pyx) is byte for
-byte the one events.build_event("1.0", ...) makes, and requests it does not cover are left to Python.
+byte the one events.build_event("1.0", ...) makes (and "1.0-compat", with compat), and requests it does
+not cover are left to Python.
 
 Requests are generated (hypothesis) in the director's head format, "METHOD\\nURL\\nPROTO\\nName: value\\n..."
 as fetch.parse_head reads it, with the same request id and time on both sides.
@@ -20,11 +21,11 @@ RID = "3f2c1a9e-5b7d-4e21-9c3a-0d1e2f3a4b5c"
 PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7f))
 
 
-def python_event(head: bytes, rid: str, now: float) -> bytes:
+def python_event(head: bytes, rid: str, now: float, compat: bool = False) -> bytes:
     method, url, proto, headers = fetch.parse_head(head)
     req = events.HttpRequest(method=method, url=url, proto=proto, headers=headers, body=b"",
                              client_ip=fetch.client_ip(headers), request_id=rid, now=now)
-    return events.build_event("1.0", req)
+    return events.build_event("1.0-compat" if compat else "1.0", req)
 
 
 def head_of(method, url, proto, headers) -> bytes:
@@ -53,14 +54,14 @@ def requests(draw):
 
 
 @settings(max_examples=600, deadline=None)
-@given(requests(), st.floats(min_value=0, max_value=4102444800, allow_nan=False))
-def test_same_bytes_as_python(head, now):
-    c = _fastevent.build_v1(head, RID, now)
+@given(requests(), st.floats(min_value=0, max_value=4102444800, allow_nan=False), st.booleans())
+def test_same_bytes_as_python(head, now, compat):
+    c = _fastevent.build_v1(head, RID, now, compat)
     if c is None:
         # Left to Python: only for what the C builder does not cover.
         assert b"%" in head.split(b"\n")[1] or not head.split(b"\n")[1].startswith(b"/")
         return
-    assert c == python_event(head, RID, now)
+    assert c == python_event(head, RID, now, compat)
 
 
 def test_common_request_is_built_in_c():
@@ -81,8 +82,23 @@ def test_no_headers_no_query_root_path():
     c = _fastevent.build_v1(head, RID, 0.0)
     assert c == python_event(head, RID, 0.0)
     doc = json.loads(c)
-    assert doc["headers"] == {} and doc["queryStringParameters"] is None
+    assert doc["headers"] == {} and doc["queryStringParameters"] is None and doc["body"] is None
     assert doc["pathParameters"] is None and doc["requestContext"]["identity"]["sourceIp"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("url", ["/", "/a?", "/a?&&"])
+def test_compat_empty_values(url):
+    """"1.0-compat": no query gives {} and no body "" (movableink's vmod-lambda), the rest as 1.0."""
+    head = head_of("GET", url, "HTTP/1.1", [("Host", "h")])
+    c = _fastevent.build_v1(head, RID, 0.0, True)
+    assert c == python_event(head, RID, 0.0, True)
+    doc = json.loads(c)
+    assert doc["queryStringParameters"] == {} and doc["body"] == ""
+    assert doc["multiValueQueryStringParameters"] is None and doc["isBase64Encoded"] is False
+    plain = json.loads(_fastevent.build_v1(head, RID, 0.0, False))
+    assert plain["queryStringParameters"] is None and plain["body"] is None
+    plain.update(queryStringParameters={}, body="")
+    assert plain == doc
 
 
 @pytest.mark.parametrize("head", [

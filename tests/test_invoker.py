@@ -105,6 +105,9 @@ def test_request_is_a_signed_requestresponse_invocation(api):
     assert headers["Authorization"].startswith(
         "AWS4-HMAC-SHA256 Credential=AKIDVMODLAMBDATEST/")
     assert "/us-east-1/lambda/aws4_request" in headers["Authorization"]
+    # The Content-Type of the AWS SDKs' Invoke requests, signed like the other headers.
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert "content-type;" in headers["Authorization"].split("SignedHeaders=")[1]
     assert body == b'{"q":"x"}'
 
 
@@ -194,13 +197,36 @@ def test_oversized_payload_is_refused_before_sending(api):
     assert api.requests == []
 
 
-def test_missing_credentials_are_reported_without_network(monkeypatch, api):
+def test_missing_credentials_are_reported_without_network(monkeypatch):
+    """Real AWS (no endpoint_url) and an empty credential chain: every call fails before anything
+    is sent (the signature comes first)."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+
+    def no_lookup(*args, **kwargs):     # nothing may leave the machine: a lookup fails the test
+        raise AssertionError(f"name lookup of {args[:2]}")
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+    inv = invoker(None)
+    assert not inv.anonymous and inv.credentials is None
     with pytest.raises(InvokeError) as e:
-        invoker(api.url).invoke(b"{}")
+        inv.invoke(b"{}")
     assert e.value.kind == "credentials"
-    assert api.requests == []
+    assert str(e.value).startswith("no AWS credentials found")
+
+
+def test_no_credentials_with_an_endpoint_url_signs_with_empty_keys(monkeypatch, api):
+    """An endpoint_url and an empty credential chain (a local endpoint): invoked anyway, signed
+    with empty credentials, as movableink's vmod-lambda does."""
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    api.actions.append(("ok", b'"hi"'))
+    inv = invoker(api.url)
+    assert inv.anonymous
+    assert inv.invoke(b"{}").payload == b'"hi"'
+    path, headers, body = api.requests[0]
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=/")
+    assert "/us-east-1/lambda/aws4_request, SignedHeaders=" in headers["Authorization"]
+    assert "X-Amz-Security-Token" not in headers
 
 
 def test_reasons_are_one_printable_bounded_line():

@@ -33,6 +33,7 @@ def test_each_kind_moves_its_counter(kind, status, sent, counter):
     ("service", None, "service_5xx"),
     ("timeout", None, "timeout"),
     ("internal", None, "internal"),
+    ("busy", None, "busy"),
 ])
 def test_each_kind_has_its_word_in_the_log_record(kind, status, word):
     assert outcomes.outcome(kind, status) == word

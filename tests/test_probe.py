@@ -65,3 +65,51 @@ def test_prober_pokes_the_function_and_reports():
         assert b'"path":"/hz"' in api.requests[0][2]
     finally:
         api.stop()
+
+
+class Slots:
+    """The director's slot of the object's pool, as the Prober sees it: records the calls."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.calls = []
+
+    def acquire(self, timeout):
+        self.calls.append(("acquire", timeout))
+        return self.answer
+
+    def release(self):
+        self.calls.append(("release",))
+
+
+def test_each_poke_takes_and_gives_back_a_slot_of_the_pool():
+    api = ScriptedLambda()
+    try:
+        api.actions += [("ok", b'{"statusCode":200}')]
+        slots = Slots("ok")
+        reports = []
+        p = Prober("app", invoker(api.url), ProbeSpec(url="/hz", timeout=1.5, threshold=1, initial=0),
+                   lambda healthy, went, line: reports.append(healthy), slot=slots)
+        p.poke_once()
+        assert slots.calls == [("acquire", 1.5), ("release",)]
+        assert reports[-1] is True and len(api.requests) == 1
+    finally:
+        api.stop()
+
+
+def test_a_poke_without_a_free_slot_fails_without_invoking():
+    api = ScriptedLambda()
+    try:
+        slots = Slots("busy")
+        seen = []
+        p = Prober("app", invoker(api.url), ProbeSpec(url="/hz", timeout=0.5, threshold=1, initial=1),
+                   lambda healthy, went, line: seen.append(line),
+                   observe=lambda good, err, rec: seen.append((good, err.kind, rec)), slot=slots)
+        p.poke_once()
+        assert slots.calls == [("acquire", 0.5)]          # nothing taken, nothing to give back
+        assert api.requests == []
+        assert seen[-2] == (False, "busy", None)
+        assert seen[-1].startswith("app Still healthy ---x---- 1 1 8 ")    # not sent: x
+        assert "waiting for one of the invocations in flight (pool_size)" in seen[-1]
+    finally:
+        api.stop()

@@ -43,9 +43,10 @@ from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._fastevent cimport fast_event_v1
 from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
                                  stats_internal, stats_vsl, KIND_FETCH, KIND_PROBE)
-from vmod_lambda._handoff cimport (lambda_job, submit_wait, submit_detached, submit_result,
-                                   monotonic_now, to_timespec, SUBMIT_DONE, SUBMIT_BUSY,
-                                   SUBMIT_TIMEOUT, SUBMIT_ABANDONED)
+from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, submit_wait, submit_detached,
+                                   submit_result, monotonic_now, to_timespec, SUBMIT_DONE,
+                                   SUBMIT_BUSY, SUBMIT_TIMEOUT, SUBMIT_ABANDONED, limiter_pin,
+                                   limiter_acquire, limiter_release, LIM_OK, LIM_BUSY, LIM_IDLE)
 
 from vmod_lambda import fetch as _fetch
 from vmod_lambda import limits as _limits
@@ -322,7 +323,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     if o.fast_event and job.body_seen == 0:
         # The common request's event, here, in parallel with the other fetch threads (NULL:
         # the worker maps it in Python).
-        job.event = fast_event_v1(job.head, job.head_len, VTIM_real(), &job.event_len)
+        job.event = fast_event_v1(job.head, job.head_len, VTIM_real(), o.fast_event == 2,
+                                  &job.event_len)
     rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
     if rc == SUBMIT_DONE and job.vsl != NULL:
         h = job.vsl
@@ -417,8 +419,42 @@ cdef VCL_BOOL _healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed) noe
 # Probes: a vmod_lambda.probe.Prober per object with a probe, running while the VCL is warm.
 
 cdef class _ProbeReport:
-    """What a Prober calls after each poke: the verdict, its log line. Dead once the object is."""
+    """What a Prober calls after each poke: the verdict, its log line; and the slot of the object's
+    pool each poke takes (acquire/release). Dead once the object is."""
     cdef lambda_obj *obj
+    cdef lambda_limiter *held       # the limiter of the slot the poke under way holds
+
+    def acquire(self, double timeout):
+        """Take one of the object's pool_size slots for a poke, like any invocation of the
+        object, waiting at most timeout seconds: "ok", "busy", or "gone" (object discarded)."""
+        cdef lambda_limiter *lim
+        cdef int rc
+        cdef double deadline = monotonic_now() + timeout
+        if self.obj == NULL or self.held != NULL:
+            return "gone"
+        lim = &self.obj.lim
+        limiter_pin(lim)            # with the GIL: the object cannot be released meanwhile
+        with nogil:
+            rc = limiter_acquire(lim, deadline)
+        if rc & LIM_IDLE:
+            lim.on_idle(lim)        # the object went while this poke waited: it was the last
+        rc &= ~LIM_IDLE
+        if rc == LIM_OK:
+            self.held = lim
+            return "ok"
+        return "busy" if rc == LIM_BUSY else "gone"
+
+    def release(self):
+        """Give the slot of acquire() back."""
+        cdef lambda_limiter *lim = self.held
+        cdef int rc
+        if lim == NULL:
+            return
+        self.held = NULL
+        with nogil:
+            rc = limiter_release(lim)
+        if rc & LIM_IDLE:
+            lim.on_idle(lim)
 
     def observe(self, bint good, err, rec):
         """One poke: its counters and the happy bitmap (the prober's thread, GIL held)."""
@@ -963,7 +999,7 @@ cdef int director_attach(const vrt_ctx *ctx, lambda_obj *o) except -1:
         report = _ProbeReport()
         report.obj = o
         prober = Prober(o.vcl_name.decode("utf-8", "replace"), <object>o.invoker,
-                        _probe_spec(o.probe_spec), report, observe=report.observe)
+                        _probe_spec(o.probe_spec), report, observe=report.observe, slot=report)
     except BaseException as e:
         VRT_DelDirector(&o.dir)
         raise RuntimeError(f"cannot create the probe: {type(e).__name__}: {e}") from None

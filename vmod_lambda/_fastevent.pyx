@@ -9,11 +9,12 @@ on the fetch thread (so in parallel on every CPU): payload format 1.0, no reques
 head of printable ASCII with no percent-escape in the URL and a URL in origin form ("/..."). For
 anything else fast_event_v1() returns NULL and events.py maps the request, as before.
 
-The output is byte for byte what events.build_event("1.0", ...) produces for the same request,
-request id and time (tests/test_fastevent.py compares them on generated requests): key order,
+The output is byte for byte what events.build_event("1.0", ...) (or "1.0-compat", with compat)
+produces for the same request, request id and time (tests/test_fastevent.py compares them on generated requests): key order,
 compact separators, the JSON escapes of printable ASCII (only '"' and '\\'), header names
 lower-cased and grouped in order of first appearance, "+" in the query as a space, the last
-X-Forwarded-For entry as the source IP, null for no query / user agent / proxy path.
+X-Forwarded-For entry as the source IP, null for no query / user agent / proxy path ("1.0-compat":
+{} for no query, "" for no body).
 """
 
 from libc.stdlib cimport free, malloc, realloc
@@ -189,8 +190,9 @@ cdef void _key(buf *b, span k, bint comma, bint query) noexcept nogil:
 
 
 cdef void _objects(buf *b, const char *single, const char *multi, span *keys, span *vals, int n,
-                   bint query) noexcept nogil:
-    """"single":{k:last value,...},"multi":{k:[values...],...} ({} or null when n == 0)."""
+                   bint query, bint compat) noexcept nogil:
+    """"single":{k:last value,...},"multi":{k:[values...],...} ({} or null when n == 0; compat:
+    single is {} then, as "1.0-compat" has it)."""
     cdef int first[MAX_LINES]
     cdef int last[MAX_LINES]
     cdef int i, j
@@ -198,7 +200,7 @@ cdef void _objects(buf *b, const char *single, const char *multi, span *keys, sp
     _group(keys, n, first, last, query)
     _lit(b, single)
     if n == 0:
-        _lit(b, "null" if query else "{}")
+        _lit(b, "null" if query and not compat else "{}")
     else:
         _put(b, "{", 1)
         comma = False
@@ -264,17 +266,18 @@ cdef void _request_id(char *out) noexcept nogil:
     out[k] = 0
 
 
-cdef char *fast_event_v1(const char *head, size_t head_len, double now,
+cdef char *fast_event_v1(const char *head, size_t head_len, double now, bint compat,
                          size_t *out_len) noexcept nogil:
     """The payload-format 1.0 event of a request without a body whose head (the director's
     "METHOD\\nURL\\nPROTO\\nName: value\\n..." blob) is printable ASCII, its URL in origin form
     without a "%": a malloc'd JSON document of *out_len bytes, or NULL (not such a request, or out
-    of memory): then Python maps it."""
+    of memory): then Python maps it. compat: the "1.0-compat" event (its empty values)."""
     cdef char rid[37]
-    return _event_v1(head, head_len, now, NULL, out_len, rid)
+    return _event_v1(head, head_len, now, compat, NULL, out_len, rid)
 
 
-cdef char *_event_v1(const char *head, size_t head_len, double now, const char *given_rid,
+cdef char *_event_v1(const char *head, size_t head_len, double now, bint compat,
+                     const char *given_rid,
                      size_t *out_len, char *rid) noexcept nogil:
     cdef span line[3]
     cdef span hname[MAX_LINES]
@@ -413,9 +416,9 @@ cdef char *_event_v1(const char *head, size_t head_len, double now, const char *
     _sstr(&b, path)
     _lit(&b, ",\"httpMethod\":")
     _sstr(&b, line[0])
-    _objects(&b, ",\"headers\":", ",\"multiValueHeaders\":", hname, hval, nh, False)
+    _objects(&b, ",\"headers\":", ",\"multiValueHeaders\":", hname, hval, nh, False, False)
     _objects(&b, ",\"queryStringParameters\":", ",\"multiValueQueryStringParameters\":", qkey,
-             qval, nq, True)
+             qval, nq, True, compat)
     _lit(&b, ",\"requestContext\":{\"accountId\":")
     _cstr(&b, ACCOUNT_ID)
     _lit(&b, ",\"apiId\":")
@@ -465,7 +468,10 @@ cdef char *_event_v1(const char *head, size_t head_len, double now, const char *
         _lit(&b, "}")
     else:
         _lit(&b, "null")
-    _lit(&b, ",\"stageVariables\":null,\"body\":null,\"isBase64Encoded\":false}")
+    if compat:
+        _lit(&b, ",\"stageVariables\":null,\"body\":\"\",\"isBase64Encoded\":false}")
+    else:
+        _lit(&b, ",\"stageVariables\":null,\"body\":null,\"isBase64Encoded\":false}")
     if b.failed:
         free(b.p)
         return NULL
@@ -473,7 +479,7 @@ cdef char *_event_v1(const char *head, size_t head_len, double now, const char *
     return b.p
 
 
-def build_v1(bytes head, str request_id, double now):
+def build_v1(bytes head, str request_id, double now, bint compat=False):
     """fast_event_v1() with a given request id (36 characters) and time, for the tests: the event
     as bytes, or None when the request is left to Python."""
     cdef size_t n = 0
@@ -482,7 +488,7 @@ def build_v1(bytes head, str request_id, double now):
     cdef char *p
     if len(r) != 36:
         raise ValueError("a request id is 36 characters")
-    p = _event_v1(head, len(head), now, r, &n, rid)
+    p = _event_v1(head, len(head), now, compat, r, &n, rid)
     if p == NULL:
         return None
     try:

@@ -42,6 +42,8 @@ cdef struct lambda_limiter:
     int inflight
     int limit
     int retired
+    int pinned                 # probes about to wait or waiting for a slot (limiter_pin): the
+                               # limiter stays alive until they leave
     limiter_idle_fn on_idle
     pthread_cond_t cond
     # The owner's counters (VSC gauges and the queue wait), or NULL: moved under the queue mutex.
@@ -69,6 +71,18 @@ cdef struct lambda_job:
 cdef int limiter_init(lambda_limiter *lim, int limit) noexcept nogil
 cdef bint limiter_retire(lambda_limiter *lim) noexcept nogil
 cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil
+# A slot of lim for work that runs outside the pool (a probe, on its prober thread): pin the limiter
+# (with the GIL, while its owner is known to be alive), then limiter_acquire() waits without the GIL
+# and unpins it; limiter_release() gives the slot back. Both return LIM_IDLE when the caller was the
+# last user of a retired limiter: it must then call lim.on_idle(lim) with the GIL.
+cdef enum:
+    LIM_OK = 0
+    LIM_BUSY = 1               # no slot before the deadline
+    LIM_GONE = 2               # the owner retired meanwhile
+    LIM_IDLE = 4               # (or'ed) the caller must call lim.on_idle
+cdef void limiter_pin(lambda_limiter *lim) noexcept nogil
+cdef int limiter_acquire(lambda_limiter *lim, double deadline) noexcept nogil
+cdef int limiter_release(lambda_limiter *lim) noexcept nogil
 
 cdef double monotonic_now() noexcept nogil
 cdef void to_timespec(double t, timespec *ts) noexcept nogil    # monotonic seconds -> timespec

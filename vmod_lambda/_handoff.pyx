@@ -104,13 +104,58 @@ cdef bint limiter_retire(lambda_limiter *lim) noexcept nogil:
     cdef bint idle
     pthread_mutex_lock(&mtx)
     lim.retired = 1
-    idle = lim.inflight == 0
+    idle = lim.inflight == 0 and lim.pinned == 0
+    pthread_cond_broadcast(&lim.cond)       # a probe waiting for a slot gives up
     pthread_mutex_unlock(&mtx)
     return idle
 
 
 cdef void limiter_destroy(lambda_limiter *lim) noexcept nogil:
     pthread_cond_destroy(&lim.cond)
+
+
+cdef void limiter_pin(lambda_limiter *lim) noexcept nogil:
+    pthread_mutex_lock(&mtx)
+    lim.pinned += 1
+    pthread_mutex_unlock(&mtx)
+
+
+cdef int limiter_acquire(lambda_limiter *lim, double deadline) noexcept nogil:
+    """Take a slot of a pinned lim, waiting until deadline, and unpin it: LIM_OK, LIM_BUSY or
+    LIM_GONE, with LIM_IDLE or'ed in when lim is retired and now unused. Like a queued job, the
+    slot counts in the owner's inflight gauge."""
+    cdef timespec ts
+    cdef int r = LIM_OK
+    to_timespec(deadline, &ts)
+    pthread_mutex_lock(&mtx)
+    while lim.inflight >= lim.limit and not lim.retired:
+        if pthread_cond_timedwait(&lim.cond, &mtx, &ts) == ETIMEDOUT:
+            break
+    if lim.retired:
+        r = LIM_GONE
+    elif lim.inflight >= lim.limit:
+        r = LIM_BUSY
+    else:
+        lim.inflight += 1
+        lambda_stat_add(lim.st_inflight, 1)
+    lim.pinned -= 1
+    if r != LIM_OK and lim.retired and lim.inflight == 0 and lim.pinned == 0:
+        r |= LIM_IDLE
+    pthread_mutex_unlock(&mtx)
+    return r
+
+
+cdef int limiter_release(lambda_limiter *lim) noexcept nogil:
+    """Give back a slot taken with limiter_acquire(): LIM_OK, or LIM_IDLE."""
+    cdef int r = LIM_OK
+    pthread_mutex_lock(&mtx)
+    lim.inflight -= 1
+    lambda_stat_sub(lim.st_inflight, 1)
+    pthread_cond_signal(&lim.cond)
+    if lim.retired and lim.inflight == 0 and lim.pinned == 0:
+        r = LIM_IDLE
+    pthread_mutex_unlock(&mtx)
+    return r
 
 
 cdef void _remove(lambda_job *job, lambda_job *prev) noexcept nogil:
@@ -313,7 +358,7 @@ cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
     if not abandoned:
         job.state = JOB_DONE
         pthread_cond_signal(&job.cond)
-    if not (lim.retired and lim.inflight == 0):
+    if not (lim.retired and lim.inflight == 0 and lim.pinned == 0):
         lim = NULL
     pthread_mutex_unlock(&mtx)
     if abandoned:

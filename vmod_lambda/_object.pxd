@@ -19,7 +19,8 @@ cdef struct lambda_obj:
     int pool_size
     int streaming               # backend fetches use InvokeWithResponseStream
     int mux                     # fetches and invoke() are multiplexed jobs (Invoker.multiplexed)
-    int fast_event              # the fetch thread builds the event of common requests (_fastevent)
+    int fast_event              # the fetch thread builds the event of common requests (_fastevent):
+                                # 0 no, 1 "1.0", 2 "1.0-compat"
     PyObject *invoker           # owned reference to a vmod_lambda.invoker.Invoker
     VCL_BACKEND dir             # the director of .backend()
     const vrt_backend_probe *probe_spec     # the VCL's probe (lives as long as the VCL)

@@ -127,6 +127,8 @@ cdef uint64_t *_counter(lambda_vsc *v, str name):
         return &v.too_large
     if name == "internal":
         return &v.internal
+    if name == "busy":
+        return &v.busy
     return NULL
 
 

@@ -15,7 +15,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, strdup, strlen, strncmp
 
 from vrt cimport vrt_ctx, VRT_CTX_MAGIC, director
-from cache cimport WS_Copy, SLT_VCL_Error, SLT_VCL_Log
+from cache cimport WS_Copy, SLT_VCL_Error, SLT_VCL_Log, SLT_Notice
 from lambda_compat cimport lambda_log, lambda_fail, VMOD_LAMBDA_BUILD_ID
 from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LAMBDA_OPS_MAGIC,
                               VMOD_LAMBDA_OPS_VERSION)
@@ -147,6 +147,10 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
         _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the Lambda client: "
                        f"{type(e).__name__}: {e}")
         return NULL
+    if inv.anonymous:
+        # Once per object, here: its invocations (probes included) then go out without a word.
+        lambda_log(ctx, SLT_Notice, f"lambda: {name}: no AWS credentials found; endpoint_url is "
+                   "set, so requests are signed with empty credentials".encode("utf-8", "replace"))
 
     o = <lambda_obj *>calloc(1, sizeof(lambda_obj))
     if o == NULL:
@@ -160,9 +164,9 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.pool_size = cfg.pool_size
     o.streaming = cfg.streaming
     o.mux = inv.multiplexed
-    # Payload format 1.0 (the default): common requests mapped in C on the fetch thread
-    # (_fastevent.pyx), unless VMOD_LAMBDA_FAST_EVENT=0 (FAST_EVENT below).
-    o.fast_event = cfg.event_format == "1.0" and FAST_EVENT
+    # Payload format 1.0 ("1.0-compat", the default, or "1.0"): common requests mapped in C on the
+    # fetch thread (_fastevent.pyx), unless VMOD_LAMBDA_FAST_EVENT=0 (FAST_EVENT below).
+    o.fast_event = {"1.0": 1, "1.0-compat": 2}.get(cfg.event_format, 0) if FAST_EVENT else 0
     o.probe_spec = a.probe
     o.probe_healthy = 1
     rc = limiter_init(&o.lim, cfg.pool_size)

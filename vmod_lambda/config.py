@@ -16,7 +16,10 @@ MAX_TIMEOUT = 900.0          # Lambda's own maximum function timeout (15 minutes
 DEFAULT_POOL_SIZE = 64
 MAX_POOL_SIZE = 1024
 RESPONSE_FORMATS = ("json", "http")
-EVENT_FORMATS = ("1.0", "2.0", "alb")
+EVENT_FORMATS = ("1.0-compat", "1.0", "2.0", "alb")
+# The default: VCL written for movableink's vmod-lambda never names an event_format and gets its
+# event, empty values included ("body":"", "queryStringParameters":{}).
+DEFAULT_EVENT_FORMAT = "1.0-compat"
 TRANSPORTS = ("boto3", "direct")
 DEFAULT_TRANSPORT = "direct"
 MAX_CLIENT_CONTEXT = 3583    # bytes of the base64-encoded X-Amz-Client-Context header
@@ -44,7 +47,7 @@ class BackendConfig:
     timeout: float
     response_format: str
     pool_size: int
-    event_format: str = "1.0"
+    event_format: str = DEFAULT_EVENT_FORMAT
     multi_value: bool = False
     transport: str = DEFAULT_TRANSPORT
     log_tail: bool = False
@@ -61,7 +64,7 @@ class BackendConfig:
 
 
 def validate_backend(name, function_name, region, endpoint_url=None, timeout=None,
-                     response_format="json", pool_size=None, event_format="1.0",
+                     response_format="json", pool_size=None, event_format=DEFAULT_EVENT_FORMAT,
                      multi_value=False, transport=None, log_tail=False, streaming=False,
                      qualifier=None, client_context=None) -> BackendConfig:
     """Check the arguments of `new <name> = lambda.backend(...)`; raise ConfigError or return them."""
@@ -112,7 +115,8 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
         fail(f"pool_size must be from 1 to {MAX_POOL_SIZE} (got {pool_size})")
     event_format = event_format or ""
     if event_format not in EVENT_FORMATS:
-        fail(f"event_format must be \"1.0\", \"2.0\" or \"alb\" (got {event_format[:40]!r})")
+        fail("event_format must be \"1.0-compat\", \"1.0\", \"2.0\" or \"alb\" "
+             f"(got {event_format[:40]!r})")
     transport = DEFAULT_TRANSPORT if transport is None else transport
     if transport not in TRANSPORTS:
         fail(f"transport must be one of {', '.join(repr(t) for t in TRANSPORTS)} "

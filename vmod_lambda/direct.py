@@ -55,6 +55,8 @@ _EMPTY = b""
 _CRLF2 = b"\r\n\r\n"
 MAX_HEAD = MAX_RESPONSE_HEAD    # status line + headers of a response (limits.py)
 _ALGO = "AWS4-HMAC-SHA256"
+# The Content-Type of every Invoke request: the payload is a blob (what the AWS SDKs send).
+CONTENT_TYPE = "application/octet-stream"
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
 
@@ -214,17 +216,21 @@ class DirectClient:
 
     def invoke_gen(self, function_name: str, payload: bytes,
                    invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
-                   log_type: Optional[str] = None, client_context: Optional[str] = None):
+                   log_type: Optional[str] = None, client_context: Optional[str] = None,
+                   read_timeout: Optional[float] = None):
         """One Invoke call, as a generator: it yields each socket exchange it needs, as the arguments of
         _netio.exchange(), and takes its result back; see run(). The worker pool drives several
-        of these at once, each exchange without the GIL (_handoff.pyx)."""
+        of these at once, each exchange without the GIL (_handoff.pyx). read_timeout: for this
+        call instead of the client's (a probe's .timeout; a blocking socket, in a build without
+        _netio, keeps the client's)."""
         if type(payload) is not bytes:
             payload = bytes(payload)
         head = self.request_head(function_name, payload, invocation_type, qualifier, log_type,
                                  client_context)
+        timeout = self.read_timeout if read_timeout is None else read_timeout
         if self._ssl is None and _netio is not None:
-            return (yield from self._exchange_c(head, payload))
-        return (yield from self._exchange_py(head, payload))
+            return (yield from self._exchange_c(head, payload, timeout))
+        return (yield from self._exchange_py(head, payload, timeout))
 
     def request_head(self, function_name: str, payload: bytes,
                      invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
@@ -241,13 +247,16 @@ class DirectClient:
         if creds is None or creds.access_key is None:
             raise NoCredentials()
         target, curi, cquery = self._path(function_name, qualifier)
-        # The headers botocore's Invoke serialisation sends (same names, same order of addition).
+        # The headers botocore's Invoke serialisation sends (same names, same order of addition),
+        # and the Content-Type of the blob payload that the AWS SDKs send (the boto3 transport adds
+        # it too, invoker._content_type): signed like the others.
         extra = []
         if log_type:
             extra.append(("X-Amz-Log-Type", log_type))
         if client_context:
             extra.append(("X-Amz-Client-Context", client_context))
         extra.append(("X-Amz-Invocation-Type", invocation_type))
+        extra.append(("Content-Type", CONTENT_TYPE))
         signed, auth = sigv4_headers(self.signer, "POST", self.host, curi, cquery, extra, payload,
                                      creds, _utcnow())
         lines = [f"POST {target} HTTP/1.1", f"Host: {self.host}"]
@@ -333,7 +342,7 @@ class DirectClient:
             except (IndexError, OSError):
                 pass
 
-    def _exchange_c(self, head: bytes, payload: bytes):
+    def _exchange_c(self, head: bytes, payload: bytes, timeout: float):
         """The same exchange, its socket calls without the GIL (_netio.pyx): it yields them as
         the arguments of _netio.exchange() and takes the result back (see run())."""
         idle = self._idle
@@ -343,7 +352,7 @@ class DirectClient:
             except IndexError:
                 sock, check = self._connect(), False
             rc, err, rhead, rest, complete = yield (sock.fileno(), head, payload, check,
-                                                    self.read_timeout)
+                                                    timeout)
             if rc != _netio.STALE:
                 break
             sock.close()
@@ -367,14 +376,14 @@ class DirectClient:
             blocking_begin()        # a chunked body, or one up to the end: read here, blocking
             try:
                 resp, keep = yield from _reading(
-                    self._finish_response(sock, rhead[:-4], bytearray(rest)))
+                    self._finish_response(sock, rhead[:-4], bytearray(rest), timeout))
             finally:
                 blocking_end()
             return resp
         finally:
             self._release(sock, keep)
 
-    def _exchange_py(self, head: bytes, payload: bytes):
+    def _exchange_py(self, head: bytes, payload: bytes, timeout: float):
         """The exchange in Python: https:// endpoints (and http:// in a build without _netio).
         With _netio the sockets do not block: where one would, this generator yields the wait
         (file descriptor, poll events, timeout) and takes back whether the socket is ready."""
@@ -383,22 +392,21 @@ class DirectClient:
         try:
             try:
                 if len(payload) <= 16384:
-                    yield from _send_all(sock, head + payload, self.read_timeout)
+                    yield from _send_all(sock, head + payload, timeout)
                 else:
-                    yield from _send_all(sock, head, self.read_timeout)
-                    yield from _send_all(sock, payload, self.read_timeout)
+                    yield from _send_all(sock, head, timeout)
+                    yield from _send_all(sock, payload, timeout)
             except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout, ReadTimeout):
                 raise ReadTimeout() from None
             except OSError as e:
                 raise Closed(str(e)) from None
-            resp, keep = yield from _reading(self._read_response(sock))
+            resp, keep = yield from _reading(self._read_response(sock, timeout))
             return resp
         finally:
             self._release(sock, keep)
 
-    def _read_response(self, sock):
+    def _read_response(self, sock, timeout):
         buf = bytearray()
-        timeout = self.read_timeout
         while True:
             end = buf.find(_CRLF2)
             if end >= 0:
@@ -409,11 +417,10 @@ class DirectClient:
             if not chunk:
                 raise Closed("connection closed before the response")
             buf += chunk
-        return (yield from self._finish_response(sock, bytes(buf[:end]), buf[end + 4:]))
+        return (yield from self._finish_response(sock, bytes(buf[:end]), buf[end + 4:], timeout))
 
-    def _finish_response(self, sock, head, rest):
+    def _finish_response(self, sock, head, rest, timeout):
         """(Response, reusable) from the head and the bytes read after it; reads the rest."""
-        timeout = self.read_timeout
         status, reason, headers, version11 = _parse_head(head)
         te = headers.get("transfer-encoding")
         cl = headers.get("content-length")

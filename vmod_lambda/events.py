@@ -12,6 +12,9 @@ event as if AWS had sent it:
 * ``"1.0"``: API Gateway REST API, Lambda proxy integration (payload format 1.0). A superset of the
   event of movableink's vmod-lambda (httpMethod, path, queryStringParameters, headers, body,
   isBase64Encoded), except that an absent query or body is null, as API Gateway sends them.
+* ``"1.0-compat"`` (the default of lambda.backend()): the same event with the empty values of
+  movableink's vmod-lambda, so that functions written for it see what it sends: an absent body is
+  ``""`` and an absent query ``{}`` (queryStringParameters) instead of null.
 * ``"2.0"``: API Gateway HTTP API / Lambda function URL (payload format 2.0).
 * ``"alb"``: Application Load Balancer target group, optionally with multi-value headers.
 
@@ -37,7 +40,7 @@ from urllib.parse import unquote, unquote_plus
 __all__ = ["HttpRequest", "HttpResponse", "ResponseError", "build_event", "parse_response",
            "EVENT_FORMATS", "RESPONSE_FORMATS"]
 
-EVENT_FORMATS = ("1.0", "2.0", "alb")
+EVENT_FORMATS = ("1.0-compat", "1.0", "2.0", "alb")
 RESPONSE_FORMATS = ("json", "http")
 
 # Fixed identity of the fake API / load balancer in the events.
@@ -119,7 +122,8 @@ _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
 
 
 def build_event(fmt: str, req: HttpRequest, *, multi_value: bool = False) -> bytes:
-    """Return the Lambda event for *req* in format *fmt* ("1.0", "2.0" or "alb") as compact UTF-8 JSON.
+    """Return the Lambda event for *req* in format *fmt* ("1.0-compat", "1.0", "2.0" or "alb") as
+    compact UTF-8 JSON.
 
     *multi_value* matters for "alb" only: the target group's multi-value headers setting. The JSON
     is ASCII (non-ASCII as \\uXXXX escapes) except for a non-ASCII text body, which is sent as UTF-8.
@@ -145,13 +149,16 @@ def build_event(fmt: str, req: HttpRequest, *, multi_value: bool = False) -> byt
     Raises ValueError for an unknown *fmt*, and nothing else for any request.
     """
     if fmt == "1.0":
-        event = _event_v1(req)
+        event = _event_v1(req, False)
+    elif fmt == "1.0-compat":
+        event = _event_v1(req, True)
     elif fmt == "2.0":
         event = _event_v2(req)
     elif fmt == "alb":
         event = _event_alb(req, multi_value)
     else:
-        raise ValueError(f"unknown event format {str(fmt)[:20]!r} (expected \"1.0\", \"2.0\" or \"alb\")")
+        raise ValueError(f"unknown event format {str(fmt)[:20]!r} (expected \"1.0-compat\", "
+                         "\"1.0\", \"2.0\" or \"alb\")")
     body = event.get("body")
     if body and not body.isascii():                  # non-ASCII text body: keep it at UTF-8 size
         try:
@@ -247,8 +254,9 @@ def _domain(headers: dict[str, list[str]]) -> tuple[str, str]:
     return domain, domain.split(".", 1)[0]
 
 
-def _event_v1(req: HttpRequest) -> dict:
-    """API Gateway REST API proxy event (payload format 1.0).
+def _event_v1(req: HttpRequest, compat: bool) -> dict:
+    """API Gateway REST API proxy event (payload format 1.0); compat: with the empty values of
+    movableink's vmod-lambda ("1.0-compat"): queryStringParameters {} and body "" instead of null.
 
     path, requestContext.path and pathParameters.proxy are percent-decoded ("+" stays a "+" in a
     path); queryStringParameters / multiValueQueryStringParameters are decoded, null when there is
@@ -271,7 +279,7 @@ def _event_v1(req: HttpRequest) -> dict:
         "httpMethod": req.method,
         "headers": {k: v[-1] for k, v in mheaders.items()},
         "multiValueHeaders": mheaders,
-        "queryStringParameters": {k: v[-1] for k, v in mquery.items()} or None,
+        "queryStringParameters": {k: v[-1] for k, v in mquery.items()} or ({} if compat else None),
         "multiValueQueryStringParameters": mquery or None,
         "requestContext": {
             "accountId": ACCOUNT_ID,
@@ -295,7 +303,7 @@ def _event_v1(req: HttpRequest) -> dict:
         },
         "pathParameters": {"proxy": proxy} if proxy else None,
         "stageVariables": None,
-        "body": body,
+        "body": "" if body is None and compat else body,
         "isBase64Encoded": is_b64,
     }
 

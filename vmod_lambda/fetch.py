@@ -80,13 +80,15 @@ def _event(cfg, head: bytes, body: bytes) -> bytes:
     return build_event(cfg.event_format, req, multi_value=cfg.multi_value)
 
 
-def handle(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int) -> FetchResult:
-    """Map, invoke, map back. body is None when it was larger than the limit (body_len bytes)."""
-    return direct.run(handle_gen(invoker, head, body, body_len))
+def handle(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int,
+           timeout: Optional[float] = None) -> FetchResult:
+    """Map, invoke, map back. body is None when it was larger than the limit (body_len bytes).
+    timeout: the read timeout instead of the object's (see Invoker.invoke_gen)."""
+    return direct.run(handle_gen(invoker, head, body, body_len, timeout=timeout))
 
 
 def handle_gen(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int,
-               event: Optional[bytes] = None):
+               event: Optional[bytes] = None, timeout: Optional[float] = None):
     """handle() as a generator of socket exchanges (see direct.run() and Invoker.invoke_gen()).
     event: the event already built from head and body (_fastevent.pyx does it for common
     requests on the fetch thread), or None to build it here."""
@@ -97,7 +99,7 @@ def handle_gen(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: i
         event = _event(cfg, head, body)
     if len(event) > MAX_PAYLOAD:
         return too_large("event", len(event))
-    res = yield from invoker.invoke_gen(event)
+    res = yield from invoker.invoke_gen(event, timeout=timeout)
     try:
         resp = parse_response(cfg.response_format, res.payload)
     except ResponseError as e:

@@ -23,6 +23,7 @@ import boto3
 import botocore
 import botocore.parsers
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError,
                                  ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
                                  ReadTimeoutError)
@@ -190,7 +191,22 @@ def _service_error(response: dict) -> "InvokeError":
                        meta.get("RequestId") or None, status)
 
 
+def _content_type(params, **kwargs):
+    """before-call handler of the boto3 transport's Invoke calls: the Content-Type of the blob
+    payload, as the AWS SDKs send it and the direct transport does (direct.CONTENT_TYPE); set
+    before the request is signed, so it is signed like the other headers. Returns None (a value
+    would be taken for the answer)."""
+    headers = params.setdefault("headers", {})
+    if not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = direct.CONTENT_TYPE
+
+
 class Invoker:
+    """anonymous: the credential chain found nothing and the object has an endpoint_url, so its
+    requests are signed with empty credentials (as movableink's vmod-lambda does): a local
+    endpoint (an emulator, LocalStack, a test server) needs no keys. Without endpoint_url the
+    calls fail with "no AWS credentials found" instead."""
+
     def __init__(self, cfg: BackendConfig):
         self.cfg = cfg
         config = Config(
@@ -203,13 +219,22 @@ class Invoker:
             tcp_keepalive=True,
             user_agent_extra=f"vmod-lambda/{VERSION}",
         )
+        keys = {}
         with _create_lock:
             session = boto3.session.Session()
-            self.client = session.client("lambda", region_name=cfg.region,
-                                         endpoint_url=cfg.endpoint_url, config=config)
             creds = session.get_credentials()
-        if creds is not None:
+            self.anonymous = creds is None and cfg.endpoint_url is not None
+            if self.anonymous:
+                creds = Credentials("", "")
+                keys = {"aws_access_key_id": "", "aws_secret_access_key": ""}
+            self.client = session.client("lambda", region_name=cfg.region,
+                                         endpoint_url=cfg.endpoint_url, config=config, **keys)
+        # The credentials both transports sign with (None: every call fails "no AWS credentials").
+        self.credentials = creds
+        if creds is not None and not self.anonymous:
             _credentials.add(creds)
+        for op in ("Invoke", "InvokeWithResponseStream"):
+            self.client.meta.events.register(f"before-call.lambda.{op}", _content_type)
         self.direct = None
         self.transport = cfg.transport
         if cfg.transport == "direct":
@@ -232,7 +257,7 @@ class Invoker:
         self.direct = direct.DirectClient(
             meta.endpoint_url, meta.region_name, meta.service_model.signing_name,
             # The same provider chain the client uses; RefreshableCredentials refresh themselves.
-            session.get_credentials(),
+            self.credentials,
             self.cfg.connect_timeout, self.cfg.timeout, self.cfg.pool_size,
             f"vmod-lambda/{VERSION} transport/direct botocore/{botocore.__version__}",
             ca_bundle=ca_bundle, verify=verify)
@@ -253,9 +278,11 @@ class Invoker:
         return self.direct is not None and self.direct.yields_io
 
     def invoke_gen(self, payload: bytes, invocation_type: str = "RequestResponse",
-                   qualifier: Optional[str] = None):
+                   qualifier: Optional[str] = None, timeout: Optional[float] = None):
         """invoke() as a generator of socket exchanges (see direct.run()). The record of the
-        invocation is this thread's (take_record()) when it returns or raises."""
+        invocation is this thread's (take_record()) when it returns or raises. timeout: the read
+        timeout of this call instead of the object's (a probe's .timeout), direct transport only:
+        boto3's client has one read timeout for every call."""
         _tls.record = None
         if invocation_type == "Event":
             if len(payload) > MAX_ASYNC_PAYLOAD:
@@ -270,19 +297,19 @@ class Invoker:
         rec = _tls.record = InvocationRecord(invocation_type, qualifier or None, len(payload))
         t0 = time.monotonic()
         try:
-            return (yield from self._invoke(kwargs, rec))
+            return (yield from self._invoke(kwargs, rec, timeout))
         finally:
             rec.duration = time.monotonic() - t0
             # Other invocations may have run on this thread while this one waited.
             _tls.record = rec
 
-    def _invoke(self, kwargs: dict, rec: InvocationRecord):
+    def _invoke(self, kwargs: dict, rec: InvocationRecord, timeout: Optional[float] = None):
         if self.cfg.client_context:
             kwargs["ClientContext"] = self.cfg.client_context
         if self.cfg.log_tail and kwargs["InvocationType"] == "RequestResponse":
             kwargs["LogType"] = "Tail"
         if self.direct is not None:
-            return (yield from self._invoke_direct(kwargs, rec))
+            return (yield from self._invoke_direct(kwargs, rec, timeout))
         with self.errors(rec):
             try:
                 resp = self._call(kwargs)
@@ -302,10 +329,11 @@ class Invoker:
         return InvokeResult(body, resp.get("StatusCode", 200), request_id,
                             resp.get("ExecutedVersion"), resp.get("LogResult"))
 
-    def _invoke_direct(self, kwargs: dict, rec: InvocationRecord):
+    def _invoke_direct(self, kwargs: dict, rec: InvocationRecord, timeout: Optional[float] = None):
         """invoke() through the direct transport: the same outcomes as the boto3 path above."""
         args = (kwargs["FunctionName"], kwargs["Payload"], kwargs["InvocationType"],
-                kwargs.get("Qualifier"), kwargs.get("LogType"), kwargs.get("ClientContext"))
+                kwargs.get("Qualifier"), kwargs.get("LogType"), kwargs.get("ClientContext"),
+                timeout)
         try:
             try:
                 r = yield from self.direct.invoke_gen(*args)
@@ -313,8 +341,8 @@ class Invoker:
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 r = yield from self.direct.invoke_gen(*args)
         except direct.ReadTimeout:
-            raise InvokeError("timeout", f"timed out after {self.cfg.timeout:g}s waiting for "
-                              "the function") from None
+            raise InvokeError("timeout", f"timed out after {timeout or self.cfg.timeout:g}s "
+                              "waiting for the function") from None
         except direct.ConnectTimeout:
             raise InvokeError("timeout", f"timed out after {self.cfg.connect_timeout:g}s "
                               "connecting to the endpoint") from None

@@ -1,7 +1,10 @@
 """Health probes for obj.backend(): Varnish's probe semantics, with an invocation as the poke.
 
 A `.url` or `.request` probe becomes a synthetic request that goes through the same mapping as a real
-fetch (so the function sees an ordinary GET). A poke is good when the invocation succeeded, the
+fetch (so the function sees an ordinary GET), invoked through the object's own client: in varnishd
+each poke first takes one of the object's pool_size slots (slot, from the director), so probes and
+fetches share the object's connections and its limit, as in movableink's vmod-lambda (with
+pool_size = 1, one connection carries probes and fetches in turn). A poke is good when the invocation succeeded, the
 function raised no error and the inner HTTP status is `.expected_response` (default 200). Window,
 threshold, initial, interval and timeout, the bitmaps, the Backend_health log line and the
 backend.list output follow Varnish's own probes (bin/varnishd/cache/cache_backend_probe.c).
@@ -141,11 +144,14 @@ class Prober:
     """Pokes one function every interval on its own thread, while its VCL is warm."""
 
     def __init__(self, name: str, invoker: Invoker, spec: ProbeSpec,
-                 report: Callable[[bool, bool, str], None], observe=None):
+                 report: Callable[[bool, bool, str], None], observe=None, slot=None):
         self.name = name
         self.spec = spec.with_defaults()
-        # Its own client: the probe's timeout, one connection, never the object's pool.
-        self.invoker = Invoker(replace(invoker.cfg, timeout=self.spec.timeout, pool_size=1))
+        # The object's client and connections; the probe's timeout is given per call.
+        self.invoker = invoker
+        # slot.acquire(timeout) -> "ok" | "busy" | "gone", slot.release(): one of the object's
+        # pool_size slots per poke (_director._ProbeReport); None: no limit (tests).
+        self.slot = slot
         self.state = ProbeState(self.spec)
         self.report = report
         # observe(good, error or None, invocation record or None) after each poke: counters
@@ -162,6 +168,28 @@ class Prober:
             healthy = self.state.healthy
         self.report(healthy, went, line)
 
+    def _invoke(self, head: bytes, t0: float):
+        """One poke's invocation within the probe's timeout, in a slot of the object's pool."""
+        timeout = self.spec.timeout
+        if self.slot is not None:
+            got = self.slot.acquire(timeout)
+            if got != "ok":
+                if got == "gone":
+                    raise InvokeError("internal", "the object was discarded")
+                raise InvokeError("busy", f"timed out after {timeout:g}s waiting for one of "
+                                  "the invocations in flight (pool_size) to finish")
+        try:
+            left = max(timeout - (time.monotonic() - t0), 0.001)
+            r = fetch.handle(self.invoker, head, b"", 0, timeout=left)
+        finally:
+            if self.slot is not None:
+                self.slot.release()
+        if time.monotonic() - t0 > timeout:
+            # The boto3 transport reads with the object's timeout: a late answer is still a
+            # failed poke, as in Varnish.
+            raise InvokeError("timeout", f"timed out after {timeout:g}s waiting for the function")
+        return r
+
     def poke_once(self):
         head = self.spec.head()
         t0 = time.monotonic()
@@ -169,13 +197,13 @@ class Prober:
         err = None
         take_record()
         try:
-            r = fetch.handle(self.invoker, head, b"", 0)
+            r = self._invoke(head, t0)
             xmit = recv = True
             happy = r.status == self.spec.exp_status
             resp = f"HTTP/1.1 {r.status} {r.reason or REASONS.get(r.status, '')}".rstrip()
         except InvokeError as e:
             err = e
-            xmit = e.kind not in ("transport", "credentials", "payload")
+            xmit = e.kind not in ("transport", "credentials", "payload", "busy", "internal")
             recv = e.kind in ("function_error", "throttled", "service", "invalid_response")
             resp = str(e)
         except Exception as e:      # a probe never dies of a bad answer
