@@ -1,4 +1,4 @@
-"""vmod_lambda.fetch: one backend fetch (head and body as the director hands them over) through a
+"""vmod_lambda.fetch: one backend fetch (the request record as the director hands it over) through a
 scripted Lambda API over real HTTP."""
 
 import json
@@ -6,11 +6,13 @@ import json
 import pytest
 
 from test_invoker import ScriptedLambda, invoker  # noqa: F401 (fixtures and helpers)
-from vmod_lambda.fetch import client_ip, handle, parse_head
+from vmod_lambda._request import Request
+from vmod_lambda.fetch import client_ip, handle
 from vmod_lambda.invoker import InvokeError
 
-HEAD = (b"GET\n/a/b?x=1&x=2\nHTTP/1.1\nHost: shop.example\nX-Forwarded-For: 10.0.0.1, 192.0.2.7\n"
-        b"Cookie: a=1; b=2\n")
+HEADERS = [("Host", "shop.example"), ("X-Forwarded-For", "10.0.0.1, 192.0.2.7"),
+           ("Cookie", "a=1; b=2")]
+HEAD = Request("GET", "/a/b?x=1&x=2", "HTTP/1.1", HEADERS)
 
 
 @pytest.fixture
@@ -20,10 +22,15 @@ def api():
     s.stop()
 
 
-def test_parse_head_keeps_order_and_repeats():
-    method, url, proto, headers = parse_head(b"POST\n/x\nHTTP/1.0\nA: 1\nA: 2\nB:  spaced \n")
-    assert (method, url, proto) == ("POST", "/x", "HTTP/1.0")
-    assert headers == [("A", "1"), ("A", "2"), ("B", "spaced")]
+def test_request_record_keeps_order_and_repeats():
+    r = Request("POST", "/x", "HTTP/1.0", [("A", "1"), ("A", "2"), ("B", " \tspaced \t")],
+                b"data")
+    assert (r.method, r.url, r.proto) == ("POST", "/x", "HTTP/1.0")
+    assert r.headers == [("A", "1"), ("A", "2"), ("B", "spaced")]
+    assert (r.body, r.body_len) == (b"data", 4)
+    # the head as Varnish sends it: "POST\n/x\nHTTP/1.0\nA: 1\n..." (bereq_hdrbytes)
+    assert r.head_bytes == len("POST\n/x\nHTTP/1.0\nA: 1\nA: 2\nB:  \tspaced \t\n")
+    assert Request("GET", "/", "HTTP/1.1", [], None, 7 * 1024 * 1024).body is None
 
 
 def test_source_ip_is_the_entry_varnish_appended():
@@ -38,7 +45,7 @@ def test_source_ip_is_the_entry_varnish_appended():
 ])
 def test_the_event_sent_is_in_the_configured_format(api, fmt, probe):
     api.actions.append(("ok", b'{"statusCode":201,"headers":{"X-A":"1"},"body":"made"}'))
-    r = handle(invoker(api.url, event_format=fmt), HEAD, b"", 0)
+    r = handle(invoker(api.url, event_format=fmt), HEAD)
     event = json.loads(api.requests[0][2])
     assert probe(event)
     assert (r.status, r.headers, r.body) == (201, [("X-A", "1")], b"made")
@@ -46,15 +53,16 @@ def test_the_event_sent_is_in_the_configured_format(api, fmt, probe):
 
 
 def test_body_over_the_limit_is_answered_413_without_invoking(api):
-    r = handle(invoker(api.url), HEAD, None, 7 * 1024 * 1024)
+    r = handle(invoker(api.url), Request("GET", "/a", "HTTP/1.1", HEADERS, None, 7 * 1024 * 1024))
     assert r.status == 413
     assert "answered 413 without invoking" in r.note
     assert api.requests == []
 
 
 def test_event_over_the_limit_is_answered_413_without_invoking(api):
-    r = handle(invoker(api.url), HEAD.replace(b"GET", b"POST") + b"Content-Type: text/plain\n",
-               b"x" * (6 * 1024 * 1024 - 10), 6 * 1024 * 1024 - 10)
+    r = handle(invoker(api.url), Request("POST", "/a/b?x=1&x=2", "HTTP/1.1",
+                                         HEADERS + [("Content-Type", "text/plain")],
+                                         b"x" * (6 * 1024 * 1024 - 10)))
     assert r.status == 413
     assert r.note.startswith("event of ")
     assert api.requests == []
@@ -68,7 +76,7 @@ def test_event_over_the_limit_is_answered_413_without_invoking(api):
 def test_invalid_responses_fail_with_the_request_id(api, payload, reason):
     api.actions.append(("ok", payload))
     with pytest.raises(InvokeError) as e:
-        handle(invoker(api.url), HEAD, b"", 0)
+        handle(invoker(api.url), HEAD)
     assert e.value.kind == "invalid_response"
     assert str(e.value).startswith(reason)
     assert str(e.value).endswith("(RequestId: req-1)")
@@ -77,5 +85,5 @@ def test_invalid_responses_fail_with_the_request_id(api, payload, reason):
 def test_function_errors_propagate(api):
     api.actions.append(("error", "Unhandled", b'{"errorType":"E","errorMessage":"m"}'))
     with pytest.raises(InvokeError) as e:
-        handle(invoker(api.url), HEAD, b"", 0)
+        handle(invoker(api.url), HEAD)
     assert e.value.kind == "function_error"

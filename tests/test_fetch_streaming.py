@@ -10,11 +10,12 @@ import pytest
 
 from vmod_lambda.config import validate_backend
 from lambda_emulator import Emulator, FunctionConfig
+from vmod_lambda._request import Request
 from vmod_lambda.fetch import StreamedFetch
 from vmod_lambda.invoker import InvokeError, Invoker
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-HEAD = b"GET\n/s\nHTTP/1.1\nHost: x\n"
+HEAD = Request("GET", "/s", "HTTP/1.1", [("Host", "x")])
 
 
 def th(handler, **kw):
@@ -50,7 +51,7 @@ class EventInBody(Invoker):
 
 def fetch(emu, name, event, **kw):
     inv = EventInBody(make(emu, name, **kw), event)
-    f = StreamedFetch(inv, HEAD, b"", 0)
+    f = StreamedFetch(inv, HEAD)
     return f
 
 
@@ -80,13 +81,13 @@ def test_a_plain_payload_is_the_body_of_a_200(emu):
 
 
 def test_an_ordinary_function_is_streamed_too(emu):
-    head, body = drain(StreamedFetch(make(emu, "ctx"), HEAD, b"", 0))
+    head, body = drain(StreamedFetch(make(emu, "ctx"), HEAD))
     assert head.status == 200 and json.loads(body)["function_name"] == "ctx"
 
 
 def test_client_context_and_qualifier_reach_the_function(emu):
     inv = make(emu, "ctx", qualifier="5", client_context='{"custom": {"k": "v"}}')
-    head, body = drain(StreamedFetch(inv, HEAD, b"", 0))
+    head, body = drain(StreamedFetch(inv, HEAD))
     doc = json.loads(body)
     assert doc["function_version"] == "5" and doc["invoked_function_arn"].endswith("ctx:5")
     assert doc["client_context"]["custom"] == {"k": "v"}
@@ -154,12 +155,13 @@ def test_bad_prelude_is_an_invalid_response(emu):
 
 def test_service_error_before_the_stream(emu):
     with pytest.raises(InvokeError) as exc:
-        StreamedFetch(make(emu, "missing"), HEAD, b"", 0).start()
+        StreamedFetch(make(emu, "missing"), HEAD).start()
     assert exc.value.kind == "service" and "ResourceNotFoundException" in str(exc.value)
 
 
 def test_oversized_request_is_413_without_invoking(emu):
-    r = StreamedFetch(make(emu, "ctx"), HEAD, None, 7_000_000).start()
+    r = StreamedFetch(make(emu, "ctx"),
+                      Request("GET", "/s", "HTTP/1.1", [("Host", "x")], None, 7_000_000)).start()
     assert r.status == 413
 
 
@@ -179,12 +181,12 @@ def test_a_fetch_after_a_failed_stream_gets_a_clean_connection(emu):
     be dropped, not handed back to the pool half-read (the next fetch would read its tail)."""
     base = make(emu, "error")
     for _ in range(3):
-        f = StreamedFetch(EventInBody(base, {}), HEAD, b"", 0)
+        f = StreamedFetch(EventInBody(base, {}), HEAD)
         f.start()
         with pytest.raises(InvokeError, match="boom mid-stream"):
             list(f.body())
         f.close()
-        g = StreamedFetch(EventInBody(make(emu, "chunks"), {"n": 2, "size": 3}), HEAD, b"", 0)
+        g = StreamedFetch(EventInBody(make(emu, "chunks"), {"n": 2, "size": 3}), HEAD)
         g.invoker.client = base.client          # the same connection pool
         head, body = drain(g)
         assert head.status == 200 and body == b"xxxxxx"

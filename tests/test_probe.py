@@ -44,10 +44,15 @@ def test_bits_log_line_and_details():
     assert "Current states  good:  1 threshold:  1 window:  3" in st.details(json=False)
 
 
-def test_probe_request_heads():
-    assert ProbeSpec(url="/hz").head() == b"GET\n/hz\nHTTP/1.1\n"
-    assert ProbeSpec(request="HEAD /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n").head() == \
-        b"HEAD\n/x\nHTTP/1.1\nHost: a\nConnection: close\n"
+def _fields(r):
+    return r.method, r.url, r.proto, r.headers, r.body
+
+
+def test_probe_request_records():
+    assert _fields(ProbeSpec(url="/hz").request_record()) == ("GET", "/hz", "HTTP/1.1", [], b"")
+    assert _fields(ProbeSpec(request="HEAD /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n")
+                   .request_record()) == \
+        ("HEAD", "/x", "HTTP/1.1", [("Host", "a"), ("Connection", "close")], b"")
 
 
 def test_prober_pokes_the_function_and_reports():

@@ -12,8 +12,8 @@ as soon as it is known, the body through a bounded window while the function sti
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdio cimport snprintf
-from libc.stdlib cimport calloc, free, malloc, realloc
-from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
+from libc.stdlib cimport calloc, free, malloc
+from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
 from libc.string cimport memcpy, strlen
 
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
@@ -21,10 +21,8 @@ from vrt cimport (vrt_ctx, VRT_CTX_MAGIC, VCL_BACKEND, VCL_BOOL, VCL_TIME, direc
                  vrt_backend_probe, vsb, vcl_event_e, VCL_EVENT_WARM, VCL_EVENT_COLD,
                  VRT_AddDirector, VRT_DelDirector, VRT_Healthy, VRT_SetChanged, VTIM_real)
 from vsb cimport VSB_cat, VSB_printf, VSB_indent
-from cache cimport (busyobj, http, txt, VSLb, SLT_FetchError, SLT_Error, SLT_Backend_health,
-                    SLT_VCL_Log,
-                    HTTP_HDR_METHOD,
-                    HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST)
+from cache cimport (busyobj, VSLb, SLT_FetchError, SLT_Error, SLT_Backend_health,
+                    SLT_VCL_Log)
 from cache_filter cimport vfp, vfp_ctx, vfp_entry, vfp_status, VFP_OK, VFP_END, VFP_ERROR
 from lambda_compat cimport lambda_log
 from vmod_lambda_fetch cimport (lambda_bereq_body, lambda_beresp_body, lambda_htc_priv,
@@ -41,6 +39,8 @@ from posix_thread cimport (pthread_mutex_t, pthread_cond_t, pthread_condattr_t, 
                            pthread_condattr_setclock, CLOCK_MONOTONIC, ETIMEDOUT)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._fastevent cimport fast_event_v1
+from vmod_lambda._request cimport (lambda_request, Request, request_collect, request_body_append,
+                                   request_clear, request_view, request_unview)
 from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
                                  stats_internal, stats_vsl, KIND_FETCH, KIND_PROBE)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, submit_wait, submit_detached,
@@ -49,8 +49,7 @@ from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, submit_wait, subm
                                    limiter_acquire, limiter_release, LIM_OK, LIM_BUSY, LIM_IDLE)
 
 from vmod_lambda import fetch as _fetch
-from vmod_lambda import limits as _limits
-from vmod_lambda.invoker import InvokeError, take_record
+from vmod_lambda.invoker import InvokeError
 from vmod_lambda.probe import Prober, ProbeSpec
 
 cdef enum:
@@ -62,23 +61,13 @@ DEADLINE_MARGIN = 1.0
 # A job that ended neither ok nor with a reason: a bug caught by the worker (logged there as an
 # internal error), or no memory left for the reason.
 cdef const char *NO_RESULT = "internal error: the invocation ended without a result or a reason"
-# Request bodies beyond this are not kept: the event could not be sent anyway (413 without
-# invoking). limits.MAX_REQUEST_BODY, set once here (no initializers on C globals).
-cdef size_t MAX_BODY
-MAX_BODY = _limits.MAX_REQUEST_BODY
 
 
 cdef struct fetch_job:
     lambda_job base             # first: the pool hands this back as a lambda_job
     unsigned magic
     lambda_obj *obj
-    # the backend request
-    char *head
-    size_t head_len
-    char *body
-    size_t body_len
-    size_t body_cap
-    size_t body_seen            # bytes the client sent, also beyond MAX_BODY
+    lambda_request req          # the backend request, collected once (_request.pxd)
     # the backend response, or err
     int ok
     int status
@@ -103,8 +92,7 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     job.magic = 0
     # Buffers that can be large come from PyMem_Raw*: the loader sends large blocks to an arena
     # that returns them to the system when freed (vmod_lambda.vcc, "Large responses and memory").
-    PyMem_RawFree(job.head)
-    PyMem_RawFree(job.body)
+    request_clear(&job.req)
     free(job.reason)
     free(job.resp_head)
     PyMem_RawFree(job.resp_body)
@@ -149,18 +137,16 @@ def _fetch_gen(_FetchRef ref):
     """Map, invoke, map back into the job, then its counters and varnishlog lines. Never raises."""
     cdef fetch_job *job = ref.job
     cdef lambda_obj *o = job.obj
-    take_record()
-    err = yield from _fetch_call(ref)
+    err, rec = yield from _fetch_call(ref)
     try:
-        rec = take_record()
         stats_account(o.vsc, KIND_FETCH, err, rec)
         if rec is None and err is None and job.ok and job.note != NULL:
             # answered locally (413) without invoking
             lambda_stat_add(&o.vsc.too_large, 1)
             lambda_stat_add(&o.vsc.fail, 1)
         if rec is not None:
-            lambda_stat_add(&o.vsc.bereq_hdrbytes, job.head_len)
-            lambda_stat_add(&o.vsc.bereq_bodybytes, job.body_len)
+            lambda_stat_add(&o.vsc.bereq_hdrbytes, job.req.head_bytes)
+            lambda_stat_add(&o.vsc.bereq_bodybytes, job.req.body_len)
             if job.ok:
                 lambda_stat_add(&o.vsc.beresp_hdrbytes, job.resp_head_len)
                 lambda_stat_add(&o.vsc.beresp_bodybytes, job.resp_body_len)
@@ -170,18 +156,18 @@ def _fetch_gen(_FetchRef ref):
 
 
 def _fetch_call(_FetchRef ref):
-    """Map, invoke, map back into the job; returns the InvokeError (None when ok)."""
+    """Map, invoke, map back into the job; returns (the InvokeError or None when ok, the
+    invocation's record or None when nothing was sent)."""
     cdef fetch_job *job = ref.job
     cdef bytes head_blob
+    cdef Request request = None
+    rec = None
     try:
-        head = PyBytes_FromStringAndSize(job.head, job.head_len)
-        if job.body_seen > MAX_BODY:
-            body = None
-        else:
-            body = PyBytes_FromStringAndSize(job.body, job.body_len) if job.body_len else b""
+        request = request_view(&job.req)
         event = PyBytes_FromStringAndSize(job.event, job.event_len) if job.event != NULL \
             else None
-        r = yield from _fetch.handle_gen(<object>job.obj.invoker, head, body, job.body_seen, event)
+        r = yield from _fetch.handle_gen(<object>job.obj.invoker, request, event)
+        rec = r.record
         head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
         job.resp_head = _dup(head_blob, &job.resp_head_len)
         job.resp_body = _dup(r.body, &job.resp_body_len, True)
@@ -193,67 +179,28 @@ def _fetch_call(_FetchRef ref):
             raise MemoryError()
         job.status = r.status
         job.ok = 1
-        return None
+        return None, rec
     except InvokeError as e:
         _set_err(job, str(e))
-        return e
+        return e, e.record
     except MemoryError:
         _set_err(job, "out of memory")
-        return InvokeError("internal", "out of memory")
+        return InvokeError("internal", "out of memory"), rec
     except BaseException as e:
         try:
             _set_err(job, f"internal error: {type(e).__name__}: {e}")
-            return InvokeError("internal", str(e))
+            return InvokeError("internal", str(e)), rec
         except BaseException:
-            return None     # no memory left even for the reason: the fetch fails without one
-
-
-cdef int _append(char **buf, size_t *length, size_t *cap, const char *p, size_t n) noexcept nogil:
-    cdef size_t want = length[0] + n + 1
-    cdef char *nb
-    if want > cap[0]:
-        if want < 2 * cap[0]:
-            want = 2 * cap[0]
-        if want < 1024:
-            want = 1024
-        nb = <char *>PyMem_RawRealloc(buf[0], want)
-        if nb == NULL:
-            return -1
-        buf[0] = nb
-        cap[0] = want
-    memcpy(buf[0] + length[0], p, n)
-    length[0] += n
-    buf[0][length[0]] = 0
-    return 0
-
-
-cdef int _collect_head(const http *hp, fetch_job *job) noexcept nogil:
-    """METHOD\\nURL\\nPROTO\\nName: value\\n... (header values never hold a newline in Varnish)."""
-    cdef size_t cap = 0
-    cdef unsigned u
-    cdef const txt *t
-    for u in range(hp.nhd):
-        if HTTP_HDR_PROTO < u < HTTP_HDR_FIRST:
-            continue        # status and reason: empty in a request
-        t = &hp.hd[u]
-        if t.b == NULL:
-            if u >= HTTP_HDR_FIRST:
-                continue
-        elif _append(&job.head, &job.head_len, &cap, t.b, <size_t>(t.e - t.b)):
-            return -1
-        if _append(&job.head, &job.head_len, &cap, "\n", 1):
-            return -1
-    return 0
+            return None, rec    # no memory left even for the reason: the fetch fails without one
+    finally:
+        request_unview(request)     # the job, and its record, may be freed once this returns
 
 
 cdef int _body_cb(void *priv, unsigned flush, const void *ptr, ssize_t length) noexcept nogil:
     cdef fetch_job *job = <fetch_job *>priv
     if length <= 0:
         return 0
-    job.body_seen += <size_t>length
-    if job.body_seen > MAX_BODY:
-        return 0        # keep reading the client's body, keep none of it: answered with 413
-    return _append(&job.body, &job.body_len, &job.body_cap, <const char *>ptr, <size_t>length)
+    return request_body_append(&job.req, <const char *>ptr, <size_t>length)
 
 
 cdef vfp_status _vfp_pull(vfp_ctx *vc, vfp_entry *vfe, void *p, ssize_t *lp) noexcept nogil:
@@ -311,7 +258,7 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     job.base.start = _start_fetch
     job.base.mux = o.mux
     job.base.free_job = _job_free
-    if _collect_head(bo.bereq, job) != 0:
+    if request_collect(&job.req, bo.bereq) != 0:
         _fetch_error(bo, o, "out of memory")
         _job_free(<lambda_job *>job)
         return -1
@@ -320,11 +267,10 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         _job_free(<lambda_job *>job)
         return -1
 
-    if o.fast_event and job.body_seen == 0:
+    if o.fast_event and job.req.body_seen == 0:
         # The common request's event, here, in parallel with the other fetch threads (NULL:
         # the worker maps it in Python).
-        job.event = fast_event_v1(job.head, job.head_len, VTIM_real(), o.fast_event == 2,
-                                  &job.event_len)
+        job.event = fast_event_v1(&job.req, VTIM_real(), o.fast_event == 2, &job.event_len)
     rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
     if rc == SUBMIT_DONE and job.vsl != NULL:
         h = job.vsl
@@ -692,10 +638,26 @@ cdef int _push_bytes(stream_job *sj, bytes data) except -2:
     return rc
 
 
-cdef void _run_stream(lambda_job *j) noexcept:
+cdef class _StreamRef:
+    cdef stream_job *sj
+
+
+cdef object _start_stream(lambda_job *j):
+    """A streamed fetch, for a worker of the pool: a generator with no socket work of its own
+    (botocore reads the stream), run whole (the job is not multiplexed)."""
+    cdef _StreamRef ref = _StreamRef.__new__(_StreamRef)
+    ref.sj = <stream_job *>j
+    return _stream_gen(ref)
+
+
+def _stream_gen(_StreamRef ref):
+    _run_stream(ref.sj)
+    yield from ()       # (a generator, the one shape of a job, with nothing to yield)
+
+
+cdef void _run_stream(stream_job *sj) noexcept:
     """Worker thread, GIL held: the whole streamed invocation of one fetch, then its counters and
     varnishlog lines (ready before the end is published: the fetch logs them when it sees it)."""
-    cdef stream_job *sj = <stream_job *>j
     cdef lambda_obj *o = sj.f.obj
     cdef int rc
     with nogil:
@@ -704,14 +666,12 @@ cdef void _run_stream(lambda_job *j) noexcept:
         pthread_mutex_unlock(&sj.mtx)
     if rc:
         return          # the fetch gave up while this job was queued: nothing was sent
-    take_record()
-    rc, err = _stream_call(sj)
+    rc, err, rec = _stream_call(sj)
     try:
-        rec = take_record()
         stats_account(o.vsc, KIND_FETCH, err, rec)
         if rec is not None and o.vsc != NULL:
-            lambda_stat_add(&o.vsc.bereq_hdrbytes, sj.f.head_len)
-            lambda_stat_add(&o.vsc.bereq_bodybytes, sj.f.body_len)
+            lambda_stat_add(&o.vsc.bereq_hdrbytes, sj.f.req.head_bytes)
+            lambda_stat_add(&o.vsc.bereq_bodybytes, sj.f.req.body_len)
             if sj.head_ready:
                 lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp_head_len)
                 lambda_stat_add(&o.vsc.beresp_bodybytes, sj.body_bytes)
@@ -725,19 +685,23 @@ cdef void _run_stream(lambda_job *j) noexcept:
             _chan_end(sj)
 
 
+cdef object _stream_rec(sf, err):
+    """The record of a streamed invocation: the stream's, or the failed start's (or None)."""
+    rec = sf.record if sf is not None else None
+    return rec if rec is not None or err is None else err.record
+
+
 cdef tuple _stream_call(stream_job *sj):
-    """Invoke and move the stream into the channel: (1, None) when all of it went through,
-    (0, None) when the fetch let go first, (rc, InvokeError) on failure."""
+    """Invoke and move the stream into the channel: (1, None, record) when all of it went
+    through, (0, None, record) when the fetch let go first, (rc, InvokeError, record) on failure;
+    the record is None when nothing was sent (close() completes it in the finally clause)."""
     cdef bytes head_blob
     cdef int rc = 0
+    cdef Request request = None
     sf = None
     try:
-        head = PyBytes_FromStringAndSize(sj.f.head, sj.f.head_len)
-        if sj.f.body_seen > MAX_BODY:
-            body = None
-        else:
-            body = PyBytes_FromStringAndSize(sj.f.body, sj.f.body_len) if sj.f.body_len else b""
-        sf = _fetch.StreamedFetch(<object>sj.f.obj.invoker, head, body, sj.f.body_seen)
+        request = request_view(&sj.f.req)
+        sf = _fetch.StreamedFetch(<object>sj.f.obj.invoker, request)
         r = sf.start()
         head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
         sj.f.resp_head = _dup(head_blob, &sj.f.resp_head_len)
@@ -751,7 +715,7 @@ cdef tuple _stream_call(stream_job *sj):
         with nogil:
             rc = _chan_head(sj)
         if rc == 0:
-            return 0, None
+            return 0, None, _stream_rec(sf, None)
         rc = _push_bytes(sj, r.body)
         if rc == 1:
             for data in sf.body():
@@ -763,23 +727,25 @@ cdef tuple _stream_call(stream_job *sj):
                     break
         if rc == -1:
             return rc, InvokeError("timeout", f"the response stream took longer than the "
-                                   f"timeout ({sj.f.obj.timeout:g}s)")
-        return rc, None
+                                   f"timeout ({sj.f.obj.timeout:g}s)"), _stream_rec(sf, None)
+        return rc, None, _stream_rec(sf, None)
     except InvokeError as e:
-        return rc, e
+        return rc, e, _stream_rec(sf, e)
     except MemoryError:
-        return rc, InvokeError("internal", "out of memory")
+        return rc, InvokeError("internal", "out of memory"), _stream_rec(sf, None)
     except BaseException as e:
         try:
-            return rc, InvokeError("internal", f"internal error: {type(e).__name__}: {e}")
+            return rc, InvokeError("internal", f"internal error: {type(e).__name__}: {e}"), \
+                _stream_rec(sf, None)
         except BaseException:
-            return rc, InvokeError("internal", "internal error")
+            return rc, InvokeError("internal", "internal error"), None
     finally:
         if sf is not None:
             try:
                 sf.close()
             except BaseException as e:
                 stats_internal(sj.f.obj.vsc, sj.f.obj.vcl_name, "closing a response stream", e)
+        request_unview(request)
 
 
 cdef void _stream_log(busyobj *bo, stream_job *sj) noexcept nogil:
@@ -837,9 +803,10 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
     sj.refs = 1
     sj.f.magic = STREAM_MAGIC
     sj.f.obj = o
-    sj.f.base.run = _run_stream
+    sj.f.base.start = _start_stream
+    sj.f.base.mux = 0
     sj.f.base.free_job = _stream_worker_done
-    if _collect_head(bo.bereq, &sj.f) != 0:
+    if request_collect(&sj.f.req, bo.bereq) != 0:
         _fetch_error(bo, o, "out of memory")
         _stream_release(sj)
         return -1

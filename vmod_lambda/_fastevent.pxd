@@ -1,5 +1,8 @@
-# The payload-format 1.0 event of the common backend request, built in C on the fetch thread (see
-# _fastevent.pyx); NULL when the request is not one of those and Python must map it (events.py).
+# The payload-format 1.0 event of the common backend request, built in C on the fetch thread from the
+# request record (see _fastevent.pyx); NULL when the request is not one of those and Python must
+# map it (events.py).
 
-cdef char *fast_event_v1(const char *head, size_t head_len, double now, bint compat,
+from vmod_lambda._request cimport lambda_request
+
+cdef char *fast_event_v1(const lambda_request *r, double now, bint compat,
                          size_t *out_len) noexcept nogil

@@ -5,9 +5,10 @@ Mapping a request to its event in Python (events.build_event) is the largest par
 Lambda fetch runs, and all of that Python runs one job after another under the GIL on the worker
 that carries the load; profiles put about a third of a Lambda pass's child CPU there
 (BENCHMARKS.md). For the common request this module builds the same bytes in C without the GIL,
-on the fetch thread (so in parallel on every CPU): payload format 1.0, no request body, a request
-head of printable ASCII with no percent-escape in the URL and a URL in origin form ("/..."). For
-anything else fast_event_v1() returns NULL and events.py maps the request, as before.
+on the fetch thread (so in parallel on every CPU), reading the request record (_request.pxd):
+payload format 1.0, no request body, a request head of printable ASCII with no percent-escape in
+the URL and a URL in origin form ("/..."). For anything else fast_event_v1() returns NULL and
+events.py maps the request (reading the same record), as before.
 
 The output is byte for byte what events.build_event("1.0", ...) (or "1.0-compat", with compat)
 produces for the same request, request id and time (tests/test_fastevent.py compares them on generated requests): key order,
@@ -25,6 +26,7 @@ from libc.math cimport floor
 from libc.stdio cimport snprintf
 from posix_io cimport time_t, tm, gmtime_r, getrandom
 from vmod_lambda_tls cimport lambda_rid_state
+from vmod_lambda._request cimport lambda_request, Request
 
 from vmod_lambda import events as _events
 
@@ -266,26 +268,35 @@ cdef void _request_id(char *out) noexcept nogil:
     out[k] = 0
 
 
-cdef char *fast_event_v1(const char *head, size_t head_len, double now, bint compat,
+cdef char *fast_event_v1(const lambda_request *r, double now, bint compat,
                          size_t *out_len) noexcept nogil:
-    """The payload-format 1.0 event of a request without a body whose head (the director's
-    "METHOD\\nURL\\nPROTO\\nName: value\\n..." blob) is printable ASCII, its URL in origin form
-    without a "%": a malloc'd JSON document of *out_len bytes, or NULL (not such a request, or out
-    of memory): then Python maps it. compat: the "1.0-compat" event (its empty values)."""
+    """The payload-format 1.0 event of a request record (_request.pxd) without a body, whose
+    head is printable ASCII and its URL in origin form without a "%": a malloc'd JSON document of
+    *out_len bytes, or NULL (not such a request, or out of memory): then Python maps it. compat:
+    the "1.0-compat" event (its empty values)."""
     cdef char rid[37]
-    return _event_v1(head, head_len, now, compat, NULL, out_len, rid)
+    return _event_v1(r, now, compat, NULL, out_len, rid)
 
 
-cdef char *_event_v1(const char *head, size_t head_len, double now, bint compat,
-                     const char *given_rid,
+cdef bint _printable(span s) noexcept nogil:
+    cdef size_t k
+    cdef char c
+    for k in range(s.n):
+        c = s.p[k]
+        if c < 0x20 or c > 0x7e:
+            return False
+    return True
+
+
+cdef char *_event_v1(const lambda_request *r, double now, bint compat, const char *given_rid,
                      size_t *out_len, char *rid) noexcept nogil:
     cdef span line[3]
     cdef span hname[MAX_LINES]
     cdef span hval[MAX_LINES]
     cdef span qkey[MAX_LINES]
     cdef span qval[MAX_LINES]
-    cdef int nh = 0, nq = 0, nl = 0, i
-    cdef size_t pos = 0, end, k, a, z
+    cdef int nh = 0, nq = 0, i
+    cdef size_t pos = 0, end, k
     cdef const char *colon
     cdef const char *nl_p
     cdef span path, query, host, ua, xff, ip, s
@@ -295,44 +306,29 @@ cdef char *_event_v1(const char *head, size_t head_len, double now, bint compat,
     cdef char num[32]
     cdef time_t secs
     cdef tm t
-    cdef char c
     host.p = ua.p = xff.p = NULL
     host.n = ua.n = xff.n = 0
 
-    # Printable ASCII only (and the line feeds between fields).
-    for k in range(head_len):
-        c = head[k]
-        if (c < 0x20 or c > 0x7e) and c != c'\n':
-            return NULL
-    # Lines.
-    while pos < head_len:
-        nl_p = <const char *>memchr(head + pos, c'\n', head_len - pos)
-        end = <size_t>(nl_p - head) if nl_p != NULL else head_len
-        s.p = head + pos
-        s.n = end - pos
-        pos = end + 1
-        if nl < 3:
-            line[nl] = s
-            nl += 1
-            continue
-        colon = <const char *>memchr(s.p, c':', s.n)
-        if colon == NULL:
-            continue            # (parse_head skips a line without a colon)
-        if nh == MAX_LINES:
-            return NULL
-        hname[nh].p = s.p
-        hname[nh].n = <size_t>(colon - s.p)
-        a = <size_t>(colon - s.p) + 1
-        z = s.n
-        while a < z and s.p[a] == c' ':
-            a += 1
-        while z > a and s.p[z - 1] == c' ':
-            z -= 1
-        hval[nh].p = s.p + a
-        hval[nh].n = z - a
-        nh += 1
-    if nl < 3:
+    # Printable ASCII only; at most MAX_LINES headers.
+    if r.nheaders > MAX_LINES or r.proto.n == 0:
         return NULL
+    line[0].p = r.method.p
+    line[0].n = r.method.n
+    line[1].p = r.url.p
+    line[1].n = r.url.n
+    line[2].p = r.proto.p
+    line[2].n = r.proto.n
+    for i in range(3):
+        if not _printable(line[i]):
+            return NULL
+    for i in range(<int>r.nheaders):
+        hname[i].p = r.headers[i].name.p
+        hname[i].n = r.headers[i].name.n
+        hval[i].p = r.headers[i].value.p
+        hval[i].n = r.headers[i].value.n
+        if not _printable(hname[i]) or not _printable(hval[i]):
+            return NULL
+    nh = <int>r.nheaders
     # The URL: origin form, no percent-escape (decoding is left to Python).
     if line[1].n == 0 or line[1].p[0] != c'/' or memchr(line[1].p, c'%', line[1].n) != NULL:
         return NULL
@@ -479,16 +475,16 @@ cdef char *_event_v1(const char *head, size_t head_len, double now, bint compat,
     return b.p
 
 
-def build_v1(bytes head, str request_id, double now, bint compat=False):
-    """fast_event_v1() with a given request id (36 characters) and time, for the tests: the event
-    as bytes, or None when the request is left to Python."""
+def build_v1(Request req, str request_id, double now, bint compat=False):
+    """fast_event_v1() of a request record with a given request id (36 characters) and time,
+    for the tests: the event as bytes, or None when the request is left to Python."""
     cdef size_t n = 0
     cdef char rid[37]
-    cdef bytes r = request_id.encode("ascii")
+    cdef bytes rb = request_id.encode("ascii")
     cdef char *p
-    if len(r) != 36:
+    if len(rb) != 36:
         raise ValueError("a request id is 36 characters")
-    p = _event_v1(head, len(head), now, compat, r, &n, rid)
+    p = _event_v1(req._get(), now, compat, rb, &n, rid)
     if p == NULL:
         return None
     try:

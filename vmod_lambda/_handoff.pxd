@@ -1,8 +1,8 @@
 # The handoff between Varnish threads and Python worker threads: a C job queue under one pthread mutex.
 #
 # A Varnish thread (never holding the GIL) submits a job and waits on the job's condition variable until
-# the job is done or its deadline passes. A Python worker takes the job in nogil code, runs job.run with
-# the GIL, and completes it. A job whose waiter gave up while it ran is "abandoned": the worker frees it.
+# the job is done or its deadline passes. A Python worker takes the job in nogil code, runs it (job.start)
+# with the GIL, and completes it. A job whose waiter gave up while it ran is "abandoned": the worker frees it.
 #
 # Lock order: nobody takes the GIL while holding the queue mutex.
 
@@ -31,7 +31,6 @@ cdef enum submit_result:
 cdef struct lambda_job
 cdef struct lambda_limiter
 
-ctypedef void (*job_fn)(lambda_job *job) noexcept
 ctypedef object (*job_start_fn)(lambda_job *job)
 ctypedef void (*job_free_fn)(lambda_job *job) noexcept nogil
 ctypedef void (*limiter_idle_fn)(lambda_limiter *lim) noexcept
@@ -56,11 +55,11 @@ cdef struct lambda_job:
     job_state state
     lambda_job *next
     lambda_limiter *limiter
-    job_fn run                 # called by a worker with the GIL; must not raise
-    # Or, when not NULL (run is then unused): called by a worker with the GIL, returns the job as a
-    # generator of socket work (vmod_lambda.direct.run() documents it; it must not raise), which
-    # the worker runs alongside the other such jobs it has in flight when mux is set, or whole,
-    # with direct.run(), when it is not (_Worker).
+    # The one way a job runs: called by a worker with the GIL, returns the job as a generator of
+    # socket work (_netio.Op; vmod_lambda.direct.run() documents it; it must not raise), which the
+    # worker runs alongside the other such jobs it has in flight when mux is set, or whole, with
+    # direct.run(), when it is not (_Worker). A job with no socket work of its own (a streamed
+    # fetch, the selftest) is a generator that yields nothing.
     job_start_fn start
     int mux
     job_free_fn free_job       # frees an abandoned or detached job

@@ -14,11 +14,10 @@ from posix_io cimport (eventfd, EFD_NONBLOCK, EFD_CLOEXEC, read, write, close, D
 from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub
 from vmod_lambda_tls cimport lambda_blocking_depth
 from vmod_lambda._stats cimport stats_internal
-from vmod_lambda._netio cimport (xchg, xchg_begin, xchg_wait, xchg_progress, xchg_events,
-                                 xchg_expire, xchg_result, X_DONE, X_SEND)
+from vmod_lambda._netio cimport (Op, xchg, xchg_progress, xchg_events, xchg_expire, xchg_result,
+                                 X_DONE, X_SEND)
 
 from vmod_lambda import direct as _direct
-from vmod_lambda import invoker as _invoker
 
 # The pool is shared by every object of every VCL in the child; its size is the sum of the limits of
 # the live limiters, capped here. See vmod_lambda.vcc, "Threads".
@@ -458,19 +457,11 @@ cdef class _Worker:
 
     cdef void _advance(self, int i, object value) noexcept:
         """Resume slot i's generator with value (an exchange's result; None to start it): it
-        yields the next exchange, which starts at once, or ends."""
-        cdef bytes head, payload
-        cdef bint wait
+        yields its next socket work (a _netio.Op), which begins at once in the slot, or ends."""
+        cdef Op op
         gen = self.gens[i]
         try:
-            # Other jobs ran on this thread since: the record of an invocation is set when it ends.
-            _invoker._tls.record = None
-            op = gen.send(value)
-            wait = len(op) == 3
-            if wait:
-                fd, events, timeout = op
-            else:
-                fd, head, payload, check, timeout = op
+            op = <Op?>gen.send(value)
         except StopIteration:
             self._finish(i)         # done: the results are in the job
             return
@@ -479,13 +470,8 @@ cdef class _Worker:
             stats_internal(NULL, NULL, "a worker's job", e)
             self._finish(i)
             return
-        self.ops[i] = op
-        if wait:
-            # The Python exchange (https://) waits for its socket.
-            xchg_wait(&self.slots[i].x, fd, events, timeout)
-        else:
-            xchg_begin(&self.slots[i].x, fd, head, len(head), payload, len(payload), check,
-                       timeout)
+        self.ops[i] = op           # (keeps the bytes the exchange points into alive)
+        op.begin(&self.slots[i].x)
 
     cdef void _start(self, lambda_job *job) noexcept:
         cdef int i
@@ -493,10 +479,7 @@ cdef class _Worker:
             # Whole, here: not counted awake meanwhile (the queued jobs go to other workers).
             _blocking_begin()
             try:
-                if job.start == NULL:
-                    job.run(job)
-                else:
-                    _direct.run(job.start(job))
+                _direct.run(job.start(job))
             except BaseException as e:
                 # A bug of the job (they catch everything): it is done with what it has.
                 stats_internal(NULL, NULL, "a worker's job", e)

@@ -39,3 +39,25 @@ cdef short xchg_events(const xchg *x) noexcept nogil
 cdef void xchg_expire(xchg *x) noexcept nogil
 cdef object xchg_result(xchg *x)
 cdef void xchg_clear(xchg *x) noexcept nogil
+
+
+# The socket work a job's generator yields (direct.py): one type per kind of work, each knowing how
+# it begins in a worker's slot (begin(): the worker pool, _handoff.pyx, then drives it with the
+# slot's other work) and how it is done here, whole (run(): direct.run()). Either way the
+# generator is sent xchg_result()'s answer.
+cdef class Op:
+    cdef void begin(self, xchg *x) noexcept
+
+cdef class Exchange(Op):
+    """One HTTP/1.1 request/response exchange on a connected socket (http:// endpoints)."""
+    cdef readonly int fd
+    cdef readonly bytes head
+    cdef readonly bytes payload
+    cdef readonly bint check_idle
+    cdef readonly double timeout
+
+cdef class Wait(Op):
+    """A wait for a socket to be ready for events (the Python exchange of https://)."""
+    cdef readonly int fd
+    cdef readonly short events
+    cdef readonly double timeout

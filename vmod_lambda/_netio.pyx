@@ -377,3 +377,44 @@ def wait(int fd, short events, double timeout):
         xchg_wait(&x, fd, events, timeout)
         _drive(&x)
     return x.rc != C_RECV_TIMEOUT
+
+
+cdef class Op:
+    """Socket work yielded by a job's generator (see _netio.pxd)."""
+
+    cdef void begin(self, xchg *x) noexcept:
+        xchg_wait(x, -1, 0, 0.0)        # (never yielded as such: only its subclasses are)
+
+    def run(self):
+        raise NotImplementedError
+
+
+cdef class Exchange(Op):
+
+    def __cinit__(self, int fd, bytes head, bytes payload, bint check_idle, double timeout):
+        self.fd = fd
+        self.head = head
+        self.payload = payload
+        self.check_idle = check_idle
+        self.timeout = timeout
+
+    cdef void begin(self, xchg *x) noexcept:
+        xchg_begin(x, self.fd, self.head, len(self.head), self.payload, len(self.payload),
+                   self.check_idle, self.timeout)
+
+    def run(self):
+        return exchange(self.fd, self.head, self.payload, self.check_idle, self.timeout)
+
+
+cdef class Wait(Op):
+
+    def __cinit__(self, int fd, short events, double timeout):
+        self.fd = fd
+        self.events = events
+        self.timeout = timeout
+
+    cdef void begin(self, xchg *x) noexcept:
+        xchg_wait(x, self.fd, self.events, self.timeout)
+
+    def run(self):
+        return wait(self.fd, self.events, self.timeout)

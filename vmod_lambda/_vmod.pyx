@@ -31,7 +31,7 @@ from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, lim
 from vmod_lambda.config import ConfigError, validate_backend
 import os
 
-from vmod_lambda.invoker import InvokeError, Invoker, take_record
+from vmod_lambda.invoker import InvokeError, Invoker
 
 from vmod_lambda import limits as _limits
 from vmod_lambda import outcomes as _outcomes
@@ -270,10 +270,8 @@ def _invoke_gen(_InvokeRef ref):
     """Invoke, then count the outcome and keep its varnishlog lines. Never raises."""
     cdef invoke_job *job = ref.job
     cdef int kind = KIND_ASYNC if job.async_ else KIND_INVOKE
-    take_record()
-    err = yield from _invoke_call(ref)
+    err, rec = yield from _invoke_call(ref)
     try:
-        rec = take_record()
         stats_account(job.obj.vsc, kind, err, rec)
         job.vsl = stats_vsl(job.obj.vcl_name, job.obj.function_name, kind, err, rec, &job.vsl_len)
     except BaseException as e:
@@ -281,19 +279,22 @@ def _invoke_gen(_InvokeRef ref):
 
 
 def _invoke_call(_InvokeRef ref):
-    """Invoke and store the payload or the reason; returns the InvokeError (None when ok)."""
+    """Invoke and store the payload or the reason; returns (the InvokeError or None when ok,
+    the invocation's record or None when nothing was sent)."""
     cdef invoke_job *job = ref.job
     cdef bytes data
+    rec = None
     try:
         res = yield from (<object>job.obj.invoker).invoke_gen(
             PyBytes_FromStringAndSize(job.payload, job.payload_len),
             "Event" if job.async_ else "RequestResponse", _pystr(job.qualifier))
+        rec = res.record
         if job.async_:
             if res.status != 202:
                 raise InvokeError("service", f"Lambda answered HTTP {res.status} instead of 202 "
                                   "Accepted", res.request_id, res.status)
             job.ok = 1
-            return
+            return None, rec
         data = res.payload
         if b"\0" in data:
             raise InvokeError("payload", f"the response payload contains a NUL byte (offset "
@@ -312,19 +313,19 @@ def _invoke_call(_InvokeRef ref):
         job.out[len(data)] = 0
         job.out_len = len(data)
         job.ok = 1
-        return None
+        return None, rec
     except InvokeError as e:
         _job_error(job, str(e))
-        return e
+        return e, (rec if rec is not None else e.record)
     except MemoryError:
         _job_error(job, "out of memory")
-        return InvokeError("internal", "out of memory")
+        return InvokeError("internal", "out of memory"), rec
     except BaseException as e:
         try:
             _job_error(job, f"internal error: {type(e).__name__}: {e}")
-            return InvokeError("internal", str(e))
+            return InvokeError("internal", str(e)), rec
         except BaseException:
-            return None     # no memory left even for the reason: the call fails without one
+            return None, rec    # no memory left even for the reason: the call fails without one
 
 
 cdef void _write_vsl(const vrt_ctx *ctx, const char *lines, size_t n) noexcept nogil:
@@ -490,8 +491,19 @@ cdef double SELFTEST_TIMEOUT
 SELFTEST_TIMEOUT = 30.0
 
 
-cdef void _run_selftest(lambda_job *j) noexcept:
-    cdef invoke_job *job = <invoke_job *>j
+cdef object _start_selftest(lambda_job *j):
+    """lambda.selftest(), for a worker of the pool: a generator with no socket work, run whole."""
+    cdef _InvokeRef ref = _InvokeRef.__new__(_InvokeRef)
+    ref.job = <invoke_job *>j
+    return _selftest_gen(ref)
+
+
+def _selftest_gen(_InvokeRef ref):
+    _run_selftest(ref.job)
+    yield from ()       # (a generator, the one shape of a job, with nothing to yield)
+
+
+cdef void _run_selftest(invoke_job *job) noexcept:
     cdef bytes data
     try:
         from vmod_lambda import selftest
@@ -521,7 +533,8 @@ cdef const char *ops_selftest(const vrt_ctx *ctx) noexcept nogil:
     if job == NULL:
         snprintf(reason, MSG_LEN, "out of memory")
     else:
-        job.base.run = _run_selftest
+        job.base.start = _start_selftest
+        job.base.mux = 0
         r = _run_text_job(ctx, job, &SELFTEST_LIM, SELFTEST_TIMEOUT, "", reason)
     if r != NULL:
         return r

@@ -218,8 +218,8 @@ class DirectClient:
                    invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
                    log_type: Optional[str] = None, client_context: Optional[str] = None,
                    read_timeout: Optional[float] = None):
-        """One Invoke call, as a generator: it yields each socket exchange it needs, as the arguments of
-        _netio.exchange(), and takes its result back; see run(). The worker pool drives several
+        """One Invoke call, as a generator: it yields each piece of socket work it needs (a
+        _netio.Exchange or _netio.Wait), and takes its result back; see run(). The worker pool drives several
         of these at once, each exchange without the GIL (_handoff.pyx). read_timeout: for this
         call instead of the client's (a probe's .timeout; a blocking socket, in a build without
         _netio, keeps the client's)."""
@@ -344,15 +344,15 @@ class DirectClient:
 
     def _exchange_c(self, head: bytes, payload: bytes, timeout: float):
         """The same exchange, its socket calls without the GIL (_netio.pyx): it yields them as
-        the arguments of _netio.exchange() and takes the result back (see run())."""
+        a _netio.Exchange and takes the result back (see run())."""
         idle = self._idle
         while True:
             try:
                 sock, check = idle.pop(), True
             except IndexError:
                 sock, check = self._connect(), False
-            rc, err, rhead, rest, complete = yield (sock.fileno(), head, payload, check,
-                                                    timeout)
+            rc, err, rhead, rest, complete = yield _netio.Exchange(sock.fileno(), head, payload,
+                                                                   check, timeout)
             if rc != _netio.STALE:
                 break
             sock.close()
@@ -447,12 +447,12 @@ class DirectClient:
 
 
 def run(gen):
-    """Run an invoke_gen() generator to its end in this thread, each exchange it yields with
-    _netio.exchange() and each wait with _netio.wait(); returns what it returns."""
+    """Run an invoke_gen() generator to its end in this thread, each piece of socket work it
+    yields (a _netio.Exchange or _netio.Wait) done here with its run(); returns what it returns."""
     try:
         op = next(gen)
         while True:
-            op = gen.send(_netio.exchange(*op) if len(op) == 5 else _netio.wait(*op))
+            op = gen.send(op.run())
     except StopIteration as e:
         return e.value
 
@@ -460,7 +460,7 @@ def run(gen):
 def _await(sock, events, timeout):
     """A socket call would block: on a non-blocking socket, yield the wait for it to be ready for
     events; on a blocking one its own timeout (SO_RCVTIMEO/SO_SNDTIMEO) has expired."""
-    if sock.getblocking() or not (yield (sock.fileno(), events, timeout)):
+    if sock.getblocking() or not (yield _netio.Wait(sock.fileno(), events, timeout)):
         raise ReadTimeout() from None
 
 

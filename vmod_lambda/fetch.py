@@ -2,8 +2,9 @@
 # (Compiled by setup.py as it is, as plain Python: type hints are hints, not checks.)
 """One backend fetch through a Lambda function: the Python side of obj.backend().
 
-The director (_director.pyx) hands over the backend request as it stands in Varnish (a head block and
-the body bytes); this module maps it to an event, invokes the function and maps its answer to the
+The director (_director.pyx) hands over the backend request as it collected it, once, from Varnish:
+the request record (_request.pxd; its Python view has method, url, proto, headers, body and
+body_len). This module maps it to an event, invokes the function and maps its answer to the
 backend response. Pure Python, so pytest runs it against real HTTP endpoints without varnishd.
 """
 
@@ -15,11 +16,11 @@ from typing import List, Optional, Tuple
 
 from . import direct, eventstream
 from .events import HttpRequest, ResponseError, build_event, parse_response
-from .invoker import InvokeError, Invoker, _function_error_reason
+from .invoker import InvocationRecord, InvokeError, Invoker, _function_error_reason
 from .limits import MAX_PAYLOAD
 from .outcomes import event_too_large
 
-__all__ = ["FetchResult", "handle", "parse_head", "StreamedFetch"]
+__all__ = ["FetchResult", "handle", "StreamedFetch"]
 
 
 @dataclass
@@ -30,21 +31,7 @@ class FetchResult:
     body: bytes
     note: Optional[str] = None          # a line for the log (SLT_Error) when Varnish answered itself
     request_id: Optional[str] = None
-
-
-def parse_head(head: bytes):
-    """`METHOD\\nURL\\nPROTO\\nName: value\\n...` as the director writes it, to its parts.
-
-    Header bytes are decoded as UTF-8 (invalid sequences replaced): JSON events carry text.
-    """
-    lines = head.decode("utf-8", "replace").split("\n")
-    method, url, proto = (lines + ["", "", ""])[:3]
-    headers = []
-    for line in lines[3:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.append((name, value.strip(" \t")))
-    return method, url, proto, headers
+    record: Optional[InvocationRecord] = None   # the invocation's (None: nothing was sent)
 
 
 def client_ip(headers) -> str:
@@ -72,45 +59,48 @@ def _request_id() -> str:
     return str(uuid.UUID(int=_getrandbits(128), version=4))
 
 
-def _event(cfg, head: bytes, body: bytes) -> bytes:
-    method, url, proto, headers = parse_head(head)
-    request_id = _request_id()
-    req = HttpRequest(method=method, url=url, proto=proto, headers=headers, body=body,
-                      client_ip=client_ip(headers), request_id=request_id, now=time.time())
+def _event(cfg, request, body: bytes) -> bytes:
+    headers = request.headers
+    req = HttpRequest(method=request.method, url=request.url, proto=request.proto,
+                      headers=headers, body=body, client_ip=client_ip(headers),
+                      request_id=_request_id(), now=time.time())
     return build_event(cfg.event_format, req, multi_value=cfg.multi_value)
 
 
-def handle(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int,
-           timeout: Optional[float] = None) -> FetchResult:
-    """Map, invoke, map back. body is None when it was larger than the limit (body_len bytes).
-    timeout: the read timeout instead of the object's (see Invoker.invoke_gen)."""
-    return direct.run(handle_gen(invoker, head, body, body_len, timeout=timeout))
+def handle(invoker: Invoker, request, timeout: Optional[float] = None) -> FetchResult:
+    """Map, invoke, map back. request: the request record (_request.Request); its body is None
+    when it was larger than the limit (body_len bytes). timeout: the read timeout instead of the
+    object's (see Invoker.invoke_gen)."""
+    return direct.run(handle_gen(invoker, request, timeout=timeout))
 
 
-def handle_gen(invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int,
-               event: Optional[bytes] = None, timeout: Optional[float] = None):
+def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
+               timeout: Optional[float] = None):
     """handle() as a generator of socket exchanges (see direct.run() and Invoker.invoke_gen()).
-    event: the event already built from head and body (_fastevent.pyx does it for common
+    event: the event already built from the same record (_fastevent.pyx does it for common
     requests on the fetch thread), or None to build it here."""
     cfg = invoker.cfg
-    if body is None:
-        return too_large("request body", body_len)
     if event is None:
-        event = _event(cfg, head, body)
+        body = request.body         # (a copy: read once)
+        if body is None:
+            return too_large("request body", request.body_len)
+        event = _event(cfg, request, body)
     if len(event) > MAX_PAYLOAD:
         return too_large("event", len(event))
     res = yield from invoker.invoke_gen(event, timeout=timeout)
     try:
         resp = parse_response(cfg.response_format, res.payload)
     except ResponseError as e:
-        raise InvokeError("invalid_response", f"invalid response: {e}", res.request_id) from None
+        raise InvokeError("invalid_response", f"invalid response: {e}", res.request_id,
+                          record=res.record) from None
     if resp.status < 200:
         # A 1xx is an interim response: delivered as final, a 101 would tell the client its
         # connection was upgraded. API Gateway answers 502 for these too.
         raise InvokeError("invalid_response", f"invalid response: status {resp.status} is an "
-                          "interim (1xx) response, not a final one", res.request_id)
+                          "interim (1xx) response, not a final one", res.request_id,
+                          record=res.record)
     return FetchResult(resp.status, resp.reason, resp.headers, resp.body,
-                       request_id=res.request_id)
+                       request_id=res.request_id, record=res.record)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,11 +122,9 @@ class StreamedFetch:
     and one read at a time, plus the prelude (at most 64 KB) while the head is undecided.
     """
 
-    def __init__(self, invoker: Invoker, head: bytes, body: Optional[bytes], body_len: int):
+    def __init__(self, invoker: Invoker, request):
         self.invoker = invoker
-        self.head_blob = head
-        self.req_body = body
-        self.req_body_len = body_len
+        self.request = request          # the request record (_request.Request)
         self.result = None
         self.request_id = None
         self.log_result = None
@@ -149,10 +137,11 @@ class StreamedFetch:
 
     def start(self) -> FetchResult:
         cfg = self.invoker.cfg
-        if self.req_body is None:
+        body = self.request.body
+        if body is None:
             self._done = True
-            return too_large("request body", self.req_body_len)
-        event = _event(cfg, self.head_blob, self.req_body)
+            return too_large("request body", self.request.body_len)
+        event = _event(cfg, self.request, body)
         if len(event) > MAX_PAYLOAD:
             self._done = True
             return too_large("event", len(event))
@@ -176,12 +165,17 @@ class StreamedFetch:
         return FetchResult(prelude.status, None, prelude.headers, first,
                            request_id=self.request_id)
 
+    @property
+    def record(self) -> Optional[InvocationRecord]:
+        """The invocation's record (None: nothing was sent), complete once close() returned."""
+        return self.result.record if self.result is not None else None
+
     def _wrap(self, fn):
         try:
             return fn()
         except eventstream.PreludeError as e:
             raise InvokeError("invalid_response", f"invalid response: {e}",
-                              self.request_id) from None
+                              self.request_id, record=self.record) from None
 
     def _next_data(self):
         """The next payload bytes of the function, or None at the (checked) end."""
@@ -204,7 +198,7 @@ class StreamedFetch:
             except eventstream.EventStreamError as e:
                 self._done = True
                 raise InvokeError("invalid_response", f"broken response stream: {e}",
-                                  self.request_id) from None
+                                  self.request_id, record=self.record) from None
             for ev in events:
                 if ev.kind == "chunk":
                     self.received += len(ev.data)
@@ -215,7 +209,7 @@ class StreamedFetch:
                         self._done = True
                         self._pending.clear()
                         raise InvokeError("function_error", _stream_error_reason(ev),
-                                          self.request_id)
+                                          self.request_id, record=self.record)
 
     def body(self):
         """Yield the rest of the body as it arrives."""

@@ -34,7 +34,7 @@ from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD
 from .outcomes import payload_too_large
 
 __all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "StreamResult",
-           "MAX_PAYLOAD", "clean_reason", "redact", "take_record"]
+           "MAX_PAYLOAD", "clean_reason", "redact"]
 
 VERSION = "0.1.0"
 MAX_REASON = 400
@@ -45,15 +45,17 @@ _create_lock = threading.Lock()
 
 class InvokeError(Exception):
     """An invocation failed. kind: one of outcomes.KINDS (function_error, timeout, throttled, service,
-    transport, invalid_response, payload, credentials, internal), which says how it is counted."""
+    transport, invalid_response, payload, credentials, internal), which says how it is counted.
+    record: the InvocationRecord of the invocation that failed, None when nothing was sent."""
 
     def __init__(self, kind: str, reason: str, request_id: Optional[str] = None,
-                 status: Optional[int] = None):
+                 status: Optional[int] = None, record: Optional["InvocationRecord"] = None):
         super().__init__(reason)
         self.kind = kind
         self.reason = clean_reason(reason)
         self.request_id = request_id
         self.status = status
+        self.record = record
 
     def __str__(self):
         if self.request_id:
@@ -68,6 +70,7 @@ class InvokeResult:
     request_id: Optional[str]
     executed_version: Optional[str]
     log_result: Optional[str]
+    record: Optional["InvocationRecord"] = None    # what the invocation sent and got
 
 
 @dataclass
@@ -84,7 +87,8 @@ class StreamResult:
 
 @dataclass
 class InvocationRecord:
-    """What one invocation sent and got, for counters and the varnishlog record (see take_record)."""
+    """What one invocation sent and got, for counters and the varnishlog record. It travels with
+    the outcome: InvokeResult.record, StreamResult.record, InvokeError.record."""
     invocation_type: str
     qualifier: Optional[str]
     sent: int
@@ -94,18 +98,6 @@ class InvocationRecord:
     executed_version: Optional[str] = None
     status: Optional[int] = None
     log_result: Optional[str] = None
-
-
-# The record of the last invocation made by this thread: a worker runs one job at a time, so the
-# job that called invoke() takes it afterwards, whatever invoke() returned or raised.
-_tls = threading.local()
-
-
-def take_record() -> Optional[InvocationRecord]:
-    """The record of this thread's last invocation since the last call (None: nothing was sent)."""
-    rec = getattr(_tls, "record", None)
-    _tls.record = None
-    return rec
 
 
 # Credential material that an endpoint (or a function) could echo back in an error message: a
@@ -280,10 +272,10 @@ class Invoker:
     def invoke_gen(self, payload: bytes, invocation_type: str = "RequestResponse",
                    qualifier: Optional[str] = None, timeout: Optional[float] = None):
         """invoke() as a generator of socket exchanges (see direct.run()). The record of the
-        invocation is this thread's (take_record()) when it returns or raises. timeout: the read
-        timeout of this call instead of the object's (a probe's .timeout), direct transport only:
-        boto3's client has one read timeout for every call."""
-        _tls.record = None
+        invocation comes with its outcome: InvokeResult.record, or InvokeError.record (None when
+        nothing was sent). timeout: the read timeout of this call instead of the object's (a
+        probe's .timeout), direct transport only: boto3's client has one read timeout for every
+        call."""
         if invocation_type == "Event":
             if len(payload) > MAX_ASYNC_PAYLOAD:
                 raise InvokeError("payload", payload_too_large(len(payload), asynchronous=True))
@@ -294,14 +286,17 @@ class Invoker:
         qualifier = qualifier if qualifier is not None else self.cfg.qualifier
         if qualifier:
             kwargs["Qualifier"] = qualifier
-        rec = _tls.record = InvocationRecord(invocation_type, qualifier or None, len(payload))
+        rec = InvocationRecord(invocation_type, qualifier or None, len(payload))
         t0 = time.monotonic()
         try:
-            return (yield from self._invoke(kwargs, rec, timeout))
+            res = yield from self._invoke(kwargs, rec, timeout)
+        except InvokeError as e:
+            e.record = rec
+            raise
         finally:
             rec.duration = time.monotonic() - t0
-            # Other invocations may have run on this thread while this one waited.
-            _tls.record = rec
+        res.record = rec
+        return res
 
     def _invoke(self, kwargs: dict, rec: InvocationRecord, timeout: Optional[float] = None):
         if self.cfg.client_context:
@@ -401,7 +396,7 @@ class Invoker:
             kwargs["ClientContext"] = self.cfg.client_context
         if self.cfg.log_tail:
             kwargs["LogType"] = "Tail"
-        rec = _tls.record = InvocationRecord("RequestResponse", qualifier or None, len(payload))
+        rec = InvocationRecord("RequestResponse", qualifier or None, len(payload))
         t0 = time.monotonic()
         try:
             with self.errors(rec):
@@ -410,6 +405,9 @@ class Invoker:
                 except EndpointConnectionError:
                     # Could not connect: nothing was sent, so one more try cannot invoke twice.
                     resp = self.client.invoke_with_response_stream(**kwargs)
+        except InvokeError as e:
+            e.record = rec
+            raise
         finally:
             rec.duration = time.monotonic() - t0
         meta = resp.get("ResponseMetadata", {})

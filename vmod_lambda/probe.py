@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from . import fetch
-from .invoker import InvokeError, Invoker, take_record
+from ._request import Request
+from .invoker import InvokeError, Invoker
 
 AVG_RATE = 4
 # The bitmaps of tbl/backend_poll.h, in its order; a Lambda probe has no IP family of its own.
@@ -48,13 +49,21 @@ class ProbeSpec:
         initial = s.threshold - 1 if s.initial == UNSET else s.initial
         return replace(s, window=min(s.window, 64), initial=min(initial, s.threshold))
 
-    def head(self) -> bytes:
-        """The probe request in the director's head format (see fetch.parse_head)."""
+    def request_record(self):
+        """The probe's request as the record a fetch's request is (_request.Request): a GET of
+        .url, or .request. A probe's .request is raw HTTP text by definition (Varnish sends it
+        as it is): this is the one parser of request text in vmod-lambda, every other request
+        comes collected from Varnish's struct http."""
         if self.request:
             lines = [ln for ln in self.request.replace("\r\n", "\n").split("\n") if ln]
             first = (lines[0].split(" ") + ["", "", ""])[:3] if lines else ["GET", "/", "HTTP/1.1"]
-            return "\n".join(first + lines[1:]).encode() + b"\n"
-        return f"GET\n{self.url or '/'}\nHTTP/1.1\n".encode()
+            headers = []
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    headers.append((name, value.strip(" \t")))
+            return Request(first[0], first[1], first[2], headers)
+        return Request("GET", self.url or "/", "HTTP/1.1")
 
 
 class ProbeState:
@@ -168,7 +177,7 @@ class Prober:
             healthy = self.state.healthy
         self.report(healthy, went, line)
 
-    def _invoke(self, head: bytes, t0: float):
+    def _invoke(self, request, t0: float):
         """One poke's invocation within the probe's timeout, in a slot of the object's pool."""
         timeout = self.spec.timeout
         if self.slot is not None:
@@ -180,29 +189,30 @@ class Prober:
                                   "the invocations in flight (pool_size) to finish")
         try:
             left = max(timeout - (time.monotonic() - t0), 0.001)
-            r = fetch.handle(self.invoker, head, b"", 0, timeout=left)
+            r = fetch.handle(self.invoker, request, timeout=left)
         finally:
             if self.slot is not None:
                 self.slot.release()
         if time.monotonic() - t0 > timeout:
             # The boto3 transport reads with the object's timeout: a late answer is still a
             # failed poke, as in Varnish.
-            raise InvokeError("timeout", f"timed out after {timeout:g}s waiting for the function")
+            raise InvokeError("timeout", f"timed out after {timeout:g}s waiting for the function",
+                              record=r.record)
         return r
 
     def poke_once(self):
-        head = self.spec.head()
+        request = self.spec.request_record()
         t0 = time.monotonic()
         xmit = recv = happy = False
-        err = None
-        take_record()
+        err = rec = None
         try:
-            r = self._invoke(head, t0)
+            r = self._invoke(request, t0)
+            rec = r.record
             xmit = recv = True
             happy = r.status == self.spec.exp_status
             resp = f"HTTP/1.1 {r.status} {r.reason or REASONS.get(r.status, '')}".rstrip()
         except InvokeError as e:
-            err = e
+            err, rec = e, e.record
             xmit = e.kind not in ("transport", "credentials", "payload", "busy", "internal")
             recv = e.kind in ("function_error", "throttled", "service", "invalid_response")
             resp = str(e)
@@ -211,7 +221,7 @@ class Prober:
             err = InvokeError("internal", resp)
         if self.observe is not None:
             try:
-                self.observe(happy, err, take_record())
+                self.observe(happy, err, rec)
             except Exception:
                 pass            # counters only (observe() logs its own failures): the poke still counts
         with self.lock:
