@@ -41,6 +41,8 @@ from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._fastevent cimport fast_event_v1
 from vmod_lambda._request cimport (lambda_request, Request, request_collect, request_body_append,
                                    request_clear, request_view, request_unview)
+from vmod_lambda._response cimport (lambda_response, lambda_lines, response_fill, response_clear,
+                                    lines_clear)
 from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
                                  stats_internal, stats_vsl, KIND_FETCH, KIND_PROBE)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, submit_wait, submit_detached,
@@ -70,17 +72,10 @@ cdef struct fetch_job:
     lambda_request req          # the backend request, collected once (_request.pxd)
     # the backend response, or err
     int ok
-    int status
-    char *reason
-    char *resp_head             # "Name: value\0" lines
-    size_t resp_head_len
-    char *resp_body
-    size_t resp_body_len
-    size_t resp_off
+    lambda_response resp        # the answer, mapped once (_response.pxd)
+    size_t resp_off             # body bytes the VFP handed out
     char *err
-    char *note
-    char *vsl                   # varnishlog lines of the invocation, NUL-separated
-    size_t vsl_len
+    lambda_lines vsl            # varnishlog lines of the invocation
     char *event                 # the event, when the fetch thread built it (_fastevent), or NULL
     size_t event_len
 
@@ -93,12 +88,9 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     # Buffers that can be large come from PyMem_Raw*: the loader sends large blocks to an arena
     # that returns them to the system when freed (vmod_lambda.vcc, "Large responses and memory").
     request_clear(&job.req)
-    free(job.reason)
-    free(job.resp_head)
-    PyMem_RawFree(job.resp_body)
+    response_clear(&job.resp)
     free(job.err)
-    free(job.note)
-    free(job.vsl)
+    lines_clear(&job.vsl)
     free(job.event)
     free(job)
 
@@ -140,7 +132,7 @@ def _fetch_gen(_FetchRef ref):
     err, rec = yield from _fetch_call(ref)
     try:
         stats_account(o.vsc, KIND_FETCH, err, rec)
-        if rec is None and err is None and job.ok and job.note != NULL:
+        if rec is None and err is None and job.ok and job.resp.note != NULL:
             # answered locally (413) without invoking
             lambda_stat_add(&o.vsc.too_large, 1)
             lambda_stat_add(&o.vsc.fail, 1)
@@ -148,9 +140,9 @@ def _fetch_gen(_FetchRef ref):
             lambda_stat_add(&o.vsc.bereq_hdrbytes, job.req.head_bytes)
             lambda_stat_add(&o.vsc.bereq_bodybytes, job.req.body_len)
             if job.ok:
-                lambda_stat_add(&o.vsc.beresp_hdrbytes, job.resp_head_len)
-                lambda_stat_add(&o.vsc.beresp_bodybytes, job.resp_body_len)
-        job.vsl = stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &job.vsl_len)
+                lambda_stat_add(&o.vsc.beresp_hdrbytes, job.resp.head_bytes)
+                lambda_stat_add(&o.vsc.beresp_bodybytes, job.resp.body_len)
+        stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &job.vsl)
     except BaseException as e:
         stats_internal(o.vsc, o.vcl_name, "counting a fetch", e)
 
@@ -159,7 +151,6 @@ def _fetch_call(_FetchRef ref):
     """Map, invoke, map back into the job; returns (the InvokeError or None when ok, the
     invocation's record or None when nothing was sent)."""
     cdef fetch_job *job = ref.job
-    cdef bytes head_blob
     cdef Request request = None
     rec = None
     try:
@@ -168,16 +159,7 @@ def _fetch_call(_FetchRef ref):
             else None
         r = yield from _fetch.handle_gen(<object>job.obj.invoker, request, event)
         rec = r.record
-        head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
-        job.resp_head = _dup(head_blob, &job.resp_head_len)
-        job.resp_body = _dup(r.body, &job.resp_body_len, True)
-        if r.reason:
-            job.reason = _dup(r.reason.encode("utf-8", "replace"), NULL)
-        if r.note:
-            job.note = _dup(r.note.encode("utf-8", "replace"), NULL)
-        if job.resp_head == NULL or job.resp_body == NULL:
-            raise MemoryError()
-        job.status = r.status
+        response_fill(&job.resp, r, False)
         job.ok = 1
         return None, rec
     except InvokeError as e:
@@ -208,13 +190,13 @@ cdef vfp_status _vfp_pull(vfp_ctx *vc, vfp_entry *vfe, void *p, ssize_t *lp) noe
     cdef size_t n
     if job == NULL or job.magic != FETCH_MAGIC or lp == NULL:
         return VFP_ERROR
-    n = job.resp_body_len - job.resp_off
+    n = job.resp.body_len - job.resp_off
     if <ssize_t>n > lp[0]:
         n = <size_t>lp[0]
-    memcpy(p, job.resp_body + job.resp_off, n)
+    memcpy(p, job.resp.body + job.resp_off, n)
     job.resp_off += n
     lp[0] = <ssize_t>n
-    return VFP_END if job.resp_off >= job.resp_body_len else VFP_OK
+    return VFP_END if job.resp_off >= job.resp.body_len else VFP_OK
 
 
 cdef vfp LAMBDA_VFP
@@ -224,17 +206,46 @@ cdef void _fetch_error(busyobj *bo, lambda_obj *o, const char *reason) noexcept 
     VSLb(bo.vsl, SLT_FetchError, "lambda: %s: %s", o.vcl_name, reason)
 
 
+cdef void _log_lines(busyobj *bo, const lambda_lines *l) noexcept nogil:
+    cdef unsigned i
+    for i in range(l.n):
+        VSLb(bo.vsl, SLT_VCL_Log, "%s", l.line[i].p)
+
+
+cdef int _write_head(busyobj *bo, lambda_obj *o, const lambda_response *r,
+                     bint content_length) noexcept nogil:
+    """The response record's status and headers into beresp (and its Content-Length): 0, or -1
+    with the FetchError logged. The whole head must fit before any of it is written: a header
+    dropped for lack of room would be served missing (a lost Set-Cookie, Cache-Control, Vary...)."""
+    cdef char reason[MSG_LEN]
+    cdef char line[64]
+    cdef unsigned i
+    cdef size_t head_bytes
+    if r.note != NULL:
+        VSLb(bo.vsl, SLT_Error, "lambda: %s: %s", o.vcl_name, r.note)
+    head_bytes = (17 + r.head_bytes + r.nheaders + 20
+                  + (strlen(r.reason) if r.reason != NULL else 0))
+    if lambda_beresp_fits(bo, r.nheaders, head_bytes, reason, MSG_LEN) != 0:
+        _fetch_error(bo, o, reason)
+        return -1
+    lambda_beresp_status(bo, <unsigned>r.status, r.reason)
+    for i in range(r.nheaders):
+        lambda_beresp_header(bo, r.headers[i].name.p)    # the "Name: value" line (_response.pxd)
+    if content_length:
+        snprintf(line, sizeof(line), "Content-Length: %zu", r.body_len)
+        lambda_beresp_header(bo, line)
+    if lambda_beresp_overflowed(bo):
+        _fetch_error(bo, o, "out of workspace (workspace_backend) for the response headers")
+        return -1
+    return 0
+
+
 cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     cdef lambda_obj *o
     cdef busyobj *bo
     cdef fetch_job *job
     cdef submit_result rc
     cdef char reason[MSG_LEN]
-    cdef char line[64]
-    cdef const char *h
-    cdef const char *end
-    cdef unsigned nhdr
-    cdef size_t head_bytes
 
     if ctx == NULL or ctx.magic != VRT_CTX_MAGIC or ctx.bo == NULL or d == NULL:
         return -1
@@ -272,12 +283,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         # the worker maps it in Python).
         job.event = fast_event_v1(&job.req, VTIM_real(), o.fast_event == 2, &job.event_len)
     rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
-    if rc == SUBMIT_DONE and job.vsl != NULL:
-        h = job.vsl
-        end = job.vsl + job.vsl_len
-        while h < end:
-            VSLb(bo.vsl, SLT_VCL_Log, "%s", h)
-            h += strlen(h) + 1
+    if rc == SUBMIT_DONE:
+        _log_lines(bo, &job.vsl)
     elif rc == SUBMIT_BUSY or rc == SUBMIT_TIMEOUT:
         stats_busy(o.vsc)
     if rc == SUBMIT_ABANDONED:
@@ -303,34 +310,10 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         _job_free(<lambda_job *>job)
         return -1
 
-    if job.note != NULL:
-        VSLb(bo.vsl, SLT_Error, "lambda: %s: %s", o.vcl_name, job.note)
-    # The whole head must fit before any of it is written: a header dropped for lack of room
-    # would be served missing (a lost Set-Cookie, Cache-Control, Vary...).
-    nhdr = 0
-    h = job.resp_head
-    end = job.resp_head + job.resp_head_len
-    while h < end:
-        nhdr += 1
-        h += strlen(h) + 1
-    head_bytes = (17 + job.resp_head_len + nhdr + 20
-                  + (strlen(job.reason) if job.reason != NULL else 0))
-    if lambda_beresp_fits(bo, nhdr, head_bytes, reason, MSG_LEN) != 0:
-        _fetch_error(bo, o, reason)
+    if _write_head(bo, o, &job.resp, True) != 0:
         _job_free(<lambda_job *>job)
         return -1
-    lambda_beresp_status(bo, <unsigned>job.status, job.reason)
-    h = job.resp_head
-    while h < end:
-        lambda_beresp_header(bo, h)
-        h += strlen(h) + 1
-    snprintf(line, sizeof(line), "Content-Length: %zu", job.resp_body_len)
-    lambda_beresp_header(bo, line)
-    if lambda_beresp_overflowed(bo):
-        _fetch_error(bo, o, "out of workspace (workspace_backend) for the response headers")
-        _job_free(<lambda_job *>job)
-        return -1
-    if lambda_beresp_body(bo, <ssize_t>job.resp_body_len, &LAMBDA_VFP, job) != 0:
+    if lambda_beresp_body(bo, <ssize_t>job.resp.body_len, &LAMBDA_VFP, job) != 0:
         _fetch_error(bo, o, "out of workspace (workspace_backend) for the response")
         _job_free(<lambda_job *>job)
         return -1
@@ -673,9 +656,9 @@ cdef void _run_stream(stream_job *sj) noexcept:
             lambda_stat_add(&o.vsc.bereq_hdrbytes, sj.f.req.head_bytes)
             lambda_stat_add(&o.vsc.bereq_bodybytes, sj.f.req.body_len)
             if sj.head_ready:
-                lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp_head_len)
+                lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp.head_bytes)
                 lambda_stat_add(&o.vsc.beresp_bodybytes, sj.body_bytes)
-        sj.f.vsl = stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &sj.f.vsl_len)
+        stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &sj.f.vsl)
     except BaseException as e:
         stats_internal(o.vsc, o.vcl_name, "counting a streamed fetch", e)
     if err is not None:
@@ -695,7 +678,6 @@ cdef tuple _stream_call(stream_job *sj):
     """Invoke and move the stream into the channel: (1, None, record) when all of it went
     through, (0, None, record) when the fetch let go first, (rc, InvokeError, record) on failure;
     the record is None when nothing was sent (close() completes it in the finally clause)."""
-    cdef bytes head_blob
     cdef int rc = 0
     cdef Request request = None
     sf = None
@@ -703,15 +685,7 @@ cdef tuple _stream_call(stream_job *sj):
         request = request_view(&sj.f.req)
         sf = _fetch.StreamedFetch(<object>sj.f.obj.invoker, request)
         r = sf.start()
-        head_blob = b"".join(f"{k}: {v}\0".encode("utf-8") for k, v in r.headers)
-        sj.f.resp_head = _dup(head_blob, &sj.f.resp_head_len)
-        if r.reason:
-            sj.f.reason = _dup(r.reason.encode("utf-8", "replace"), NULL)
-        if r.note:
-            sj.f.note = _dup(r.note.encode("utf-8", "replace"), NULL)
-        if sj.f.resp_head == NULL:
-            raise MemoryError()
-        sj.f.status = r.status
+        response_fill(&sj.f.resp, r, True)      # the body goes through the channel
         with nogil:
             rc = _chan_head(sj)
         if rc == 0:
@@ -750,16 +724,10 @@ cdef tuple _stream_call(stream_job *sj):
 
 cdef void _stream_log(busyobj *bo, stream_job *sj) noexcept nogil:
     """On the fetch thread: the worker's varnishlog lines, once it has published the end."""
-    cdef const char *h
-    cdef const char *end
     pthread_mutex_lock(&sj.mtx)
-    if (sj.eof or sj.failed) and sj.f.vsl != NULL and not sj.logged:
+    if (sj.eof or sj.failed) and sj.f.vsl.n and not sj.logged:
         sj.logged = 1
-        h = sj.f.vsl
-        end = sj.f.vsl + sj.f.vsl_len
-        while h < end:
-            VSLb(bo.vsl, SLT_VCL_Log, "%s", h)
-            h += strlen(h) + 1
+        _log_lines(bo, &sj.f.vsl)
     pthread_mutex_unlock(&sj.mtx)
 
 
@@ -784,10 +752,6 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
     cdef double first_byte, start
     cdef int ok = 0
     cdef int w
-    cdef const char *h
-    cdef const char *end
-    cdef unsigned nhdr
-    cdef size_t head_bytes
 
     sj = <stream_job *>calloc(1, sizeof(stream_job))
     if sj == NULL:
@@ -854,32 +818,12 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
         _stream_leave(sj)
         return -1
 
-    # The head is the fetch's to read: the worker never touches it after publishing it.
-    if sj.f.note != NULL:
-        VSLb(bo.vsl, SLT_Error, "lambda: %s: %s", o.vcl_name, sj.f.note)
-    # As for buffered fetches: the whole head fits, or the fetch fails (no header is dropped).
-    nhdr = 0
-    h = sj.f.resp_head
-    end = sj.f.resp_head + sj.f.resp_head_len
-    while h < end:
-        nhdr += 1
-        h += strlen(h) + 1
-    head_bytes = (17 + sj.f.resp_head_len + nhdr + 20
-                  + (strlen(sj.f.reason) if sj.f.reason != NULL else 0))
-    if lambda_beresp_fits(bo, nhdr, head_bytes, reason, MSG_LEN) != 0:
-        _fetch_error(bo, o, reason)
+    # The head is the fetch's to read: the worker never touches it after publishing it. As for
+    # buffered fetches: the whole head fits, or the fetch fails (no header is dropped).
+    if _write_head(bo, o, &sj.f.resp, False) != 0:
         _stream_leave(sj)
         return -1
-    lambda_beresp_status(bo, <unsigned>sj.f.status, sj.f.reason)
-    h = sj.f.resp_head
-    while h < end:
-        lambda_beresp_header(bo, h)
-        h += strlen(h) + 1
-    if lambda_beresp_overflowed(bo):
-        _fetch_error(bo, o, "out of workspace (workspace_backend) for the response headers")
-        _stream_leave(sj)
-        return -1
-    if sj.f.status == 204 or sj.f.status == 304:
+    if sj.f.resp.status == 204 or sj.f.resp.status == 304:
         w = lambda_beresp_body(bo, 0, &LAMBDA_STREAM_VFP, sj)     # no body; finish() lets go
     else:
         w = lambda_beresp_stream(bo, &LAMBDA_STREAM_VFP, sj)

@@ -7,6 +7,8 @@ from libc.stdint cimport uint64_t
 from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub, lambda_stat_happy
 from vmod_lambda_stats cimport lambda_vsc
 
+from vmod_lambda._response cimport lambda_lines
+
 cdef enum:
     KIND_FETCH = 0
     KIND_INVOKE = 1
@@ -18,5 +20,5 @@ cdef void stats_release(str name) noexcept
 cdef void stats_busy(lambda_vsc *v) noexcept nogil
 cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcept
 cdef void stats_internal(lambda_vsc *v, const char *obj, str where, object exc) noexcept
-cdef char *stats_vsl(const char *obj, const char *function, int kind, object err, object rec,
-                     size_t *length) noexcept
+cdef void stats_vsl(const char *obj, const char *function, int kind, object err, object rec,
+                    lambda_lines *out) noexcept

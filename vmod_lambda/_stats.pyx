@@ -15,6 +15,7 @@ from libc.string cimport memcpy
 from cache cimport SLT_Error
 from lambda_compat cimport lambda_log
 
+from vmod_lambda._response cimport lambda_lines, lines_fill, lines_clear
 from vmod_lambda.invoker import clean_reason
 from vmod_lambda.outcomes import counter as _counter_name, outcome as _outcome
 from vmod_lambda.stats import parse_tail, tail_lines
@@ -149,30 +150,23 @@ cdef void stats_internal(lambda_vsc *v, const char *obj, str where, object exc) 
         lambda_log(NULL, SLT_Error, "lambda: internal error (its description failed too)")
 
 
-cdef char *stats_vsl(const char *obj, const char *function, int kind, object err, object rec,
-                     size_t *length) noexcept:
-    """The varnishlog lines of one invocation, NUL-separated in a malloc'd buffer of *length
-    bytes (plus a NUL): the record, then the function's log tail. NULL when nothing was sent (or
-    out of memory)."""
-    cdef bytes b
-    cdef char *p
+cdef void stats_vsl(const char *obj, const char *function, int kind, object err, object rec,
+                    lambda_lines *out) noexcept:
+    """The varnishlog lines of one invocation into out (empty, or left empty): the record, then
+    the function's log tail. None when nothing was sent (or out of memory)."""
     try:
         if rec is None:
-            return NULL
-        b = _vsl_lines(obj.decode("utf-8", "replace"), function.decode("utf-8", "replace"),
-                       kind, err, rec)
+            return
+        lines_fill(out, _vsl_lines(obj.decode("utf-8", "replace"),
+                                   function.decode("utf-8", "replace"), kind, err, rec))
+    except MemoryError:
+        lines_clear(out)    # the invocation goes unlogged: no memory to log it with
     except BaseException as e:
+        lines_clear(out)
         stats_internal(NULL, obj, "the varnishlog record of an invocation", e)
-        return NULL
-    p = <char *>malloc(len(b) + 1)
-    if p != NULL:
-        memcpy(p, <const char *>b, len(b))
-        p[len(b)] = 0
-        length[0] = len(b)
-    return p
 
 
-cdef bytes _vsl_lines(str obj_name, str function_name, int kind, object err, object rec):
+cdef list _vsl_lines(str obj_name, str function_name, int kind, object err, object rec):
     outcome = "ok" if err is None else _outcome(getattr(err, "kind", "internal"),
                                                  getattr(err, "status", None))
     fields = [f"lambda: {obj_name}: {KIND_NAMES[kind]} {outcome}",
@@ -185,7 +179,7 @@ cdef bytes _vsl_lines(str obj_name, str function_name, int kind, object err, obj
     lines = [" ".join(fields)]
     if rec.log_result:
         lines += [f"lambda: {obj_name}: log: {line}" for line in tail_lines(rec.log_result)]
-    return "\0".join(lines).encode("utf-8", "replace")
+    return lines
 
 
 _TOKEN = re.compile(r"[^A-Za-z0-9._:$/+=-]")

@@ -21,6 +21,7 @@ from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LA
                               VMOD_LAMBDA_OPS_VERSION)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._director cimport director_attach, director_detach
+from vmod_lambda._response cimport lambda_lines, lines_clear
 from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, stats_account, stats_busy,
                                  stats_internal, stats_vsl, KIND_INVOKE, KIND_ASYNC)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
@@ -72,8 +73,7 @@ cdef struct invoke_job:
     char *out                   # NUL-terminated response payload when ok
     size_t out_len
     char *err                   # reason when not ok
-    char *vsl                   # varnishlog lines of the invocation, NUL-separated, vsl_len bytes
-    size_t vsl_len
+    lambda_lines vsl            # varnishlog lines of the invocation (_response.pxd)
 
 
 cdef char *_cstr(str s) noexcept:
@@ -243,7 +243,7 @@ cdef void _invoke_job_free(lambda_job *j) noexcept nogil:
     cdef invoke_job *job = <invoke_job *>j
     free(job.payload)
     free(job.qualifier)
-    free(job.vsl)
+    lines_clear(&job.vsl)
     free(job.out)
     free(job.err)
     free(job)
@@ -273,7 +273,7 @@ def _invoke_gen(_InvokeRef ref):
     err, rec = yield from _invoke_call(ref)
     try:
         stats_account(job.obj.vsc, kind, err, rec)
-        job.vsl = stats_vsl(job.obj.vcl_name, job.obj.function_name, kind, err, rec, &job.vsl_len)
+        stats_vsl(job.obj.vcl_name, job.obj.function_name, kind, err, rec, &job.vsl)
     except BaseException as e:
         stats_internal(job.obj.vsc, job.obj.vcl_name, "counting an invocation", e)
 
@@ -328,13 +328,11 @@ def _invoke_call(_InvokeRef ref):
             return None, rec    # no memory left even for the reason: the call fails without one
 
 
-cdef void _write_vsl(const vrt_ctx *ctx, const char *lines, size_t n) noexcept nogil:
-    """The NUL-separated lines of an invocation as VCL_Log records of the task."""
-    cdef const char *p = lines
-    cdef const char *end = lines + n
-    while p < end:
-        lambda_log(ctx, SLT_VCL_Log, p)
-        p += strlen(p) + 1
+cdef void _write_vsl(const vrt_ctx *ctx, const lambda_lines *l) noexcept nogil:
+    """The lines of an invocation as VCL_Log records of the task."""
+    cdef unsigned i
+    for i in range(l.n):
+        lambda_log(ctx, SLT_VCL_Log, l.line[i].p)
 
 
 cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limiter *lim,
@@ -365,8 +363,8 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
     job.payload_len = n
     job.base.free_job = _invoke_job_free
     rc = submit_wait(&job.base, lim, monotonic_now() + timeout + DEADLINE_MARGIN)
-    if rc == SUBMIT_DONE and job.vsl != NULL:
-        _write_vsl(ctx, job.vsl, job.vsl_len)
+    if rc == SUBMIT_DONE:
+        _write_vsl(ctx, &job.vsl)
     if (rc == SUBMIT_BUSY or rc == SUBMIT_TIMEOUT) and job.obj != NULL:
         stats_busy(job.obj.vsc)
     if rc == SUBMIT_DONE:
