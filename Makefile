@@ -48,7 +48,8 @@ HOTPY        := vmod_lambda/events.py vmod_lambda/direct.py vmod_lambda/fetch.py
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
-	clean distclean demo test-matrix soak valgrind lock fresh-check
+	clean distclean demo test-matrix soak valgrind lock fresh-check test-prometheus grafana-snapshot \
+	deb test-deb
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -147,6 +148,22 @@ vtc:
 	rc=$${PIPESTATUS[0]}; \
 	echo "varnishtest: $$(grep -c '^#.* passed' $(BUILD)/vtc.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc.log) failed"; \
 	exit $$rc
+
+# Prometheus (README, Monitoring): Debian's prometheus-varnish-exporter against varnishd with the fresh
+# build (tests/test_prometheus.py, skipped by `make test` where the package is missing). Installs the
+# package (root); Debian enables its service, which starts an exporter on :9131 where services run.
+test-prometheus: stage
+	@command -v prometheus-varnish-exporter >/dev/null 2>&1 || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus-varnish-exporter >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus-varnish-exporter >/dev/null; }; }
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests/test_prometheus.py
+
+# docs/grafana-vmod-lambda.png: examples/grafana/vmod-lambda.json's panels from a real 45 s scrape.
+grafana-snapshot: test-prometheus
+	$(VPY) -m pip install -q -r bench/requirements.lock   # matplotlib, at bench/'s pins
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) examples/grafana/snapshot.py docs/grafana-vmod-lambda.png
 
 # The compatibility matrix (README): the vtc suite against Varnish 7.7 built from Debian 13's source
 # package (cached in /var/cache/vmod-lambda) and against the machine's own Varnish. Not part of `check`.
