@@ -165,6 +165,19 @@ grafana-snapshot: test-prometheus
 	$(VPY) -m pip install -q -r bench/requirements.lock   # matplotlib, at bench/'s pins
 	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) examples/grafana/snapshot.py docs/grafana-vmod-lambda.png
 
+# The Debian package (README, Install): vmod-lambda_<version>_<arch>.deb in the top directory, built
+# with PREFIX=/usr/lib/vmod-lambda in $(DEB_BUILD) (scripts/build-deb.sh). test-deb installs it with apt,
+# runs vtc/installed/ against it and checks that remove and purge leave no file behind
+# (scripts/test-deb.sh; root; it restores a make-installed VMOD it finds in the vmod dir).
+DEB_BUILD  ?= build-deb
+DEB_PREFIX := /usr/lib/vmod-lambda
+deb: deps
+	@$(MAKE) --no-print-directory build BUILD=$(DEB_BUILD) PREFIX=$(DEB_PREFIX)
+	PYTHON_SYS=$(PYTHON_SYS) sh scripts/build-deb.sh $(DEB_BUILD) . $(VENV)
+
+test-deb: deb
+	sh scripts/test-deb.sh $$(ls -t vmod-lambda_*.deb | head -1) $(DEB_PREFIX)
+
 # The compatibility matrix (README): the vtc suite against Varnish 7.7 built from Debian 13's source
 # package (cached in /var/cache/vmod-lambda) and against the machine's own Varnish. Not part of `check`.
 test-matrix: deps
@@ -201,7 +214,7 @@ fresh-check:
 	sh scripts/fresh-check.sh
 
 clean:
-	rm -rf $(BUILD) vmod_lambda/*.so vmod_lambda/*.c .pytest_cache
+	rm -rf $(BUILD) $(DEB_BUILD) vmod-lambda_*.deb vmod_lambda/*.so vmod_lambda/*.c .pytest_cache
 
 distclean: clean
 	rm -rf $(VENV)
