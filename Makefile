@@ -50,7 +50,8 @@ HOTPY        := vmod_lambda/events.py vmod_lambda/direct.py vmod_lambda/fetch.py
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
-	clean distclean demo test-matrix soak valgrind lock fresh-check
+	clean distclean demo test-matrix soak valgrind lock fresh-check test-prometheus grafana-snapshot \
+	deb test-deb
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -150,6 +151,35 @@ vtc:
 	echo "varnishtest: $$(grep -c '^#.* passed' $(BUILD)/vtc.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc.log) failed"; \
 	exit $$rc
 
+# Prometheus (README, Monitoring): Debian's prometheus-varnish-exporter against varnishd with the fresh
+# build (tests/test_prometheus.py, skipped by `make test` where the package is missing). Installs the
+# package (root); Debian enables its service, which starts an exporter on :9131 where services run.
+test-prometheus: stage
+	@command -v prometheus-varnish-exporter >/dev/null 2>&1 || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus-varnish-exporter >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus-varnish-exporter >/dev/null; }; }
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests/test_prometheus.py
+
+# docs/grafana-vmod-lambda.png: examples/grafana/vmod-lambda.json's panels from a real 45 s scrape.
+grafana-snapshot: test-prometheus
+	$(VPY) -m pip install -q -r bench/requirements.lock   # matplotlib, at bench/'s pins
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) examples/grafana/snapshot.py docs/grafana-vmod-lambda.png
+
+# The Debian package (README, Install): vmod-lambda_<version>_<arch>.deb in the top directory, built
+# with PREFIX=/usr/lib/vmod-lambda in $(DEB_BUILD) (scripts/build-deb.sh). test-deb installs it with apt,
+# runs vtc/installed/ against it and checks that remove and purge leave no file behind
+# (scripts/test-deb.sh; root; it restores a make-installed VMOD it finds in the vmod dir).
+DEB_BUILD  ?= build-deb
+DEB_PREFIX := /usr/lib/vmod-lambda
+deb: deps
+	@$(MAKE) --no-print-directory build BUILD=$(DEB_BUILD) PREFIX=$(DEB_PREFIX)
+	PYTHON_SYS=$(PYTHON_SYS) sh scripts/build-deb.sh $(DEB_BUILD) . $(VENV)
+
+test-deb: deb
+	sh scripts/test-deb.sh $$(ls -t vmod-lambda_*.deb | head -1) $(DEB_PREFIX)
+
 # The compatibility matrix (README): the vtc suite against Varnish 7.7 built from Debian 13's source
 # package (cached in /var/cache/vmod-lambda) and against the machine's own Varnish. Not part of `check`.
 test-matrix: deps
@@ -186,7 +216,7 @@ fresh-check:
 	sh scripts/fresh-check.sh
 
 clean:
-	rm -rf $(BUILD) vmod_lambda/*.so vmod_lambda/*.c .pytest_cache
+	rm -rf $(BUILD) $(DEB_BUILD) vmod-lambda_*.deb vmod_lambda/*.so vmod_lambda/*.c .pytest_cache
 
 distclean: clean
 	rm -rf $(VENV)
