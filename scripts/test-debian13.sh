@@ -293,10 +293,10 @@ test-debian13: $started, commit $(git -C "$here" rev-parse --short "$commit")
   Varnish:     ${varnish:-?}
   Python:      ${python:-?}
   make check:  $check_result${check_min:+ ($check_min min)}
-    pytest:      ${pytest_line:-?}
-    $vtc_line
-    $vtci_line
-    $docs_line
+    pytest:      ${pytest_line:-not run}
+    ${vtc_line:-varnishtest: not run}
+    ${vtci_line:-varnishtest (installed): not run}
+    ${docs_line:-docs-check: not run}
   make demo:   $demo_result
 EOF
 tee -a "$log" < "$summary"
