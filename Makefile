@@ -151,7 +151,7 @@ test-matrix: deps
 	VENV=$(abspath $(VENV)) bash scripts/varnish-matrix.sh $(MATRIX)
 
 # The README's `make check` and `make demo` in a debootstrapped Debian 13 (Varnish 7.7, Python 3.13),
-# on the committed HEAD cloned into the chroot. Root; 15 to 25 minutes. Not part of `check`.
+# on the committed HEAD cloned into the chroot. Root; about 10 minutes. Not part of `check`.
 test-debian13:
 	bash scripts/test-debian13.sh
 
