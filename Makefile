@@ -50,8 +50,8 @@ HOTPY        := vmod_lambda/events.py vmod_lambda/direct.py vmod_lambda/fetch.py
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
-	clean distclean demo test-matrix soak valgrind lock fresh-check test-prometheus grafana-snapshot \
-	deb test-deb
+	clean distclean demo test-matrix test-debian13 soak valgrind lock fresh-check test-prometheus \
+	grafana-snapshot deb test-deb
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -184,6 +184,11 @@ test-deb: deb
 # package (cached in /var/cache/vmod-lambda) and against the machine's own Varnish. Not part of `check`.
 test-matrix: deps
 	VENV=$(abspath $(VENV)) bash scripts/varnish-matrix.sh $(MATRIX)
+
+# The README's `make check` and `make demo` in a debootstrapped Debian 13 (Varnish 7.7, Python 3.13),
+# on the committed HEAD cloned into the chroot. Root; about 10 minutes. Not part of `check`.
+test-debian13:
+	bash scripts/test-debian13.sh
 
 # Reliability runs (RELIABILITY.md), apart from `make test`: a soak of SOAK_ARGS (default 20 minutes)
 # and the vtc suite under valgrind memcheck (VALGRIND_VTC, one to a few minutes per file).
