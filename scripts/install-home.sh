@@ -28,6 +28,8 @@ pkg="$site/vmod_lambda"
 rm -rf "$pkg.new"
 mkdir -p "$pkg.new"
 cp "$here"/vmod_lambda/*.py "$here"/vmod_lambda/*.so "$pkg.new/"
+mkdir -p "$pkg.new/transport"
+cp "$here"/vmod_lambda/transport/*.py "$here"/vmod_lambda/transport/*.so "$pkg.new/transport/"
 rm -rf "$pkg"
 mv "$pkg.new" "$pkg"
 

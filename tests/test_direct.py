@@ -22,7 +22,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, RefreshableCredentials
 
-from vmod_lambda import direct
+from vmod_lambda.transport import direct
 from vmod_lambda.config import validate_backend
 from vmod_lambda.invoker import InvokeError, Invoker
 
@@ -199,7 +199,7 @@ def test_refreshable_credentials_are_refreshed(api):
 
     creds = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
     inv = invoker(api.url, "direct")
-    inv.direct.credentials = creds
+    inv.transport.client.credentials = creds
     inv.invoke(b"{}")
     inv.invoke(b"{}")
     keys = [h["Authorization"].split("Credential=")[1].split("/")[0] for _, h, _ in api.requests]
@@ -231,10 +231,11 @@ def test_credentials_come_from_the_boto3_chain(api, monkeypatch):
 
 def test_region_and_endpoint_resolve_as_boto3_does():
     inv = invoker(None, "direct")
-    assert inv.direct.endpoint_url == inv.client.meta.endpoint_url == \
+    client = inv.transport.client
+    assert client.endpoint_url == inv.client.meta.endpoint_url == \
         "https://lambda.us-east-1.amazonaws.com"
-    assert inv.direct.host == "lambda.us-east-1.amazonaws.com"
-    assert inv.direct.signer.region == "us-east-1" and inv.direct.signer.service == "lambda"
+    assert client.host == "lambda.us-east-1.amazonaws.com"
+    assert client.signer.region == "us-east-1" and client.signer.service == "lambda"
 
 
 # -------------------------------------------------------------------------------------- outcomes
@@ -391,7 +392,7 @@ def test_truncated_body_is_a_transport_error_and_not_retried():
 
 def test_a_failed_connect_is_tried_once_more_and_only_once(api, monkeypatch):
     inv = invoker(api.url, "direct")
-    real = inv.direct._connect
+    real = inv.transport.client._connect
     calls = []
 
     def flaky():
@@ -400,11 +401,11 @@ def test_a_failed_connect_is_tried_once_more_and_only_once(api, monkeypatch):
             raise direct.ConnectFailed("refused")
         return real()
 
-    monkeypatch.setattr(inv.direct, "_connect", flaky)
+    monkeypatch.setattr(inv.transport.client, "_connect", flaky)
     fail = {1}
     assert inv.invoke(b"{}").payload == b"null"
     assert len(calls) == 2 and len(api.requests) == 1
-    inv.direct.close()
+    inv.transport.close()
     calls.clear()
     fail = {1, 2, 3}
     with pytest.raises(InvokeError) as e:
@@ -482,12 +483,12 @@ def test_a_proxied_endpoint_keeps_the_boto3_transport(api, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HTTP_PROXY", api.url)
     inv = invoker("http://lambda.example.invalid:9", "direct")
-    assert inv.direct is None and inv.transport == "boto3"
+    assert inv.transport.name == "boto3"
     assert inv.invoke(b"{}").payload == b"null"
     assert api.requests[0][0] == \
         "http://lambda.example.invalid:9/2015-03-31/functions/my-fn/invocations"
     monkeypatch.setenv("NO_PROXY", "lambda.example.invalid")
-    assert invoker("http://lambda.example.invalid:9", "direct").transport == "direct"
+    assert invoker("http://lambda.example.invalid:9", "direct").transport.name == "direct"
 
 
 def test_payload_may_be_any_bytes_like(api):
