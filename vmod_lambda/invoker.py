@@ -26,12 +26,14 @@ from .config import BackendConfig
 from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD
 from .outcomes import payload_too_large
 from .transport.base import (NO_HOOKS, REDACTED, Hooks, InvokeError, InvokeRequest, InvokeResult,
-                             StreamResult, clean_reason, redact, register_credentials)
+                             StreamResult, clean_reason, clean_token, redact,
+                             register_credentials)
 from .transport.boto3 import Boto3Transport
 from .transport.direct import CONTENT_TYPE, DirectTransport
 
 __all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "StreamResult",
-           "MAX_PAYLOAD", "clean_reason", "redact", "take_record", "Hooks", "REDACTED"]
+           "MAX_PAYLOAD", "clean_reason", "clean_token", "redact", "take_record", "Hooks",
+           "REDACTED"]
 
 VERSION = "0.1.0"
 

@@ -33,7 +33,8 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 __all__ = ["Hooks", "NO_HOOKS", "InvokeRequest", "InvokeResult", "StreamResult", "ResponseStream",
-           "Transport", "InvokeError", "clean_reason", "redact", "register_credentials",
+           "Transport", "InvokeError", "clean_reason", "clean_token", "redact",
+           "register_credentials",
            "MAX_REASON", "REDACTED"]
 
 MAX_REASON = 400
@@ -67,7 +68,7 @@ class InvokeError(Exception):
         super().__init__(reason)
         self.kind = kind
         self.reason = clean_reason(reason)
-        self.request_id = request_id
+        self.request_id = clean_token(request_id) if request_id else None
         self.status = status
 
     def __str__(self):
@@ -203,6 +204,16 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+_TOKEN = re.compile(r"[^A-Za-z0-9._:$/+=-]")
+
+
+def clean_token(value) -> str:
+    """An identifier an endpoint sent (request id, executed version) as a token fit for a log
+    record: at most 128 characters of [A-Za-z0-9._:$/+=-], anything else "_" (no escape sequences,
+    no spaces that would shift the record's fields); "-" when there is none."""
+    return _TOKEN.sub("_", str(value))[:128] if value else "-"
 
 
 def clean_reason(text) -> str:
