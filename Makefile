@@ -43,10 +43,11 @@ FETCH_SRC    := include/vmod_lambda_fetch.c
 HEADERS      := $(wildcard include/*.h)
 PYX          := $(wildcard vmod_lambda/*.pyx)
 PXD          := $(wildcard vmod_lambda/*.pxd include/*.pxd)
-PYSRC        := $(wildcard vmod_lambda/*.py)
+PYSRC        := $(wildcard vmod_lambda/*.py vmod_lambda/transport/*.py)
 LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lambda_loader_libc.so
 # The hot path of a fetch, also compiled (setup.py, COMPILED_PY): the .py stays the source.
-HOTPY        := vmod_lambda/events.py vmod_lambda/direct.py vmod_lambda/fetch.py vmod_lambda/invoker.py
+HOTPY        := vmod_lambda/events.py vmod_lambda/transport/direct.py vmod_lambda/transport/base.py \
+                vmod_lambda/fetch.py vmod_lambda/invoker.py
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
@@ -221,7 +222,8 @@ fresh-check:
 	sh scripts/fresh-check.sh
 
 clean:
-	rm -rf $(BUILD) $(DEB_BUILD) vmod-lambda_*.deb vmod_lambda/*.so vmod_lambda/*.c .pytest_cache
+	rm -rf $(BUILD) $(DEB_BUILD) vmod-lambda_*.deb vmod_lambda/*.so vmod_lambda/*.c vmod_lambda/transport/*.so \
+		vmod_lambda/transport/*.c .pytest_cache
 
 distclean: clean
 	rm -rf $(VENV)

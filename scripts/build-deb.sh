@@ -47,8 +47,8 @@ site=$root$home/lib/python$pyver/site-packages
 "$venv/bin/pip" install -q --no-compile --no-deps --target "$site" -r "$here/requirements-runtime.lock"
 rm -rf "$site/bin"                                   # console scripts with this tree's shebang
 cp "$here/requirements-runtime.lock" "$root$home/.vmod-lambda-runtime-deps"
-mkdir -p "$site/vmod_lambda" "$root$home/lib/vmod_lambda"
-cp "$here"/vmod_lambda/*.py "$here"/vmod_lambda/*.so "$site/vmod_lambda/"
+mkdir -p "$root$home/lib/vmod_lambda"
+sh "$here/scripts/copy-package.sh" "$site/vmod_lambda"
 install -m 0755 "$build"/libvmod_lambda_loader_*.so "$root$home/lib/vmod_lambda/"
 # venv writes the build path into its activate scripts and pyvenv.cfg's command line
 grep -rlF "$root" "$root$home" | while read -r f; do sed -i "s|$root||g" "$f"; done

@@ -31,7 +31,11 @@ from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, lim
 from vmod_lambda.config import ConfigError, validate_backend
 import os
 
-from vmod_lambda.invoker import InvokeError, Invoker, take_record
+from vmod_lambda.invoker import Hooks, InvokeError, Invoker, take_record
+from vmod_lambda._handoff import _blocking_begin, _blocking_end
+
+# What the transports need from the worker pool (_handoff.pyx), handed to each object's Invoker.
+_WORKER_HOOKS = Hooks(_blocking_begin, _blocking_end)
 
 from vmod_lambda import limits as _limits
 from vmod_lambda import outcomes as _outcomes
@@ -142,7 +146,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
         _fail_msg(ctx, f"lambda.backend(): {name}: internal error: {type(e).__name__}: {e}")
         return NULL
     try:
-        inv = Invoker(cfg)
+        inv = Invoker(cfg, _WORKER_HOOKS)
     except BaseException as e:
         _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the Lambda client: "
                        f"{type(e).__name__}: {e}")
