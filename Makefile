@@ -43,14 +43,16 @@ FETCH_SRC    := include/vmod_lambda_fetch.c
 HEADERS      := $(wildcard include/*.h)
 PYX          := $(wildcard vmod_lambda/*.pyx)
 PXD          := $(wildcard vmod_lambda/*.pxd include/*.pxd)
-PYSRC        := $(wildcard vmod_lambda/*.py)
+PYSRC        := $(wildcard vmod_lambda/*.py vmod_lambda/transport/*.py)
 LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lambda_loader_libc.so
 # The hot path of a fetch, also compiled (setup.py, COMPILED_PY): the .py stays the source.
-HOTPY        := vmod_lambda/events.py vmod_lambda/direct.py vmod_lambda/fetch.py vmod_lambda/invoker.py
+HOTPY        := vmod_lambda/events.py vmod_lambda/transport/direct.py vmod_lambda/transport/base.py \
+                vmod_lambda/fetch.py vmod_lambda/invoker.py
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \
-	clean distclean demo test-matrix soak valgrind lock fresh-check
+	clean distclean demo test-matrix test-debian13 soak valgrind lock fresh-check test-prometheus \
+	grafana-snapshot deb test-deb
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -150,10 +152,44 @@ vtc:
 	echo "varnishtest: $$(grep -c '^#.* passed' $(BUILD)/vtc.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc.log) failed"; \
 	exit $$rc
 
+# Prometheus (README, Monitoring): Debian's prometheus-varnish-exporter against varnishd with the fresh
+# build (tests/test_prometheus.py, skipped by `make test` where the package is missing). Installs the
+# package (root); Debian enables its service, which starts an exporter on :9131 where services run.
+test-prometheus: stage
+	@command -v prometheus-varnish-exporter >/dev/null 2>&1 || { \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus-varnish-exporter >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			prometheus-varnish-exporter >/dev/null; }; }
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests/test_prometheus.py
+
+# docs/grafana-vmod-lambda.png: examples/grafana/vmod-lambda.json's panels from a real 45 s scrape.
+grafana-snapshot: test-prometheus
+	$(VPY) -m pip install -q -r bench/requirements.lock   # matplotlib, at bench/'s pins
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) examples/grafana/snapshot.py docs/grafana-vmod-lambda.png
+
+# The Debian package (README, Install): vmod-lambda_<version>_<arch>.deb in the top directory, built
+# with PREFIX=/usr/lib/vmod-lambda in $(DEB_BUILD) (scripts/build-deb.sh). test-deb installs it with apt,
+# runs vtc/installed/ against it and checks that remove and purge leave no file behind
+# (scripts/test-deb.sh; root; it restores a make-installed VMOD it finds in the vmod dir).
+DEB_BUILD  ?= build-deb
+DEB_PREFIX := /usr/lib/vmod-lambda
+deb: deps
+	@$(MAKE) --no-print-directory build BUILD=$(DEB_BUILD) PREFIX=$(DEB_PREFIX)
+	PYTHON_SYS=$(PYTHON_SYS) sh scripts/build-deb.sh $(DEB_BUILD) . $(VENV)
+
+test-deb: deb
+	sh scripts/test-deb.sh $$(ls -t vmod-lambda_*.deb | head -1) $(DEB_PREFIX)
+
 # The compatibility matrix (README): the vtc suite against Varnish 7.7 built from Debian 13's source
 # package (cached in /var/cache/vmod-lambda) and against the machine's own Varnish. Not part of `check`.
 test-matrix: deps
 	VENV=$(abspath $(VENV)) bash scripts/varnish-matrix.sh $(MATRIX)
+
+# The README's `make check` and `make demo` in a debootstrapped Debian 13 (Varnish 7.7, Python 3.13),
+# on the committed HEAD cloned into the chroot. Root; about 10 minutes. Not part of `check`.
+test-debian13:
+	bash scripts/test-debian13.sh
 
 # Reliability runs (RELIABILITY.md), apart from `make test`: a soak of SOAK_ARGS (default 20 minutes)
 # and the vtc suite under valgrind memcheck (VALGRIND_VTC, one to a few minutes per file).
@@ -186,7 +222,8 @@ fresh-check:
 	sh scripts/fresh-check.sh
 
 clean:
-	rm -rf $(BUILD) vmod_lambda/*.so vmod_lambda/*.c .pytest_cache
+	rm -rf $(BUILD) $(DEB_BUILD) vmod-lambda_*.deb vmod_lambda/*.so vmod_lambda/*.c vmod_lambda/transport/*.so \
+		vmod_lambda/transport/*.c .pytest_cache
 
 distclean: clean
 	rm -rf $(VENV)

@@ -32,11 +32,11 @@ LINK_ARGS = ["-Wl,-z,nodelete"]
 # Plain Python modules on the hot path of every fetch, compiled as they are: about a fifth less CPU
 # for mapping requests, signing and parsing answers (BENCHMARKS.md). The .py files stay the
 # sources, and are installed too; Python imports the compiled module when both are there.
-COMPILED_PY = ["events", "direct", "fetch", "invoker"]
+COMPILED_PY = ["events", "transport/direct", "transport/base", "fetch", "invoker"]
 
 
 def ext(name, *sources, suffix=".pyx"):
-    return Extension(f"vmod_lambda.{name}", [f"vmod_lambda/{name}{suffix}", *sources],
+    return Extension(f"vmod_lambda.{name.replace('/', '.')}", [f"vmod_lambda/{name}{suffix}", *sources],
                      include_dirs=INCLUDE_DIRS, depends=HEADERS, extra_link_args=LINK_ARGS)
 
 
@@ -45,7 +45,7 @@ setup(
     version="0.1.0",
     description="The Python side of the Varnish VMOD lambda (AWS Lambda from VCL)",
     license="BSD-3-Clause",
-    packages=["vmod_lambda"],
+    packages=["vmod_lambda", "vmod_lambda.transport"],
     ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
                             ext("_director", FETCH_C), ext("_vmod"), ext("_netio"), ext("_fastevent"),
                             ext("_request"), ext("_response"),

@@ -26,8 +26,7 @@ fi
 site=$("$home/bin/python3" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 pkg="$site/vmod_lambda"
 rm -rf "$pkg.new"
-mkdir -p "$pkg.new"
-cp "$here"/vmod_lambda/*.py "$here"/vmod_lambda/*.so "$pkg.new/"
+sh "$here/scripts/copy-package.sh" "$pkg.new"
 rm -rf "$pkg"
 mv "$pkg.new" "$pkg"
 

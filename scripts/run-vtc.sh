@@ -1,7 +1,9 @@
 #!/bin/sh
 # Run varnishtest files against the staged fresh build (make stage):
 #   STAGE=/var/tmp/vmod-lambda-test scripts/run-vtc.sh [varnishtest options] file.vtc ...
-#   INSTALLED=1 scripts/run-vtc.sh file.vtc ...     (against `make install`: no overrides at all)
+#   INSTALLED=1 scripts/run-vtc.sh file.vtc ...     (against `make install`: no overrides at all;
+#                                                    INSTALLED_PREFIX= the home it must report, default
+#                                                    /usr/local/lib/vmod-lambda; the .deb's is /usr/lib/vmod-lambda)
 #
 # The varnishd child (user vcache) loads libvmod_lambda.so from $STAGE/vmods and the Python side from
 # $STAGE (VMOD_LAMBDA_HOME). Credentials are fake and fixed, and every AWS lookup that could leave the
@@ -20,7 +22,7 @@ unset VMOD_LAMBDA_LOADER VMOD_LAMBDA_NO_DEEPBIND
 
 if [ -n "${INSTALLED:-}" ]; then
 	unset VMOD_LAMBDA_HOME
-	exec varnishtest -t 120 "$@"
+	exec varnishtest -t 120 -D "installed_prefix=${INSTALLED_PREFIX:-/usr/local/lib/vmod-lambda}" "$@"
 fi
 export VMOD_LAMBDA_HOME="$STAGE"
 exec varnishtest -t 120 -p "vmod_path=$STAGE/vmods:$vmoddir" -D "stage=$STAGE" "$@"

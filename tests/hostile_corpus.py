@@ -18,6 +18,7 @@ Payloads are built lazily (some are megabytes).
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Union
 
@@ -214,15 +215,20 @@ case("headers that differ only in case stay apart",
 # ---------------------------------------------------------------------------------------------
 # 4. Base64
 
-for body, why in (("not base64!", "Non-base64 digit|Invalid base64|Only base64"),
-                  ("eA", "Incorrect padding"), ("eA===", "Excess data|Incorrect padding|Invalid"),
-                  ("eA= =", "Non-base64|Only base64|Incorrect|Invalid"),
-                  ("eA==\n", "Non-base64|Only base64|Invalid|Excess"),
-                  ("e A==", "Non-base64|Only base64|Invalid|Incorrect"),
-                  ("-_-_", "Non-base64|Only base64|Invalid"),
-                  ("=", "Incorrect|Invalid|Excess|Leading padding")):
+# The reason is the VMOD's own words (events._b64_problem), the same on every Python release:
+# binascii's wording changes (3.13 says "Excess padding not allowed" where 3.11 said "Excess data").
+for body, why in (("not base64!", "character ' ' at offset 3 is not in the base64 alphabet"),
+                  ("eA", "length 2 is not a multiple of 4"),
+                  ("eA===", "3 padding characters (at most 2)"),
+                  ("eA= =", "character ' ' at offset 3 is not in the base64 alphabet"),
+                  ("eA==\n", "character '\\n' at offset 4 is not in the base64 alphabet"),
+                  ("e A==", "character ' ' at offset 1 is not in the base64 alphabet"),
+                  ("-_-_", "character '-' at offset 0 is not in the base64 alphabet"),
+                  ("eA=A", "data after the padding at offset 2"),
+                  ("eA==eA==", "data after the padding at offset 2"),
+                  ("=", "padding without data")):
     case(f"bad base64 body {body!r}", resp(body=body, isBase64Encoded=True),
-         json=Fail(rf"invalid response: body is not valid base64: .*({why})"))
+         json=Fail(rf"invalid response: body is not valid base64: {re.escape(why)}(?: \(|$)"))
 case("base64 of binary with NUL bytes", resp(body=base64.b64encode(b"\x00\xff\x00").decode(),
                                              isBase64Encoded=True),
      json=Ok(200, body=b"\x00\xff\x00"))

@@ -111,3 +111,13 @@ def test_transport_and_streaming():
         validate_backend("fn", "f", "us-east-1", transport="crt2")
     assert validate_backend("fn", "f", "us-east-1").streaming is False
     assert validate_backend("fn", "f", "us-east-1", streaming=True).streaming is True
+
+
+@pytest.mark.parametrize("fmt", ["1.0-compat", "1.0", "2.0"])
+def test_multi_value_is_refused_outside_alb(fmt):
+    with pytest.raises(ConfigError, match=r"^lambda\.backend\(\): fn: multi_value applies to "
+                                          rf"event_format = \"alb\" only \(got '{fmt}'"):
+        validate_backend("fn", "my-fn", "us-east-1", event_format=fmt, multi_value=True)
+    assert validate_backend("fn", "my-fn", "us-east-1", event_format=fmt).multi_value is False
+    assert validate_backend("fn", "my-fn", "us-east-1", event_format="alb",
+                            multi_value=True).multi_value is True

@@ -1,4 +1,5 @@
-"""The direct transport (vmod_lambda/direct.py): signs like botocore, behaves like the boto3 transport.
+"""The direct transport (vmod_lambda/transport/direct.py): signs like botocore, behaves like the boto3
+transport (tests/test_transport.py runs the common test body over both).
 
 Signatures are compared byte for byte with botocore's SigV4Auth for the same request, credentials and
 time, and with what the boto3 transport itself sends. Outcomes (results and errors) are compared with
@@ -22,9 +23,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, RefreshableCredentials
 
-from vmod_lambda import direct
+from lambda_emulator.eventstream import invoke_complete, payload_chunk
+from vmod_lambda import eventstream
+from vmod_lambda.transport import direct
 from vmod_lambda.config import validate_backend
-from vmod_lambda.invoker import InvokeError, Invoker
+from vmod_lambda.invoker import Hooks, InvokeError, Invoker
 
 FIXED = datetime.datetime(2026, 2, 3, 4, 5, 6)
 
@@ -199,7 +202,7 @@ def test_refreshable_credentials_are_refreshed(api):
 
     creds = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
     inv = invoker(api.url, "direct")
-    inv.direct.credentials = creds
+    inv.transport.client.credentials = creds
     inv.invoke(b"{}")
     inv.invoke(b"{}")
     keys = [h["Authorization"].split("Credential=")[1].split("/")[0] for _, h, _ in api.requests]
@@ -231,10 +234,11 @@ def test_credentials_come_from_the_boto3_chain(api, monkeypatch):
 
 def test_region_and_endpoint_resolve_as_boto3_does():
     inv = invoker(None, "direct")
-    assert inv.direct.endpoint_url == inv.client.meta.endpoint_url == \
+    client = inv.transport.client
+    assert client.endpoint_url == inv.client.meta.endpoint_url == \
         "https://lambda.us-east-1.amazonaws.com"
-    assert inv.direct.host == "lambda.us-east-1.amazonaws.com"
-    assert inv.direct.signer.region == "us-east-1" and inv.direct.signer.service == "lambda"
+    assert client.host == "lambda.us-east-1.amazonaws.com"
+    assert client.signer.region == "us-east-1" and client.signer.service == "lambda"
 
 
 # -------------------------------------------------------------------------------------- outcomes
@@ -391,7 +395,7 @@ def test_truncated_body_is_a_transport_error_and_not_retried():
 
 def test_a_failed_connect_is_tried_once_more_and_only_once(api, monkeypatch):
     inv = invoker(api.url, "direct")
-    real = inv.direct._connect
+    real = inv.transport.client._connect
     calls = []
 
     def flaky():
@@ -400,11 +404,11 @@ def test_a_failed_connect_is_tried_once_more_and_only_once(api, monkeypatch):
             raise direct.ConnectFailed("refused")
         return real()
 
-    monkeypatch.setattr(inv.direct, "_connect", flaky)
+    monkeypatch.setattr(inv.transport.client, "_connect", flaky)
     fail = {1}
     assert inv.invoke(b"{}").payload == b"null"
     assert len(calls) == 2 and len(api.requests) == 1
-    inv.direct.close()
+    inv.transport.close()
     calls.clear()
     fail = {1, 2, 3}
     with pytest.raises(InvokeError) as e:
@@ -482,14 +486,118 @@ def test_a_proxied_endpoint_keeps_the_boto3_transport(api, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HTTP_PROXY", api.url)
     inv = invoker("http://lambda.example.invalid:9", "direct")
-    assert inv.direct is None and inv.transport == "boto3"
+    assert inv.transport.name == "boto3"
     assert inv.invoke(b"{}").payload == b"null"
     assert api.requests[0][0] == \
         "http://lambda.example.invalid:9/2015-03-31/functions/my-fn/invocations"
     monkeypatch.setenv("NO_PROXY", "lambda.example.invalid")
-    assert invoker("http://lambda.example.invalid:9", "direct").transport == "direct"
+    assert invoker("http://lambda.example.invalid:9", "direct").transport.name == "direct"
 
 
 def test_payload_may_be_any_bytes_like(api):
     assert invoker(api.url, "direct").invoke(bytearray(b'{"x":1}')).payload == b"null"
     assert api.requests[0][2] == b'{"x":1}'
+
+
+# ------------------------------------------------------------------------ response streaming
+
+def read_stream(inv, payload=b"{}"):
+    """(payload bytes, InvokeComplete event) of an InvokeWithResponseStream call of inv."""
+    res = inv.invoke_stream(payload)
+    decoder = eventstream.LambdaStream()
+    data, complete = bytearray(), None
+    for raw in inv.read_stream(res.raw, 7):
+        for ev in decoder.feed(raw):
+            if ev.kind == "chunk":
+                data += ev.data
+            else:
+                complete = ev
+    decoder.close()
+    res.raw.release_conn()
+    return bytes(data), complete
+
+
+STREAM_BODY = payload_chunk(b"hello ") + payload_chunk(b"stream") + invoke_complete()
+
+
+def test_stream_request_is_signed_like_the_boto3_transports(fixed_time, api, monkeypatch):
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "the-session-token")
+    kw = dict(function_name="arn:aws:lambda:us-east-1:123456789012:function:f:live", log_tail=True,
+              client_context='{"custom": {"k": "v"}}')
+    for transport in ("boto3", "direct"):
+        api.answers.append((200, {"Content-Type": "application/vnd.amazon.eventstream"},
+                            STREAM_BODY))
+        assert read_stream(invoker(api.url, transport, **kw), b'{"s":1}')[0] == b"hello stream"
+    (p1, h1, b1), (p2, h2, b2) = api.requests
+    assert (p1, b1) == (p2, b2) == (
+        "/2021-11-15/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af"
+        "/response-streaming-invocations?Qualifier=live", b'{"s":1}')
+    lower1 = {k.lower(): v for k, v in h1.items()}
+    lower2 = {k.lower(): v for k, v in h2.items()}
+    signed = lower1["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert "x-amz-log-type" in signed and "x-amz-client-context" in signed
+    for name in signed + ["authorization"]:
+        assert lower1[name] == lower2[name], name
+
+
+@pytest.mark.parametrize("framing", ["chunked", "length", "close"])
+def test_stream_body_framings_and_connection_reuse(framing):
+    """The event stream is read as it comes however the body is delimited; a connection whose
+    stream was read to its end carries the next call (not one delimited by its close)."""
+    body = STREAM_BODY
+    if framing == "chunked":
+        raw = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 9]), body[i:i + 9])
+                       for i in range(0, len(body), 9))
+        raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + raw + b"0\r\n\r\n"
+    elif framing == "length":
+        raw = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    else:
+        raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body
+    close = framing == "close"
+    srv = RawServer([(raw, close), (raw, close)])
+    try:
+        inv = invoker(srv.url, "direct")
+        assert read_stream(inv) == read_stream(inv)
+        assert srv.requests == 2
+        assert len(srv.conns) == (2 if close else 1)
+    finally:
+        srv.stop()
+
+
+def test_stream_over_https(tls_api):
+    for transport in ("boto3", "direct"):
+        tls_api.answers.append((200, {}, STREAM_BODY))
+        data, complete = read_stream(invoker(tls_api.url, transport))
+        assert data == b"hello stream" and complete.error_code is None
+
+
+def test_chunked_decoder_gives_the_same_bytes_however_the_input_is_cut():
+    wire = b"5;x=y\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nT: 1\r\n\r\nEXTRA"
+    whole = direct.ChunkedDecoder()
+    assert b"".join(whole.feed(wire)) == b"hello 0123456789"
+    assert whole.done and whole.extra == 5
+    for step in (1, 2, 3, 7):
+        dec = direct.ChunkedDecoder()
+        out = b"".join(b"".join(dec.feed(wire[i:i + step])) for i in range(0, len(wire), step))
+        assert out == b"hello 0123456789" and dec.done and dec.extra == 5
+    for bad, what in ((b"zz\r\n", "invalid chunk size"), (b"-1\r\n", "invalid chunk size"),
+                      (b"2\r\nabX\r\n", "not terminated by CRLF"),
+                      (b"1" * 5000, "chunk size line too long")):
+        with pytest.raises(direct.BadResponse, match=what):
+            direct.ChunkedDecoder().feed(bad)
+
+
+def test_the_worker_hooks_are_passed_down_not_patched_in(api):
+    """What the transport needs from the worker pool comes in with the Invoker: around connects
+    and credential lookups it tells the worker it may block; nothing is set on the module."""
+    calls = []
+    hooks = Hooks(lambda: calls.append("begin"), lambda: calls.append("end"))
+    inv = Invoker(validate_backend("fn", "my-fn", "us-east-1", endpoint_url=api.url,
+                                   transport="direct"), hooks)
+    inv.invoke(b"{}")
+    assert calls and calls == ["begin", "end"] * (len(calls) // 2)
+    assert not hasattr(direct, "blocking_begin") and not hasattr(direct, "blocking_end")
+    n = len(calls)
+    Invoker(validate_backend("fn", "my-fn", "us-east-1", endpoint_url=api.url,
+                             transport="direct")).invoke(b"{}")
+    assert len(calls) == n, "another object's calls use that object's hooks"

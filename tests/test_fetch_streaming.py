@@ -187,6 +187,6 @@ def test_a_fetch_after_a_failed_stream_gets_a_clean_connection(emu):
             list(f.body())
         f.close()
         g = StreamedFetch(EventInBody(make(emu, "chunks"), {"n": 2, "size": 3}), HEAD)
-        g.invoker.client = base.client          # the same connection pool
+        g.invoker.transport = base.transport    # the same connection pool
         head, body = drain(g)
         assert head.status == 200 and body == b"xxxxxx"

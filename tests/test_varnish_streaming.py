@@ -1,6 +1,7 @@
 """Streaming backends (streaming = true) in a real varnishd in front of the emulator: the head from
 the HTTP-integration prelude, the body delivered as the function writes it, backpressure and flat
-memory for 100 MiB, and mid-stream failures that cut the delivery and leave nothing in the cache."""
+memory for 100 MiB, and mid-stream failures that cut the delivery and leave nothing in the cache.
+Every test runs over both transports: "direct" (the default) and "boto3"."""
 
 import http.client
 import os
@@ -12,8 +13,15 @@ import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
 from varnish_harness import Varnishd, require_stage
+from vmod_lambda.config import TRANSPORTS
 
 HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def transport(request):
+    """The transport of every object of this module's VCL: the whole module runs over each."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +34,15 @@ def emulator():
     emu.stop()
 
 
-def vcl(url, extra_fetch=""):
+def vcl(url, transport, extra_fetch=""):
     return f"""vcl 4.1;
 import lambda;
 import std;
 backend be none;
 sub vcl_init {{
     new page = lambda.backend("page", "us-east-1", "{url}", timeout = 120s,
-                              event_format = "2.0", streaming = true);
+                              event_format = "2.0", streaming = true,
+                              transport = "{transport}");
 }}
 sub vcl_recv {{
     set req.backend_hint = page.backend();
@@ -57,8 +66,8 @@ sub vcl_deliver {{
 
 
 @pytest.fixture(scope="module")
-def varnish(emulator):
-    with Varnishd(vcl(emulator.url, """
+def varnish(emulator, transport):
+    with Varnishd(vcl(emulator.url, transport, """
     if (bereq.url ~ "fbt=1") { set bereq.first_byte_timeout = 1s; }
     if (bereq.url ~ "bbt=1") { set bereq.between_bytes_timeout = 1s; }
 """)) as v:
@@ -192,7 +201,7 @@ def test_a_broken_stream_cuts_the_delivery_and_is_not_cached(varnish, emulator, 
 
 
 @pytest.mark.parametrize("guard", [False, True], ids=["as_varnish_does", "lambda_guard"])
-def test_a_stream_that_breaks_during_vcl_deliver(emulator, guard):
+def test_a_stream_that_breaks_during_vcl_deliver(emulator, transport, guard):
     """Varnish's own window, the same for native backends (varnish-cache #3560, 7.1 to 7.7 at
     least): the client leaves VBF_Fetch() once the fetch streams (without the busy object) and
     takes the busy object again only in cnt_transmit. A fetch that fails and ends in between
@@ -208,7 +217,7 @@ def test_a_stream_that_breaks_during_vcl_deliver(emulator, guard):
     deliver = "vtc.sleep(2s);"
     if guard:
         deliver += '\n    set resp.filters = "lambda_guard " + resp.filters;'
-    with Varnishd(vcl(emulator.url).replace("import std;", "import std;\nimport vtc;").replace(
+    with Varnishd(vcl(emulator.url, transport).replace("import std;", "import std;\nimport vtc;").replace(
             "sub vcl_deliver {", "sub vcl_deliver {\n    " + deliver)) as v:
         emulator.reset()
         outcomes = []
@@ -316,9 +325,9 @@ def lambda_counters(v):
     return {line.split()[0]: int(line.split()[1]) for line in out.splitlines() if line.strip()}
 
 
-def test_streamed_fetches_are_counted_and_logged(emulator):
+def test_streamed_fetches_are_counted_and_logged(emulator, transport):
     """Own varnishd (fresh counters): a complete stream and a failed one, with log_tail."""
-    with Varnishd(vcl(emulator.url).replace("streaming = true", "streaming = true, "
+    with Varnishd(vcl(emulator.url, transport).replace("streaming = true", "streaming = true, "
                                                                  "log_tail = true")) as v:
         resp, body, err = raw_get(v, "/k1?mode=http&n=4&size=1000&pass=1")
         assert err is None and len(body) == 4000
@@ -338,14 +347,14 @@ def test_streamed_fetches_are_counted_and_logged(emulator):
         assert not v.panicked()
 
 
-def test_concurrent_streams_of_every_kind_leave_nothing_behind(emulator, gates):
+def test_concurrent_streams_of_every_kind_leave_nothing_behind(emulator, transport, gates):
     """Many streams at once through a small pool (pool_size 3): complete ones, failing ones, cut
     ones, stalled ones and clients that leave. Afterwards: no panic, no job in flight, the child's
     descriptors back where they were, and a normal stream still works. The broken ones break once
     their client has the head (gate): a 200 is then always cut short."""
     import random
     import threading
-    with Varnishd(vcl(emulator.url, """
+    with Varnishd(vcl(emulator.url, transport, """
     if (bereq.url ~ "bbt=1") { set bereq.between_bytes_timeout = 1s; }
 """).replace("streaming = true", "streaming = true, pool_size = 3")) as v:
         child = child_pid(v)

@@ -5,6 +5,7 @@ child can read it; tests that use this harness are skipped with a clear reason w
 Everything listens on 127.0.0.1 only.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -30,18 +31,23 @@ def require_stage():
 class Varnishd:
     """varnishd -F on 127.0.0.1:<free port> with the given VCL; a context manager."""
 
-    def __init__(self, vcl: str, params: Optional[dict] = None, env: Optional[dict] = None):
+    def __init__(self, vcl: str, params: Optional[dict] = None, env: Optional[dict] = None,
+                 listen: str = "127.0.0.1:0", args: tuple = (), files: Optional[dict] = None):
+        """files: more files next to the VCL (name -> text), for its includes; args: more
+        varnishd arguments (e.g. ("-i", "node1"))."""
         require_stage()
         self.dir = tempfile.mkdtemp(prefix="vmod-lambda-varnishd-")
         os.chmod(self.dir, 0o755)
+        for name, text in {**(files or {}), "main.vcl": vcl}.items():
+            path = os.path.join(self.dir, name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o644)
         self.vcl_path = os.path.join(self.dir, "main.vcl")
-        with open(self.vcl_path, "w") as f:
-            f.write(vcl)
-        os.chmod(self.vcl_path, 0o644)
         self.workdir = os.path.join(self.dir, "n")
-        args = ["varnishd", "-F", "-n", self.workdir, "-a", "127.0.0.1:0", "-T", "127.0.0.1:0",
+        args = ["varnishd", "-F", "-n", self.workdir, "-a", listen, "-T", "127.0.0.1:0",
                 "-f", self.vcl_path, "-s", "malloc,64m",
-                "-p", f"vmod_path={STAGE}/vmods:{VMODDIR}"]
+                "-p", f"vmod_path={STAGE}/vmods:{VMODDIR}", *args]
         for k, v in (params or {}).items():
             args += ["-p", f"{k}={v}"]
         self.env = dict(os.environ)
@@ -96,6 +102,14 @@ class Varnishd:
                 return r.status, r.getheaders(), r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.headers.items(), e.read()
+
+    def counters(self, pattern: str = "lambda.*") -> dict:
+        """{name: value} of the varnishstat counters matching pattern (varnishstat -f)."""
+        r = subprocess.run(["varnishstat", "-n", self.workdir, "-1", "-j", "-f", pattern],
+                           capture_output=True, text=True, timeout=30, check=True)
+        data = json.loads(r.stdout)
+        data = data.get("counters", data)   # 7.x: {"version": 1, "counters": {...}}
+        return {k: v["value"] for k, v in data.items() if isinstance(v, dict) and "value" in v}
 
     def panicked(self) -> bool:
         return "Panic at" in self.adm("panic.show", check=False)

@@ -56,10 +56,10 @@ cdef struct lambda_job:
     lambda_job *next
     lambda_limiter *limiter
     # The one way a job runs: called by a worker with the GIL, returns the job as a generator of
-    # socket work (_netio.Op; vmod_lambda.direct.run() documents it; it must not raise), which the
-    # worker runs alongside the other such jobs it has in flight when mux is set, or whole, with
-    # direct.run(), when it is not (_Worker). A job with no socket work of its own (a streamed
-    # fetch, the selftest) is a generator that yields nothing.
+    # socket work (_netio.Op; vmod_lambda.transport.direct.run() documents it; it must not raise),
+    # which the worker runs alongside the other such jobs it has in flight when mux is set, or
+    # whole, with direct.run(), when it is not (_Worker). A job with no socket work of its own (a
+    # streamed fetch, the selftest) is a generator that yields nothing.
     job_start_fn start
     int mux
     job_free_fn free_job       # frees an abandoned or detached job

@@ -17,7 +17,7 @@ from vmod_lambda._stats cimport stats_internal
 from vmod_lambda._netio cimport (Op, xchg, xchg_progress, xchg_events, xchg_expire, xchg_result,
                                  X_DONE, X_SEND)
 
-from vmod_lambda import direct as _direct
+from vmod_lambda.transport import direct as _direct
 
 # The pool is shared by every object of every VCL in the child; its size is the sum of the limits of
 # the live limiters, capped here. See vmod_lambda.vcc, "Threads".
@@ -373,7 +373,7 @@ def name_thread(str name):
 
 
 def _blocking_begin():
-    """This worker is about to wait for long (vmod_lambda.direct calls it around connects,
+    """This worker is about to wait for long (the transports call it around connects,
     credential refreshes and reads of bodies of unknown length): not counted awake meanwhile, and
     a queued job wakes another worker."""
     global awake, lambda_blocking_depth
@@ -399,10 +399,6 @@ def _blocking_end():
         pthread_mutex_lock(&mtx)
         awake += 1
         pthread_mutex_unlock(&mtx)
-
-
-_direct.blocking_begin = _blocking_begin
-_direct.blocking_end = _blocking_end
 
 
 cdef struct mux_slot:

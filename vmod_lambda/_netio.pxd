@@ -41,9 +41,9 @@ cdef object xchg_result(xchg *x)
 cdef void xchg_clear(xchg *x) noexcept nogil
 
 
-# The socket work a job's generator yields (direct.py): one type per kind of work, each knowing how
-# it begins in a worker's slot (begin(): the worker pool, _handoff.pyx, then drives it with the
-# slot's other work) and how it is done here, whole (run(): direct.run()). Either way the
+# The socket work a job's generator yields (transport/direct.py): one type per kind of work, each
+# knowing how it begins in a worker's slot (begin(): the worker pool, _handoff.pyx, then drives it
+# with the slot's other work) and how it is done here, whole (run(): direct.run()). Either way the
 # generator is sent xchg_result()'s answer.
 cdef class Op:
     cdef void begin(self, xchg *x) noexcept

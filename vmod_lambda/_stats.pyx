@@ -7,7 +7,6 @@ resets the counters nor shows them twice. Counters move with atomic adds: worker
 GIL) and Varnish threads (without) update them.
 """
 
-import re
 
 from libc.stdlib cimport malloc
 from libc.string cimport memcpy
@@ -16,7 +15,7 @@ from cache cimport SLT_Error
 from lambda_compat cimport lambda_log
 
 from vmod_lambda._response cimport lambda_lines, lines_fill, lines_clear
-from vmod_lambda.invoker import clean_reason
+from vmod_lambda.invoker import clean_reason, clean_token
 from vmod_lambda.outcomes import counter as _counter_name, outcome as _outcome
 from vmod_lambda.stats import parse_tail, tail_lines
 
@@ -174,16 +173,11 @@ cdef list _vsl_lines(str obj_name, str function_name, int kind, object err, obje
               f"qualifier={rec.qualifier or '-'}",
               f"status={rec.status if rec.status is not None else '-'}",
               f"time={rec.duration * 1000.0:.3f}ms",
-              f"request_id={_token(rec.request_id)}",
-              f"version={_token(rec.executed_version)}"]
+              f"request_id={clean_token(rec.request_id)}",
+              f"version={clean_token(rec.executed_version)}"]
     lines = [" ".join(fields)]
     if rec.log_result:
         lines += [f"lambda: {obj_name}: log: {line}" for line in tail_lines(rec.log_result)]
     return lines
 
 
-_TOKEN = re.compile(r"[^A-Za-z0-9._:$/+=-]")
-
-
-def _token(value):
-    return _TOKEN.sub("_", str(value))[:128] if value else "-"

@@ -12,7 +12,7 @@ from cpython.pycapsule cimport PyCapsule_New
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, strdup, strlen, strncmp
+from libc.string cimport memcpy, strcmp, strdup, strlen, strncmp
 
 from vrt cimport vrt_ctx, VRT_CTX_MAGIC, director
 from cache cimport WS_Copy, SLT_VCL_Error, SLT_VCL_Log, SLT_Notice
@@ -32,7 +32,11 @@ from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, lim
 from vmod_lambda.config import ConfigError, validate_backend
 import os
 
-from vmod_lambda.invoker import InvokeError, Invoker
+from vmod_lambda.invoker import Hooks, InvokeError, Invoker
+from vmod_lambda._handoff import _blocking_begin, _blocking_end
+
+# What the transports need from the worker pool (_handoff.pyx), handed to each object's Invoker.
+_WORKER_HOOKS = Hooks(_blocking_begin, _blocking_end)
 
 from vmod_lambda import limits as _limits
 from vmod_lambda import outcomes as _outcomes
@@ -142,7 +146,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
         _fail_msg(ctx, f"lambda.backend(): {name}: internal error: {type(e).__name__}: {e}")
         return NULL
     try:
-        inv = Invoker(cfg)
+        inv = Invoker(cfg, _WORKER_HOOKS)
     except BaseException as e:
         _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the Lambda client: "
                        f"{type(e).__name__}: {e}")
@@ -536,9 +540,19 @@ cdef const char *ops_selftest(const vrt_ctx *ctx) noexcept nogil:
         r = _run_text_job(ctx, job, &SELFTEST_LIM, SELFTEST_TIMEOUT, "", reason)
     if r != NULL:
         return r
+    # The checks could not run: that is the report (a FAIL line, as for a check that failed), and
+    # a VCL_Error record; the VCL goes on. Only a report that does not fit the workspace fails it.
+    if strcmp(reason, "the worker pool is not running") == 0:
+        snprintf(reason, MSG_LEN, "the worker pool is not running: no lambda.backend object is "
+                 "loaded, and the checks run on its threads")
     snprintf(msg, sizeof(msg), "lambda: selftest: %s", reason)
-    lambda_fail(ctx, msg)
-    return NULL
+    lambda_log(ctx, SLT_VCL_Error, msg)
+    snprintf(msg, sizeof(msg), "FAIL selftest: %s", reason)
+    r = <const char *>WS_Copy(ctx.ws, msg, -1)
+    if r == NULL:
+        snprintf(msg, sizeof(msg), "lambda: selftest: %s (and no workspace for the report)", reason)
+        lambda_fail(ctx, msg)
+    return r
 
 
 # The environment knobs (vmod_lambda.vcc, ENVIRONMENT), read once when the implementation is

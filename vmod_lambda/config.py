@@ -117,6 +117,10 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
     if event_format not in EVENT_FORMATS:
         fail("event_format must be \"1.0-compat\", \"1.0\", \"2.0\" or \"alb\" "
              f"(got {event_format[:40]!r})")
+    if multi_value and event_format != "alb":
+        fail(f"multi_value applies to event_format = \"alb\" only (got {event_format!r}: "
+             "1.0 events always carry both headers and multiValueHeaders, 2.0 events join "
+             "repeated headers with commas)")
     transport = DEFAULT_TRANSPORT if transport is None else transport
     if transport not in TRANSPORTS:
         fail(f"transport must be one of {', '.join(repr(t) for t in TRANSPORTS)} "

@@ -605,6 +605,28 @@ def _json_kind(value) -> str:
             float: "a number"}.get(type(value), "null")
 
 
+_B64_OUTSIDE = re.compile(r"[^A-Za-z0-9+/=]")
+
+
+def _b64_problem(text: str) -> str:
+    """Why *text* (which binascii refused) is not base64, in our own words: binascii's wording
+    changes between Python releases (3.13: "Excess padding not allowed")."""
+    bad = _B64_OUTSIDE.search(text)
+    if bad:
+        return f"character {_short(bad.group())} at offset {bad.start()} is not in the base64 alphabet"
+    pad = text.find("=")
+    if pad >= 0:
+        if text.rstrip("=") != text[:pad]:
+            return f"data after the padding at offset {pad}"
+        if pad == 0:
+            return "padding without data"
+        if len(text) - pad > 2:
+            return f"{len(text) - pad} padding characters (at most 2)"
+    if len(text) % 4:
+        return f"length {len(text)} is not a multiple of 4"
+    return "malformed"
+
+
 def _json_body(obj: dict) -> bytes:
     body = obj.get("body")
     is_b64 = obj.get("isBase64Encoded")
@@ -617,8 +639,8 @@ def _json_body(obj: dict) -> bytes:
     if is_b64:
         try:
             return base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise ResponseError(f"body is not valid base64: {_short(str(e), 80)}") from None
+        except (binascii.Error, ValueError):
+            raise ResponseError(f"body is not valid base64: {_b64_problem(body)}") from None
     try:
         return body.encode("utf-8")
     except UnicodeEncodeError:

@@ -14,9 +14,11 @@ from random import getrandbits as _getrandbits
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from . import direct, eventstream
+from . import eventstream
+from .transport import direct
 from .events import HttpRequest, ResponseError, build_event, parse_response
-from .invoker import InvocationRecord, InvokeError, Invoker, _function_error_reason
+from .invoker import InvocationRecord, InvokeError, Invoker
+from .transport.base import function_error_reason as _function_error_reason
 from .limits import MAX_PAYLOAD
 from .outcomes import event_too_large
 

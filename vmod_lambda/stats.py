@@ -15,11 +15,20 @@ from .invoker import redact as redact_credentials
 MAX_LINES = 64
 MAX_LINE = 512
 
-# Credentials a function might print (an event holds the client's Authorization header): never
-# copied to varnishlog.
-_SECRET_FIELD = re.compile(
-    r"(?i)((?:proxy-)?authorization|x-amz-security-token|aws_secret_access_key|aws_session_token|"
-    r"secretaccesskey|sessiontoken|cookie)([\"']?\s*[:=]\s*[\"']?)([^\"',}\]]+)")
+# Credentials a function might print (an event holds the client's Authorization header and cookies):
+# never copied to varnishlog. A key of SECRET_KEYS, quoted or not, followed by ':' or '=' starts a
+# value that is redacted whole, whatever the runtime wrote: JSON (one line or pretty-printed over
+# several), Python's repr, Node's util.inspect, Java's Map.toString(), Go's %v of a map.
+SECRET_KEYS = ("authorization", "proxy-authorization", "cookie", "cookies", "set-cookie",
+               "x-amz-security-token", "x-api-key", "aws_secret_access_key", "aws_session_token",
+               "secretaccesskey", "sessiontoken")
+_SECRET_KEY = re.compile(
+    r"(?i)(?<![\w-])([\"']?)(" + "|".join(re.escape(k) for k in SECRET_KEYS) +
+    r")\1([ \t]*[:=][ \t]*)")
+# A bare value (not quoted, no brackets) ends at a separator, at the end of the line, or where the
+# next "key:" / "key=" of a Go map or a Java toString() starts (not after "; ": cookies go on).
+_BARE_END = re.compile(r"[,}\])\n]|(?<!;)\s+[A-Za-z_][\w-]*[:=]")
+_CLOSE = {"[": "]", "{": "}", "(": ")"}
 _REPORT = re.compile(r"^REPORT RequestId:")
 _BILLED = re.compile(r"Billed Duration: (\d+) ms")
 _INIT = re.compile(r"Init Duration: ([0-9.]+) ms")
@@ -34,21 +43,64 @@ def decode_tail(log_result: str) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def redact(line: str) -> str:
-    """Values of credential-carrying fields, then what invoker.redact() removes from failure
-    reasons (SigV4 headers and signatures, tokens, access key ids, the credentials in use)."""
-    line = _SECRET_FIELD.sub(lambda m: m.group(1) + m.group(2) + "[redacted]", line)
-    return redact_credentials(line)
+def _value_end(text: str, i: int) -> int:
+    """Where the value that starts at text[i] ends (exclusive): a quoted string to its closing quote,
+    a bracketed one to its matching bracket (over lines, quotes respected), a bare one to _BARE_END.
+    A value cut by the end of the tail runs to the end."""
+    n = len(text)
+    if i >= n:
+        return n
+    c = text[i]
+    if c in "\"'":
+        j = i + 1
+        while j < n and text[j] != c and text[j] != "\n":
+            j += 2 if text[j] == "\\" else 1
+        return min(j + 1, n)
+    if c in _CLOSE:
+        stack, j = [_CLOSE[c]], i + 1
+        while j < n and stack:
+            ch = text[j]
+            if ch in "\"'":
+                j = _value_end(text, j)
+                continue
+            if ch in _CLOSE:
+                stack.append(_CLOSE[ch])
+            elif ch == stack[-1]:
+                stack.pop()
+            j += 1
+        return j
+    m = _BARE_END.search(text, i)
+    return m.start() if m else n
+
+
+def redact(text: str) -> str:
+    """*text* (one line or a whole log tail) with the value of every SECRET_KEYS key replaced by
+    "[redacted]" (a quoted one keeps its quotes), then without what invoker.redact() removes from
+    failure reasons (SigV4 headers and signatures, tokens, access key ids, the credentials in use)."""
+    out, pos = [], 0
+    for m in _SECRET_KEY.finditer(text):
+        if m.start() < pos:
+            continue                # a key inside a value already redacted
+        start = m.end()
+        end = _value_end(text, start)
+        out.append(text[pos:start])
+        if end > start and text[start] in "\"'" and end - start >= 2 and text[end - 1] == text[start]:
+            out.append(text[start] + "[redacted]" + text[start])
+        elif end > start:
+            out.append("[redacted]")
+        pos = end
+    out.append(text[pos:])
+    return redact_credentials("".join(out))
 
 
 def tail_lines(log_result: str) -> List[str]:
     """The log tail as at most MAX_LINES printable one-line strings, credentials redacted."""
     out = []
-    for line in decode_tail(log_result).splitlines():
+    # Redacted whole before it is split: a value may span lines (pretty-printed JSON, util.inspect).
+    for line in redact(decode_tail(log_result)).splitlines():
         line = "".join(c if c.isprintable() else " " for c in line).strip()
         if not line:
             continue
-        line = redact(line)
         if len(line) > MAX_LINE:
             line = line[:MAX_LINE - 3] + "..."
         out.append(line)

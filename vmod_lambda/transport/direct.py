@@ -1,13 +1,14 @@
 # cython: annotation_typing=False
 # (Compiled by setup.py as it is, as plain Python: type hints are hints, not checks.)
-"""The "direct" transport: the Invoke API over keep-alive HTTP/1.1 connections of our own, signed
-with SigV4 by this module, without botocore's request pipeline.
+"""The "direct" transport: the Invoke API (Invoke and InvokeWithResponseStream) over keep-alive
+HTTP/1.1 connections of our own, signed with SigV4 by this module, without botocore's request
+pipeline.
 
 boto3 still does the configuration: the Invoker creates its boto3 client as before and this transport
 takes from it the endpoint (client.meta.endpoint_url), region and signing name, and from the boto3
 session the credential chain (session.get_credentials(): refreshable credentials refresh themselves
 on get_frozen_credentials()) and the CA bundle. Error responses are parsed by botocore's own parser
-for the Invoke operation, so codes, messages and request ids are the ones the boto3 transport reports.
+for the operation, so codes, messages and request ids are the ones the boto3 transport reports.
 
 What it skips, per call: botocore's event hooks, parameter validation and serialisation, endpoint
 rules, AWSRequest/urllib3/http.client objects and header parsing with the email package. What is left
@@ -21,8 +22,15 @@ does that work in the calling thread; the worker pool (_handoff.pyx) runs the wo
 with one poll().
 
 The signature is byte for byte the one botocore's SigV4Auth computes for the same request,
-credentials and time (tests/test_direct.py checks it, with and without a session token). Errors are
-raised as the exceptions below; invoker.py turns them into InvokeError exactly like the boto3 ones.
+credentials and time (tests/test_direct.py checks it, with and without a session token). DirectClient
+raises the exceptions below; DirectTransport (the interface of base.py) turns them into InvokeError
+exactly like the boto3 transport's.
+
+InvokeWithResponseStream (invoke_stream): the request is signed and sent like an Invoke; the head of
+the answer is read, then the body (chunked, from the endpoint) is read from the socket as it comes,
+its chunks decoded incrementally (ChunkedDecoder, also used for buffered chunked bodies), and handed
+on raw: vmod_lambda.eventstream decodes the event stream. Streams run whole on a worker that the pool
+already counts as blocked; their socket waits are done in place (run()).
 """
 
 import hashlib
@@ -38,14 +46,18 @@ from collections import deque
 from typing import Optional
 from urllib.parse import quote, urlsplit
 
-from .limits import MAX_RESPONSE_HEAD
+from ..limits import MAX_RESPONSE_HEAD
+from .base import (CLOSED_BEFORE_ANSWER, NO_CREDENTIALS, NO_HOOKS, InvokeError, InvokeRequest,
+                   InvokeResult, ResponseStream, StreamResult, Transport, cannot_connect,
+                   connect_timed_out, function_error_reason, read_timed_out, service_error,
+                   stream_broke, stream_timed_out)
 
 try:
-    from . import _netio        # compiled: the exchange without the GIL (plain TCP)
+    from .. import _netio        # compiled: the exchange without the GIL (plain TCP)
 except ImportError:             # pragma: no cover - a source tree without the build
     _netio = None
 
-__all__ = ["DirectClient", "ConnectFailed", "ConnectTimeout", "ReadTimeout", "Closed",
+__all__ = ["DirectTransport", "DirectClient", "ChunkedDecoder", "ConnectFailed", "ConnectTimeout", "ReadTimeout", "Closed",
            "BadResponse", "NoCredentials", "Response", "sigv4_headers"]
 
 _SHA256 = hashlib.sha256
@@ -59,6 +71,9 @@ _ALGO = "AWS4-HMAC-SHA256"
 CONTENT_TYPE = "application/octet-stream"
 _POLLIN = select.POLLIN
 _POLLOUT = select.POLLOUT
+# The paths of the two operations, around the quoted function name (botocore's service model).
+_INVOKE_API = ("/2015-03-31/functions/", "/invocations")
+_STREAM_API = ("/2021-11-15/functions/", "/response-streaming-invocations")
 
 
 class ConnectFailed(Exception):
@@ -161,7 +176,7 @@ class DirectClient:
 
     def __init__(self, endpoint_url: str, region: str, service: str, credentials,
                  connect_timeout: float, read_timeout: float, pool_size: int, user_agent: str,
-                 ca_bundle=None, verify: bool = True):
+                 ca_bundle=None, verify: bool = True, hooks=NO_HOOKS):
         parts = urlsplit(endpoint_url)
         self.endpoint_url = endpoint_url
         self.tls = parts.scheme == "https"
@@ -181,6 +196,11 @@ class DirectClient:
         self.pool_size = pool_size
         self.user_agent = user_agent
         self.signer = _Signer(region, service)
+        # Around the calls that may block this thread for long (connecting, refreshing credentials,
+        # reading a body of unknown length): the worker pool's hooks (base.Hooks), so that a worker
+        # waiting there is not counted on to take the next queued job.
+        self._blocking_begin = hooks.blocking_begin
+        self._blocking_end = hooks.blocking_end
         self._idle = deque()
         self._timeval = struct.pack("ll", int(read_timeout), int((read_timeout % 1) * 1e6))
         self._ssl = None
@@ -197,15 +217,16 @@ class DirectClient:
 
     # ------------------------------------------------------------------------------ requests
 
-    def _path(self, function_name, qualifier):
-        """(path and query as sent, canonical URI, canonical query) for a function, cached."""
-        key = (function_name, qualifier)
+    def _path(self, function_name, qualifier, stream=False):
+        """(path and query as sent, canonical URI, canonical query) for a function's Invoke (or
+        InvokeWithResponseStream when stream), cached."""
+        key = (function_name, qualifier, stream)
         p = self._paths.get(key)
         if p is None:
             from botocore.utils import normalize_url_path
             # botocore's rest serializer: the URI label percent-encoded with safe="-_.~".
-            path = (f"{self.base_path}/2015-03-31/functions/"
-                    f"{quote(function_name, safe='-_.~')}/invocations")
+            api = _STREAM_API if stream else _INVOKE_API
+            path = f"{self.base_path}{api[0]}{quote(function_name, safe='-_.~')}{api[1]}"
             query = f"Qualifier={quote(qualifier, safe='-_.~')}" if qualifier else ""
             # SigV4Auth: the path normalised and encoded once more (non-S3 services).
             canonical_uri = quote(normalize_url_path(path), safe="/~")
@@ -234,19 +255,21 @@ class DirectClient:
 
     def request_head(self, function_name: str, payload: bytes,
                      invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
-                     log_type: Optional[str] = None, client_context: Optional[str] = None) -> bytes:
-        """The signed request line and headers of an Invoke call, as sent."""
+                     log_type: Optional[str] = None, client_context: Optional[str] = None,
+                     stream: bool = False) -> bytes:
+        """The signed request line and headers of an Invoke call (InvokeWithResponseStream when
+        stream: the same headers, another path), as sent."""
         creds = self.credentials
         if creds is None:
             raise NoCredentials()
-        blocking_begin()            # refreshing credentials may wait for the network
+        self._blocking_begin()      # refreshing credentials may wait for the network
         try:
             creds = creds.get_frozen_credentials()
         finally:
-            blocking_end()
+            self._blocking_end()
         if creds is None or creds.access_key is None:
             raise NoCredentials()
-        target, curi, cquery = self._path(function_name, qualifier)
+        target, curi, cquery = self._path(function_name, qualifier, stream)
         # The headers botocore's Invoke serialisation sends (same names, same order of addition),
         # and the Content-Type of the blob payload that the AWS SDKs send (the boto3 transport adds
         # it too, invoker._content_type): signed like the others.
@@ -275,11 +298,11 @@ class DirectClient:
     # --------------------------------------------------------------------------- connections
 
     def _connect(self):
-        blocking_begin()
+        self._blocking_begin()
         try:
             return self._connect_now()
         finally:
-            blocking_end()
+            self._blocking_end()
 
     def _connect_now(self):
         try:
@@ -373,12 +396,12 @@ class DirectClient:
                 conn = headers.get("connection", "")
                 keep = "close" not in conn.lower() and (version11 or "keep-alive" in conn.lower())
                 return Response(status, reason, headers, rest)
-            blocking_begin()        # a chunked body, or one up to the end: read here, blocking
+            self._blocking_begin()  # a chunked body, or one up to the end: read here, blocking
             try:
                 resp, keep = yield from _reading(
                     self._finish_response(sock, rhead[:-4], bytearray(rest), timeout))
             finally:
-                blocking_end()
+                self._blocking_end()
             return resp
         finally:
             self._release(sock, keep)
@@ -406,18 +429,8 @@ class DirectClient:
             self._release(sock, keep)
 
     def _read_response(self, sock, timeout):
-        buf = bytearray()
-        while True:
-            end = buf.find(_CRLF2)
-            if end >= 0:
-                break
-            if len(buf) > MAX_HEAD:
-                raise BadResponse("response header section too large")
-            chunk = yield from _recv(sock, 65536, timeout)
-            if not chunk:
-                raise Closed("connection closed before the response")
-            buf += chunk
-        return (yield from self._finish_response(sock, bytes(buf[:end]), buf[end + 4:], timeout))
+        head, rest = yield from _read_head(sock, timeout)
+        return (yield from self._finish_response(sock, head, rest, timeout))
 
     def _finish_response(self, sock, head, rest, timeout):
         """(Response, reusable) from the head and the bytes read after it; reads the rest."""
@@ -444,6 +457,245 @@ class DirectClient:
         conn = headers.get("connection", "").lower()
         keep = complete and ("close" not in conn) and (version11 or "keep-alive" in conn)
         return Response(status, reason, headers, body), keep
+
+
+    # ------------------------------------------------------------------ InvokeWithResponseStream
+
+    def stream_gen(self, function_name: str, payload: bytes, qualifier: Optional[str] = None,
+                   log_type: Optional[str] = None, client_context: Optional[str] = None,
+                   read_timeout: Optional[float] = None):
+        """One InvokeWithResponseStream call up to the head of its answer, as a generator (of the
+        socket waits of https:// endpoints; see run()). Returns (Response, DirectStream): an
+        answer of status 300 or more has its whole body in the Response and no stream; otherwise
+        the Response has no body and the DirectStream reads it."""
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        head = self.request_head(function_name, payload, "RequestResponse", qualifier, log_type,
+                                 client_context, stream=True)
+        timeout = self.read_timeout if read_timeout is None else read_timeout
+        sock, _reused = self._checkout()
+        try:
+            try:
+                if len(payload) <= 16384:
+                    yield from _send_all(sock, head + payload, timeout)
+                else:
+                    yield from _send_all(sock, head, timeout)
+                    yield from _send_all(sock, payload, timeout)
+            except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout, ReadTimeout):
+                raise ReadTimeout() from None
+            except OSError as e:
+                raise Closed(str(e)) from None
+            rhead, rest = yield from _reading(_read_head(sock, timeout))
+            status, reason, headers, version11 = _parse_head(rhead)
+            if status < 200:
+                raise BadResponse(f"unexpected interim response {status}")
+            if status >= 300:
+                resp, keep = yield from _reading(
+                    self._finish_response(sock, rhead, rest, timeout))
+                self._release(sock, keep)
+                sock = None
+                return resp, None
+            body = DirectStream(self, sock, status, headers, version11, rest, timeout)
+            sock = None         # the stream's from here on
+            return Response(status, reason, headers, _EMPTY), body
+        finally:
+            if sock is not None:
+                sock.close()
+
+
+class DirectStream(ResponseStream):
+    """The body of a streamed answer, read from its connection as it arrives (chunked, as Lambda
+    sends it; or delimited by Content-Length, or by the end of the connection). Its reads block
+    (SO_RCVTIMEO: the read timeout) or, on https:// sockets that do not, wait in place (run())."""
+
+    def __init__(self, client, sock, status, headers, version11, rest, timeout):
+        self.client = client
+        self.sock = sock
+        self.timeout = timeout
+        te = headers.get("transfer-encoding")
+        cl = headers.get("content-length")
+        conn = headers.get("connection", "").lower()
+        self.reusable = ("close" not in conn) and (version11 or "keep-alive" in conn)
+        self.complete = False       # read to its end, and nothing after it
+        self._rest = bytes(rest)
+        self._decoder = None
+        self._left = None
+        if status in (204, 304):
+            self._left = 0
+        elif te is not None and "chunked" in te.lower():
+            self._decoder = ChunkedDecoder()
+        elif cl is not None:
+            try:
+                self._left = int(cl)
+                if self._left < 0:
+                    raise ValueError
+            except ValueError:
+                raise BadResponse(f"invalid Content-Length {cl[:40]!r}") from None
+        else:
+            self.reusable = False   # delimited by the end of the connection
+
+    def _pieces(self, amt):
+        """The body's bytes as they are read; raises this module's exceptions."""
+        sock = self.sock
+        data = self._rest
+        self._rest = b""
+        dec = self._decoder
+        while True:
+            if data:
+                if dec is not None:
+                    for piece in dec.feed(data):
+                        yield piece
+                    if dec.done:
+                        self.complete = dec.extra == 0
+                        return
+                elif self._left is not None:
+                    if len(data) > self._left:
+                        data = data[:self._left]
+                        self.reusable = False
+                    self._left -= len(data)
+                    yield data
+                else:
+                    yield data
+            if self._left == 0:
+                self.complete = True
+                return
+            data = run(_reading(_recv(sock, amt, self.timeout)))
+            if not data:
+                if self._left is None and dec is None:
+                    self.complete = True
+                    return
+                raise Closed("connection closed in the middle of the response stream")
+
+    def chunks(self, amt: int = 65536):
+        if self.sock is None:
+            return
+        try:
+            yield from self._pieces(amt)
+        except ReadTimeout:
+            raise InvokeError("timeout", stream_timed_out(self.timeout)) from None
+        except (Closed, BadResponse) as e:
+            raise InvokeError("transport", stream_broke(str(e))) from None
+        except OSError as e:
+            raise InvokeError("transport", stream_broke(f"{type(e).__name__}: {e}")) from None
+
+    def release_conn(self):
+        """Done with the body: the connection goes back to the pool if it was read to its end."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            self.client._release(sock, self.complete and self.reusable)
+
+    def close(self):
+        """The body was not (all) read: the connection is dropped, never reused."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
+class DirectTransport(Transport):
+    """The interface (base.Transport) over a DirectClient: the same outcomes as the boto3
+    transport's for the same answers (tests/test_transport.py)."""
+
+    name = "direct"
+
+    def __init__(self, boto_client, boto_session, credentials, connect_timeout: float,
+                 read_timeout: float, pool_size: int, user_agent: str, hooks=NO_HOOKS):
+        """Configured from the boto3 client (endpoint, region, signing name, service model) and
+        session (CA bundle); credentials: the chain's (None: every call fails "no AWS
+        credentials")."""
+        meta = boto_client.meta
+        core = boto_session._session    # botocore session: the config chain boto3 uses
+        ca_bundle = core.get_config_variable("ca_bundle")
+        if ca_bundle is None:
+            from botocore.httpsession import get_cert_path
+            ca_bundle = get_cert_path(True)
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.client = DirectClient(
+            meta.endpoint_url, meta.region_name, meta.service_model.signing_name,
+            # The same provider chain the client uses; RefreshableCredentials refresh themselves.
+            credentials, connect_timeout, read_timeout, pool_size, user_agent,
+            ca_bundle=ca_bundle, verify=True, hooks=hooks)
+        # invoke_gen() yields its socket work (http:// exchanges, https:// waits).
+        self.multiplexed = self.client.yields_io
+        # Error answers are parsed by botocore's own parser, as the boto3 transport does.
+        import botocore.parsers
+        self._parser = botocore.parsers.create_parser(meta.service_model.metadata["protocol"])
+        self._shapes = {op: meta.service_model.operation_model(op).output_shape
+                        for op in ("Invoke", "InvokeWithResponseStream")}
+
+    def run(self, gen):
+        return run(gen)
+
+    def close(self):
+        self.client.close()
+
+    def _call(self, start, timeout):
+        """yield from start() (a DirectClient generator), tried once more when it could not
+        connect, its exceptions turned into InvokeError."""
+        try:
+            try:
+                return (yield from start())
+            except ConnectFailed:
+                # Could not connect: nothing was sent, so one more try cannot invoke twice.
+                return (yield from start())
+        except ReadTimeout:
+            raise InvokeError("timeout", read_timed_out(timeout or self.read_timeout)) from None
+        except ConnectTimeout:
+            raise InvokeError("timeout", connect_timed_out(self.connect_timeout)) from None
+        except ConnectFailed:
+            raise InvokeError("transport", cannot_connect(self.client.endpoint_url)) from None
+        except Closed:
+            raise InvokeError("transport", CLOSED_BEFORE_ANSWER) from None
+        except NoCredentials:
+            raise InvokeError("credentials", NO_CREDENTIALS) from None
+        except BadResponse as e:
+            raise InvokeError("transport", f"invalid HTTP response from the Lambda endpoint: "
+                              f"{e}") from None
+
+    def _service_error(self, r, op, rec):
+        """InvokeError for an answer of status 300 or more (botocore raises ClientError for
+        these, with what its parser made of the answer)."""
+        parsed = self._parser.parse({"status_code": r.status, "headers": r.headers,
+                                     "body": r.body}, self._shapes[op])
+        meta = parsed.get("ResponseMetadata", {})
+        rec.status, rec.request_id = meta.get("HTTPStatusCode"), meta.get("RequestId") or None
+        return service_error(parsed)
+
+    def invoke_gen(self, request: InvokeRequest, rec):
+        client = self.client
+        r = yield from self._call(
+            lambda: client.invoke_gen(request.function_name, request.payload,
+                                      request.invocation_type, request.qualifier,
+                                      request.log_type, request.client_context, request.timeout),
+            request.timeout)
+        if r.status >= 300:
+            raise self._service_error(r, "Invoke", rec)
+        headers = r.headers
+        request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id") or None
+        rec.status, rec.request_id, rec.received = r.status, request_id, len(r.body)
+        rec.executed_version = headers.get("x-amz-executed-version")
+        rec.log_result = headers.get("x-amz-log-result")
+        function_error = headers.get("x-amz-function-error")
+        if function_error:
+            raise InvokeError("function_error", function_error_reason(function_error, r.body),
+                              request_id, r.status)
+        return InvokeResult(r.body, r.status, request_id, headers.get("x-amz-executed-version"),
+                            headers.get("x-amz-log-result"))
+
+    def invoke_stream(self, request: InvokeRequest, rec) -> StreamResult:
+        client = self.client
+        r, body = run(self._call(
+            lambda: client.stream_gen(request.function_name, request.payload, request.qualifier,
+                                      request.log_type, request.client_context, request.timeout),
+            request.timeout))
+        if body is None:
+            raise self._service_error(r, "InvokeWithResponseStream", rec)
+        headers = r.headers
+        request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id") or None
+        rec.status, rec.request_id = r.status, request_id
+        rec.executed_version = headers.get("x-amz-executed-version")
+        return StreamResult(body, r.status, request_id, rec.executed_version,
+                            headers.get("content-type"), rec)
 
 
 def run(gen):
@@ -488,16 +740,6 @@ def _recv(sock, n, timeout):
             yield from _await(sock, _POLLIN, timeout)
         except ssl.SSLWantWriteError:
             yield from _await(sock, _POLLOUT, timeout)
-
-
-def _no_hook():
-    pass
-
-
-# Called around the calls that may block this thread for long (connecting, refreshing credentials,
-# reading a body of unknown length): the worker pool sets them (_handoff.pyx) so that a worker
-# that waits there is not counted on to take the next queued job.
-blocking_begin = blocking_end = _no_hook
 
 
 def _reading(gen):
@@ -576,51 +818,109 @@ def _read_to_eof(sock, rest, timeout):
         body += chunk
 
 
+def _read_head(sock, timeout):
+    """(head without its final CRLFCRLF, the bytes read after it) of a response."""
+    buf = bytearray()
+    while True:
+        end = buf.find(_CRLF2)
+        if end >= 0:
+            return bytes(buf[:end]), buf[end + 4:]
+        if len(buf) > MAX_HEAD:
+            raise BadResponse("response header section too large")
+        chunk = yield from _recv(sock, 65536, timeout)
+        if not chunk:
+            raise Closed("connection closed before the response")
+        buf += chunk
+
+
 def _read_chunked(sock, rest, timeout):
     """(body, clean) of a chunked body; trailers are read and ignored."""
-    buf = bytearray(rest)
+    dec = ChunkedDecoder()
     body = bytearray()
-    pos = 0
+    for piece in dec.feed(rest):
+        body += piece
+    while not dec.done:
+        chunk = yield from _recv(sock, 262144, timeout)
+        if not chunk:
+            raise Closed("connection closed in the middle of a chunked body")
+        for piece in dec.feed(chunk):
+            body += piece
+    return bytes(body), dec.extra == 0
 
-    def fill(need_pos):
-        nonlocal buf
-        while len(buf) < need_pos:
-            chunk = yield from _recv(sock, 262144, timeout)
-            if not chunk:
-                raise Closed("connection closed in the middle of a chunked body")
-            buf += chunk
 
-    def line_end(limit, what):
-        """Where the line at pos ends (its CR), reading more as needed, at most limit bytes."""
+_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+
+
+class ChunkedDecoder:
+    """An incremental decoder of a chunked body (RFC 9112, 7.1): feed() takes the bytes as they
+    are read and returns the body's bytes decoded so far; done once the last chunk and the trailers
+    (ignored) are in; extra counts the bytes that came after them. Raises BadResponse."""
+
+    __slots__ = ("_buf", "_state", "_left", "done", "extra")
+
+    def __init__(self):
+        self._buf = bytearray()
+        self._state = _SIZE
+        self._left = 0
+        self.done = False
+        self.extra = 0
+
+    def feed(self, data) -> list:
+        out = []
+        if self.done:
+            self.extra += len(data)
+            return out
+        buf = self._buf
+        buf += data
+        pos = 0
+        n = len(buf)
         while True:
-            i = buf.find(b"\r\n", pos)
-            if i >= 0:
-                return i
-            if len(buf) - pos > limit:
-                raise BadResponse(what)
-            yield from fill(len(buf) + 1)
-
-    while True:
-        i = yield from line_end(4096, "chunk size line too long")
-        size_text = bytes(buf[pos:i]).split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise BadResponse(f"invalid chunk size {size_text[:20]!r}") from None
-        pos = i + 2
-        if size == 0:
-            # Trailers (ignored) up to the empty line.
-            while True:
-                i = yield from line_end(65536, "trailer section too large")
-                line = buf[pos:i]
+            state = self._state
+            if state == _DATA:
+                k = min(self._left, n - pos)
+                if k:
+                    out.append(bytes(buf[pos:pos + k]))
+                    pos += k
+                    self._left -= k
+                if self._left:
+                    break
+                self._state = _DATA_END
+            elif state == _DATA_END:
+                if n - pos < 2:
+                    break
+                if buf[pos:pos + 2] != b"\r\n":
+                    raise BadResponse("chunk not terminated by CRLF")
+                pos += 2
+                self._state = _SIZE
+            else:
+                i = buf.find(b"\r\n", pos)
+                if i < 0:
+                    if state == _SIZE and n - pos > 4096:
+                        raise BadResponse("chunk size line too long")
+                    if state == _TRAILER and n - pos > 65536:
+                        raise BadResponse("trailer section too large")
+                    break
+                line = bytes(buf[pos:i])
                 pos = i + 2
-                if not line:
-                    return bytes(body), pos == len(buf)
-        yield from fill(pos + size + 2)
-        body += buf[pos:pos + size]
-        if buf[pos + size:pos + size + 2] != b"\r\n":
-            raise BadResponse("chunk not terminated by CRLF")
-        pos += size + 2
-        if pos > 1048576:
-            del buf[:pos]
-            pos = 0
+                if state == _TRAILER:
+                    if not line:            # the empty line after the trailers (ignored)
+                        self._state = _DONE
+                        self.done = True
+                        self.extra = n - pos
+                        pos = n
+                        break
+                    continue
+                size_text = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                    if size < 0:
+                        raise ValueError
+                except ValueError:
+                    raise BadResponse(f"invalid chunk size {size_text[:20]!r}") from None
+                if size == 0:
+                    self._state = _TRAILER
+                else:
+                    self._left = size
+                    self._state = _DATA
+        del buf[:pos]
+        return out

@@ -1,0 +1,285 @@
+# cython: annotation_typing=False
+# (Compiled by setup.py as it is, as plain Python: type hints are hints, not checks.)
+"""The interface every transport implements, and what its calls return or raise.
+
+A transport carries the Lambda Invoke API calls of one object (one `Invoker`, invoker.py) to its
+endpoint: `boto3` (botocore's whole request pipeline, boto3.py) or `direct` (our SigV4 signature
+and keep-alive HTTP/1.1 connections, direct.py). Both give the same results and the same errors,
+and tests/test_transport.py runs one test body over both.
+
+    invoke_gen(request, record)     RequestResponse (or Event), as a generator of socket work that
+                                    the multiplexed worker drives (see `multiplexed`); returns an
+                                    InvokeResult
+    invoke(request, record)         the same, as a plain call
+    invoke_async(request, record)   Event: queued by Lambda, answered with 202
+    invoke_stream(request, record)  InvokeWithResponseStream: the response head, as a StreamResult
+                                    whose `raw` (a ResponseStream) yields the event-stream body as
+                                    it arrives
+    close()                         drop the idle connections
+
+What a transport needs from the worker pool that runs it comes in as a constructor argument,
+`Hooks`: blocking_begin() / blocking_end() around the calls that may hold the thread for long
+(connecting, refreshing credentials, reading a body of unknown length), so that the pool does not
+count that worker as free to take the next queued job (_handoff.pyx). Nothing is patched into a
+transport from above.
+
+Errors are InvokeError with a `kind` (outcomes.KINDS: how it is counted) and a one-line `reason`
+for the log, which never carries credentials or request headers (clean_reason, redact).
+"""
+
+import re
+import weakref
+from dataclasses import dataclass, replace
+from typing import Optional
+
+__all__ = ["Hooks", "NO_HOOKS", "InvokeRequest", "InvokeResult", "StreamResult", "ResponseStream",
+           "Transport", "InvokeError", "clean_reason", "clean_token", "redact",
+           "register_credentials",
+           "MAX_REASON", "REDACTED"]
+
+MAX_REASON = 400
+
+
+def _no_hook():
+    pass
+
+
+class Hooks:
+    """What a transport needs from the worker that runs it: blocking_begin() before and
+    blocking_end() after a call that may block the thread for long. The worker pool passes its
+    own (_vmod.pyx, from _handoff.pyx); outside varnishd (tests, tools) they do nothing."""
+
+    __slots__ = ("blocking_begin", "blocking_end")
+
+    def __init__(self, blocking_begin=_no_hook, blocking_end=_no_hook):
+        self.blocking_begin = blocking_begin
+        self.blocking_end = blocking_end
+
+
+NO_HOOKS = Hooks()
+
+
+class InvokeError(Exception):
+    """An invocation failed. kind: one of outcomes.KINDS (function_error, timeout, throttled, service,
+    transport, invalid_response, payload, credentials, internal), which says how it is counted.
+    record: the invoker.InvocationRecord of the invocation that failed, None when nothing was sent
+    (the Invoker sets it on the errors of its calls)."""
+
+    def __init__(self, kind: str, reason: str, request_id: Optional[str] = None,
+                 status: Optional[int] = None, record: Optional[object] = None):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = clean_reason(reason)
+        self.request_id = clean_token(request_id) if request_id else None
+        self.status = status
+        self.record = record
+
+    def __str__(self):
+        if self.request_id:
+            return f"{self.reason} (RequestId: {self.request_id})"
+        return self.reason
+
+
+@dataclass(frozen=True)
+class InvokeRequest:
+    """One call as the Invoke API takes it (the object's settings already applied)."""
+    function_name: str
+    payload: bytes
+    invocation_type: str = "RequestResponse"      # RequestResponse | Event
+    qualifier: Optional[str] = None
+    log_type: Optional[str] = None                # "Tail" or None
+    client_context: Optional[str] = None          # X-Amz-Client-Context, base64
+    timeout: Optional[float] = None               # this call's read timeout (None: the object's)
+
+
+@dataclass
+class InvokeResult:
+    payload: bytes
+    status: int
+    request_id: Optional[str]
+    executed_version: Optional[str]
+    log_result: Optional[str]
+    record: Optional[object] = None    # the InvocationRecord: what the invocation sent and got
+
+
+class ResponseStream:
+    """The body of an InvokeWithResponseStream answer, read as it arrives (the raw event stream,
+    application/vnd.amazon.eventstream; vmod_lambda.eventstream decodes it).
+
+    chunks(amt) yields the bytes as they come, at most amt at a time, and raises InvokeError
+    (timeout, transport) when the connection stalls beyond the read timeout or breaks.
+    release_conn() once the body was read to its end (the connection may carry the next call);
+    close() otherwise: the connection is dropped, never reused."""
+
+    def chunks(self, amt: int = 65536):
+        raise NotImplementedError
+
+    def release_conn(self):
+        raise NotImplementedError
+
+    def close(self):
+        raise NotImplementedError
+
+
+@dataclass
+class StreamResult:
+    """An InvokeWithResponseStream answer whose body (the event stream) is still to be read."""
+    raw: ResponseStream                # read with raw.chunks() (Invoker.read_stream)
+    status: int
+    request_id: Optional[str]
+    executed_version: Optional[str]
+    content_type: Optional[str]
+    record: Optional[object] = None    # the InvocationRecord, completed by the reader
+    started: float = 0.0
+
+
+class Transport:
+    """One object's way to the Invoke API (see the module's docstring)."""
+
+    name = "?"
+    # True when invoke_gen() yields socket work (the worker pool then runs several invocations per
+    # thread, _handoff.pyx); False when it does all of it before it returns (it never yields).
+    multiplexed = False
+
+    def invoke_gen(self, request: InvokeRequest, rec):
+        """The call as a generator; rec (invoker.InvocationRecord) gets the status, request id,
+        received bytes, executed version and log of the answer, whatever the outcome."""
+        raise NotImplementedError
+
+    def run(self, gen):
+        """Run one of this transport's generators to its end in this thread."""
+        try:
+            next(gen)
+        except StopIteration as e:
+            return e.value
+        raise RuntimeError(f"the {self.name} transport's call yielded")   # pragma: no cover
+
+    def invoke(self, request: InvokeRequest, rec) -> InvokeResult:
+        return self.run(self.invoke_gen(request, rec))
+
+    def invoke_async(self, request: InvokeRequest, rec) -> InvokeResult:
+        return self.invoke(replace(request, invocation_type="Event", log_type=None), rec)
+
+    def invoke_stream(self, request: InvokeRequest, rec) -> StreamResult:
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+# Credential material that an endpoint (or a function) could echo back in an error message: a
+# SigV4 Authorization header, a signature, a security token, an AWS access key id. The values of
+# the credentials the clients sign with are redacted as well (see _known_secrets).
+_SECRET_PATTERNS = re.compile(
+    r"AWS4-HMAC-SHA256\s+Credential=[^\s,]*(?:[\s,]+SignedHeaders=[^\s,]*)?"
+    r"(?:[\s,]+Signature=[0-9A-Fa-f]*)?"
+    r"|(?<![A-Za-z0-9])Signature=[0-9A-Fa-f]{16,}"
+    r"|(?i:x-amz-security-token)[\s:=]+[^\s,;\"']+"
+    r"|(?<![A-Z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}"
+    r"(?![A-Z0-9])")
+REDACTED = "[redacted]"
+# The boto3 Credentials objects of live clients (weakly: they go with their Invoker).
+_credentials = weakref.WeakSet()
+
+
+def register_credentials(creds):
+    """Redact the keys of creds (botocore Credentials) from every reason from now on."""
+    _credentials.add(creds)
+
+
+def _known_secrets() -> list:
+    """Access key ids, secrets and tokens of the credentials the clients of this process use."""
+    out = []
+    for creds in list(_credentials):
+        try:
+            frozen = creds.get_frozen_credentials()
+        except Exception:       # refreshing failed: then nothing of it was sent either
+            continue
+        out.extend(v for v in (frozen.access_key, frozen.secret_key, frozen.token)
+                   if v and len(v) >= 8)
+    return out
+
+
+def redact(text: str) -> str:
+    """*text* without credential material: SigV4 headers and signatures, security tokens, access
+    key ids and the values of the credentials in use are replaced by "[redacted]"."""
+    text = _SECRET_PATTERNS.sub(REDACTED, text)
+    for secret in _known_secrets():
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+_TOKEN = re.compile(r"[^A-Za-z0-9._:$/+=-]")
+
+
+def clean_token(value) -> str:
+    """An identifier an endpoint sent (request id, executed version) as a token fit for a log
+    record: at most 128 characters of [A-Za-z0-9._:$/+=-], anything else "_" (no escape sequences,
+    no spaces that would shift the record's fields); "-" when there is none."""
+    return _TOKEN.sub("_", str(value))[:128] if value else "-"
+
+
+def clean_reason(text) -> str:
+    """One printable line of bounded length, without credential material: log records must not be
+    split or forged by content, and must never carry what an endpoint echoed of a signature."""
+    text = redact(str(text)[:MAX_REASON * 4])
+    out = "".join(c if c.isprintable() else " " for c in text[:MAX_REASON * 2])
+    out = " ".join(out.split())
+    if len(out) > MAX_REASON:
+        out = out[:MAX_REASON - 3] + "..."
+    return out
+
+
+def function_error_reason(kind: str, payload: bytes) -> str:
+    """`function error (Unhandled): ValueError: boom` from Lambda's {errorType, errorMessage}."""
+    import json
+    detail = ""
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    if isinstance(doc, dict):
+        etype, emsg = doc.get("errorType"), doc.get("errorMessage")
+        detail = ": ".join(str(x) for x in (etype, emsg) if x)
+    elif payload:
+        detail = payload[:200].decode("utf-8", "replace")
+    return f"function error ({kind})" + (f": {detail}" if detail else "")
+
+
+def service_error(response: dict) -> InvokeError:
+    """InvokeError for an error answer of the service, as botocore parsed it (ClientError.response,
+    or botocore's parser on the direct transport's answer)."""
+    err = response.get("Error", {})
+    meta = response.get("ResponseMetadata", {})
+    status = meta.get("HTTPStatusCode")
+    code = err.get("Code") or "Error"
+    kind = "throttled" if status == 429 or code == "TooManyRequestsException" else "service"
+    msg = err.get("Message") or ""
+    return InvokeError(kind, f"{code} (HTTP {status})" + (f": {msg}" if msg else ""),
+                       meta.get("RequestId") or None, status)
+
+
+# Reasons shared by both transports (tests pin them).
+NO_CREDENTIALS = "no AWS credentials found (environment, shared files, container or instance role)"
+CLOSED_BEFORE_ANSWER = "the Lambda endpoint closed the connection before it answered"
+
+
+def cannot_connect(endpoint_url) -> str:
+    return f"cannot connect to the Lambda endpoint {endpoint_url}"
+
+
+def read_timed_out(timeout: float) -> str:
+    return f"timed out after {timeout:g}s waiting for the function"
+
+
+def connect_timed_out(timeout: float) -> str:
+    return f"timed out after {timeout:g}s connecting to the endpoint"
+
+
+def stream_timed_out(timeout: float) -> str:
+    return f"timed out after {timeout:g}s waiting for the next bytes of the response stream"
+
+
+def stream_broke(detail: str) -> str:
+    return f"the response stream broke: {detail}"

@@ -1,0 +1,161 @@
+"""The "boto3" transport: boto3's Lambda client, botocore's whole request pipeline (the reference
+implementation the direct transport is compared with).
+
+Its calls never yield (they are not multiplexed): a worker runs one at a time. Errors are botocore's
+exceptions mapped to InvokeError by errors(), with the same kinds and reasons as the direct
+transport's.
+
+Response streaming: botocore returns the answer's body as an EventStream, whose public interface
+yields events that botocore has already decoded. The VMOD decodes the event stream itself
+(vmod_lambda.eventstream: every CRC, its limits and its messages, the same for both transports), so
+this transport hands it the raw body under that EventStream: urllib3's response, which botocore
+keeps as EventStream._raw_stream. That attribute is botocore's, not a public one; the direct
+transport (the default) does not need it.
+"""
+
+import contextlib
+
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError,
+                                 ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
+                                 ReadTimeoutError)
+
+from .base import (CLOSED_BEFORE_ANSWER, NO_CREDENTIALS, NO_HOOKS, InvokeError, InvokeRequest,
+                   InvokeResult, ResponseStream, StreamResult, Transport, cannot_connect,
+                   connect_timed_out, function_error_reason, read_timed_out, service_error,
+                   stream_broke, stream_timed_out)
+
+__all__ = ["Boto3Transport"]
+
+
+def _kwargs(request: InvokeRequest) -> dict:
+    """The boto3 call's parameters for request."""
+    kwargs = {"FunctionName": request.function_name, "InvocationType": request.invocation_type,
+              "Payload": request.payload}
+    if request.qualifier:
+        kwargs["Qualifier"] = request.qualifier
+    if request.client_context:
+        kwargs["ClientContext"] = request.client_context
+    if request.log_type:
+        kwargs["LogType"] = request.log_type
+    return kwargs
+
+
+class Boto3Transport(Transport):
+    name = "boto3"
+    multiplexed = False
+
+    def __init__(self, client, connect_timeout: float, read_timeout: float, hooks=NO_HOOKS):
+        self.client = client            # boto3's Lambda client, thread-safe
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        # Not used: every call of this transport runs whole on a worker that the pool already
+        # counts as blocked (_handoff.pyx runs non-multiplexed jobs that way).
+        self.hooks = hooks
+
+    def invoke_gen(self, request: InvokeRequest, rec):
+        """The call; a generator for the interface's sake: it never yields. boto3's client has one
+        read timeout for every call: request.timeout is not applied."""
+        return self._invoke(request, rec)
+        yield   # pragma: no cover - a generator
+
+    def _invoke(self, request: InvokeRequest, rec) -> InvokeResult:
+        kwargs = _kwargs(request)
+        with self.errors(rec):
+            try:
+                resp = self._call(kwargs)
+            except EndpointConnectionError:
+                # Could not connect: nothing was sent, so one more try cannot invoke twice.
+                resp = self._call(kwargs)
+        meta = resp.get("ResponseMetadata", {})
+        request_id = meta.get("RequestId") or None
+        body = resp["_body"]
+        rec.status, rec.request_id, rec.received = resp.get("StatusCode"), request_id, len(body)
+        rec.executed_version, rec.log_result = resp.get("ExecutedVersion"), resp.get("LogResult")
+        if resp.get("FunctionError"):
+            raise InvokeError("function_error",
+                              function_error_reason(resp["FunctionError"], body), request_id,
+                              resp.get("StatusCode"))
+        return InvokeResult(body, resp.get("StatusCode", 200), request_id,
+                            resp.get("ExecutedVersion"), resp.get("LogResult"))
+
+    def _call(self, kwargs: dict) -> dict:
+        resp = self.client.invoke(**kwargs)
+        stream = resp.get("Payload")
+        # Reading the body can time out or break as well: the same errors as the call.
+        resp["_body"] = stream.read() if stream is not None else b""
+        return resp
+
+    def invoke_stream(self, request: InvokeRequest, rec) -> StreamResult:
+        kwargs = _kwargs(request)
+        with self.errors(rec):
+            try:
+                resp = self.client.invoke_with_response_stream(**kwargs)
+            except EndpointConnectionError:
+                # Could not connect: nothing was sent, so one more try cannot invoke twice.
+                resp = self.client.invoke_with_response_stream(**kwargs)
+        meta = resp.get("ResponseMetadata", {})
+        rec.status, rec.request_id = resp.get("StatusCode", 200), meta.get("RequestId") or None
+        rec.executed_version = resp.get("ExecutedVersion")
+        # The raw body: the event stream is decoded by vmod_lambda.eventstream (see above).
+        raw = _Urllib3Stream(resp["EventStream"]._raw_stream, self.read_timeout)
+        return StreamResult(raw, resp.get("StatusCode", 200), meta.get("RequestId") or None,
+                            resp.get("ExecutedVersion"), resp.get("ResponseStreamContentType"),
+                            rec)
+
+    @contextlib.contextmanager
+    def errors(self, rec=None):
+        """Map botocore's exceptions to InvokeError (and note a service error's status and request
+        id in rec): this transport's calls, plain and streamed."""
+        try:
+            yield
+        except ClientError as e:
+            if rec is not None:
+                meta = e.response.get("ResponseMetadata", {})
+                rec.status = meta.get("HTTPStatusCode")
+                rec.request_id = meta.get("RequestId") or None
+            raise service_error(e.response) from None
+        except ReadTimeoutError:
+            raise InvokeError("timeout", read_timed_out(self.read_timeout)) from None
+        except ConnectTimeoutError:
+            raise InvokeError("timeout", connect_timed_out(self.connect_timeout)) from None
+        except EndpointConnectionError:
+            raise InvokeError("transport",
+                              cannot_connect(self.client.meta.endpoint_url)) from None
+        except ConnectionClosedError:
+            raise InvokeError("transport", CLOSED_BEFORE_ANSWER) from None
+        except NoCredentialsError:
+            raise InvokeError("credentials", NO_CREDENTIALS) from None
+        except BotoCoreError as e:
+            raise InvokeError("transport", f"{type(e).__name__}: {e}") from None
+
+
+class _Urllib3Stream(ResponseStream):
+    """The event-stream body under botocore's EventStream: urllib3's HTTPResponse."""
+
+    def __init__(self, raw, read_timeout: float):
+        self.raw = raw
+        self.read_timeout = read_timeout
+
+    def chunks(self, amt: int = 65536):
+        import urllib3.exceptions as u3
+        raw = self.raw
+        try:
+            if getattr(raw, "chunked", False) and raw.supports_chunked_reads():
+                yield from raw.read_chunked(amt, decode_content=False)
+                return
+            read = raw.read1 if hasattr(raw, "read1") else raw.read
+            while True:
+                data = read(amt, decode_content=False)
+                if not data:
+                    return
+                yield data
+        except (u3.ReadTimeoutError, TimeoutError):
+            raise InvokeError("timeout", stream_timed_out(self.read_timeout)) from None
+        except (u3.HTTPError, OSError, ValueError) as e:
+            raise InvokeError("transport", stream_broke(f"{type(e).__name__}: {e}")) from None
+
+    def release_conn(self):
+        self.raw.release_conn()
+
+    def close(self):
+        self.raw.close()
