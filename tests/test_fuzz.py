@@ -35,7 +35,10 @@ HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te"
 any_text = st.text(max_size=40)
 header_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 token = st.from_regex(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,20}", fullmatch=True)
-safe_value = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"),
+# What a header value may hold (Varnish's vct_ishdrval: HTAB, 0x20-0x7e, 0x80 and up; no surrogates).
+safe_value = st.text(st.characters(blacklist_categories=("Cs",),
+                                   blacklist_characters="".join(map(chr, [*range(0, 9),
+                                                                          *range(10, 32), 127]))),
                      max_size=40).map(lambda s: s.strip(" \t"))
 
 requests = st.builds(

@@ -401,10 +401,12 @@ _decode_json = json.JSONDecoder().decode
 # RFC 7230 token (header field name).
 _is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _is_token_b = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-# What may never be in a header value: line ends (injection), NUL, and lone surrogates (not UTF-8).
-_bad_value = re.compile("[\r\n\x00\ud800-\udfff]").search
-# Reason phrase: HTAB, SP, VCHAR, obs-text (RFC 7230 3.1.2); no other control characters.
-_bad_reason = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]").search
+# What may never be in a header value or a reason phrase: Varnish's own rule for what it reads from a
+# backend (vct_ishdrval() in include/vct.h: HTAB, 0x20-0x7e, 0x80 and up; anything else is a
+# BogoHeader), so a function's header is refused where a native backend's would be: line ends
+# (injection), NUL, every other control character, DEL; and lone surrogates (not UTF-8).
+_bad_value = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]").search
+_bad_reason = _bad_value
 # statusDescription as ALB sends it ("HTTP 404 Not Found", "200 OK") or a bare phrase.
 _description = re.compile(r"(?:HTTP(?:/[0-9](?:\.[0-9])?)?[ \t]+)?(?:[0-9]{3}(?:[ \t]+|$))?(.*)",
                           re.DOTALL).fullmatch
@@ -453,8 +455,8 @@ def parse_response(fmt: str, payload: bytes) -> HttpResponse:
     Both: 1xx, 204 and 304 responses have an empty body (and their framing is not checked: a 304
     may carry the Content-Length of the representation). Hop-by-hop headers (Connection, Keep-Alive,
     Proxy-Connection, Transfer-Encoding, TE, Trailer, Upgrade and those Connection names) and
-    Content-Length are dropped. A header name that is not an RFC 7230 token, or a value with CR, LF
-    or NUL, is an error, so nothing can inject a header.
+    Content-Length are dropped. A header name that is not an RFC 7230 token, or a value with CR, LF,
+    NUL or another control character (Varnish's rule), is an error, so nothing can inject a header.
 
     Raises ResponseError (one-line str()) for a bad payload, ValueError for an unknown *fmt*.
     """
@@ -487,8 +489,8 @@ def _finish_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         if not _is_token(name):
             raise ResponseError(f"header name {_short(name)} is not a valid token")
         if _bad_value(value):
-            raise ResponseError(f"header {name[:40]} has a CR, LF, NUL or invalid character in its "
-                                "value")
+            raise ResponseError(f"header {name[:40]} has a CR, LF, NUL, another control character "
+                                "or an invalid character in its value")
         lname = name.lower()
         lowered.append(lname)
         if lname == "connection":
