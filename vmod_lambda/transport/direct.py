@@ -369,6 +369,9 @@ class DirectClient:
             if self._ssl is not None and self.yields_io:
                 # TLS in Python, its waits yielded (_exchange_py): reads and writes never block.
                 sock.setblocking(False)
+        except ssl.SSLError as e:
+            sock.close()
+            raise TLSFailed(getattr(e, "verify_message", None) or str(e)) from None
         except socket.timeout:
             sock.close()
             raise ConnectTimeout() from None
