@@ -25,6 +25,8 @@ INCLUDE_DIRS = ["include", BUILD_DIR] + pkg_config_cflags("varnishapi")
 HEADERS = [os.path.join("include", f) for f in os.listdir("include") if f.endswith(".h")]
 # The C side of a backend fetch (struct busyobj, the VFP), linked into the director only.
 FETCH_C = os.path.join("include", "vmod_lambda_fetch.c")
+# _netio speaks TLS with OpenSSL (-lssl -lcrypto, Debian's libssl-dev): the same libssl3 that
+# Python's own _ssl module loads, so one copy of OpenSSL is in the process.
 # Never unloaded: Python does not unload extension modules, and their threads outlive any VCL.
 LINK_ARGS = ["-Wl,-z,nodelete"]
 
@@ -35,9 +37,10 @@ LINK_ARGS = ["-Wl,-z,nodelete"]
 COMPILED_PY = ["events", "transport/direct", "transport/base", "fetch", "invoker"]
 
 
-def ext(name, *sources, suffix=".pyx"):
+def ext(name, *sources, suffix=".pyx", libraries=()):
     return Extension(f"vmod_lambda.{name.replace('/', '.')}", [f"vmod_lambda/{name}{suffix}", *sources],
-                     include_dirs=INCLUDE_DIRS, depends=HEADERS, extra_link_args=LINK_ARGS)
+                     include_dirs=INCLUDE_DIRS, depends=HEADERS, extra_link_args=LINK_ARGS,
+                     libraries=list(libraries))
 
 
 setup(
@@ -47,7 +50,8 @@ setup(
     license="BSD-3-Clause",
     packages=["vmod_lambda", "vmod_lambda.transport"],
     ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
-                            ext("_director", FETCH_C), ext("_vmod"), ext("_netio"), ext("_fastevent"),
+                            ext("_director", FETCH_C), ext("_vmod"),
+                            ext("_netio", libraries=["ssl", "crypto"]), ext("_fastevent"),
                             ext("_request"), ext("_response"),
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],

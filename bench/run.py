@@ -135,7 +135,9 @@ class Nginx:
         self.dir = os.path.join(workdir, "nginx")
         os.makedirs(os.path.join(self.dir, "static"))
         self.port = free_port()
+        self.tls_port = free_port()
         self._static()
+        self.ca_bundle = self._certificate()
         with open(os.path.join(HERE, "nginx.conf.in")) as f:
             conf = f.read()
         trickle = "\n".join(
@@ -143,6 +145,7 @@ class Nginx:
             f"            echo {TRICKLE_LINE};\n            echo_flush;" for i in range(11))
         conf = (conf.replace("@TRICKLE@", trickle)
                 .replace("@DIR@", self.dir).replace("@PORT@", str(self.port))
+                .replace("@TLSPORT@", str(self.tls_port))
                 .replace("@ECHO@", f"load_module {ECHO_MODULE};"))
         self.conf = os.path.join(self.dir, "nginx.conf")
         with open(self.conf, "w") as f:
@@ -160,6 +163,50 @@ class Nginx:
                     raise RuntimeError(f"nginx did not start; see {self.dir}/error.log")
                 time.sleep(0.05)
         self.url = f"http://127.0.0.1:{self.port}"
+        self.tls_url = f"https://127.0.0.1:{self.tls_port}"
+
+    def _certificate(self):
+        """A self-signed certificate for 127.0.0.1 (and localhost), made now with the cryptography
+        package; its file is the CA bundle varnishd trusts (AWS_CA_BUNDLE)."""
+        import ipaddress
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        tls = os.path.join(self.dir, "tls")
+        os.makedirs(tls)
+        os.chmod(tls, 0o755)
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vmod-lambda bench")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(hours=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                    critical=False)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(key, hashes.SHA256()))
+        with open(os.path.join(tls, "key.pem"), "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        path = os.path.join(tls, "cert.pem")
+        with open(path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        os.chmod(path, 0o644)
+        return path
+
+    def tls_connections(self):
+        """{connection number: resumed} of the https:// server's requests so far (access log)."""
+        out = {}
+        with open(self.access_log) as f:
+            for line in f:
+                if " tls c" in line:
+                    parts = line.split()
+                    out.setdefault(parts[4], parts[5:6] == ["r"])
+        return out
 
     def _static(self):
         # 5 MB of text (lines of hex digits): the native body, and the same bytes as the body of a
@@ -237,16 +284,17 @@ class EmulatorOrigin:
 
 # --------------------------------------------------------------------------------------------- varnish
 
-def vcl(origin_port, has_transport, fast_transport, emulator_port=None):
+def vcl(origin_port, has_transport, fast_transport, emulator_port=None, tls_port=None):
     """emulator_port: the origin of the streaming cases (bench/profile.py, which has none, leaves
-    their objects pointing at nginx, unused)."""
+    their objects pointing at nginx, unused); tls_port: nginx's https:// server (fn_tls)."""
     ep = f'endpoint_url = "http://127.0.0.1:{origin_port}"'
+    tls_ep = (f'endpoint_url = "https://127.0.0.1:{tls_port}"' if tls_port else ep)
     emulator_port = emulator_port or origin_port
 
-    def obj(name, function, pool=64, timeout="10s", transport=None, extra=""):
+    def obj(name, function, pool=64, timeout="10s", transport=None, extra="", endpoint=ep):
         t = f', transport = "{transport}"' if (has_transport and transport) else ""
         return (f'        new {name} = lambda.backend(function_name = "{function}", '
-                f'region = "us-east-1", {ep}, timeout = {timeout}, pool_size = {pool}{t}{extra});\n')
+                f'region = "us-east-1", {endpoint}, timeout = {timeout}, pool_size = {pool}{t}{extra});\n')
 
     def emu(name, function, streaming):
         return (f'        new {name} = lambda.backend(function_name = "{function}", '
@@ -262,6 +310,7 @@ backend origin {{ .host = "127.0.0.1"; .port = "{origin_port}"; }}
 sub vcl_init {{
 {obj("fn", "bench-fn", transport=fast_transport)}\
 {obj("fn_boto3", "bench-fn", transport="boto3")}\
+{obj("fn_tls", "bench-fn", transport=fast_transport, endpoint=tls_ep)}\
 {obj("slow", "bench-slow", pool=320, transport=fast_transport)}\
 {obj("slow_boto3", "bench-slow", pool=320, transport="boto3")}\
 {obj("coalesce", "bench-coalesce", transport=fast_transport)}\
@@ -288,6 +337,14 @@ sub vcl_recv {{
     if (req.url ~ "^/lambda/pass/") {{
         set req.backend_hint = fn.backend();
         return (pass);
+    }}
+    if (req.url ~ "^/https/pass/") {{
+        set req.backend_hint = fn_tls.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/https/invoke/") {{
+        set req.http.x-result = fn_tls.invoke(req.url);
+        return (synth(200));
     }}
     if (req.url ~ "^/boto3/pass/") {{
         set req.backend_hint = fn_boto3.backend();
@@ -343,7 +400,7 @@ sub vcl_synth {{
 
 
 class Varnish:
-    def __init__(self, workdir, stage, vcl_text):
+    def __init__(self, workdir, stage, vcl_text, ca_bundle=None):
         self.dir = os.path.join(workdir, "varnish")
         os.makedirs(self.dir)
         os.chmod(workdir, 0o755)
@@ -364,6 +421,9 @@ class Varnish:
                   "AWS_ENDPOINT_URL_LAMBDA", "VMOD_LAMBDA_LOADER", "VMOD_LAMBDA_NO_DEEPBIND"):
             env.pop(k, None)
         env.update(FAKE_AWS)
+        env.pop("AWS_CA_BUNDLE", None)
+        if ca_bundle:
+            env["AWS_CA_BUNDLE"] = ca_bundle     # the https:// origin's certificate (case group k)
         env["VMOD_LAMBDA_HOME"] = stage
         self.log = open(os.path.join(self.dir, "varnishd.log"), "w+")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -467,6 +527,18 @@ def cases(has_transport, fast):
                      None, r"bench-fn/")]
         out.append(("f_boto3_latency", "f", "lambda (boto3), 100 ms function, 256 clients",
                     "/boto3/latency/", 256, "distinct.lua", r"bench-slow/"))
+    # k. The same Lambda cases through an http:// and an https:// endpoint of the same nginx, side
+    # by side (issue 23): handshakes per 1,000 requests are counted for the https ones.
+    out += [
+        ("k_http_pass", "k", f"{lam} backend, pass, http:// endpoint", "/lambda/pass/x", 32, None,
+         r"bench-fn/.* 200$"),
+        ("k_https_pass", "k", f"{lam} backend, pass, https:// endpoint", "/https/pass/x", 32, None,
+         r" tls c"),
+        ("k_http_invoke", "k", f"{lam} invoke() + synth, http:// endpoint", "/lambda/invoke/x", 32,
+         None, r"bench-fn/.* 200$"),
+        ("k_https_invoke", "k", f"{lam} invoke() + synth, https:// endpoint", "/https/invoke/x",
+         32, None, r" tls c"),
+    ]
     return out
 
 
@@ -475,6 +547,7 @@ def measure(v, ng, case, duration):
     child = v.child_pid()
     worker = ng.worker_pid()
     n0 = ng.count(pattern)
+    tls0 = ng.tls_connections() if " tls " in pattern else None
     hwm_reset = reset_hwm(child)
     mem0 = mem_kb(child)
     x0 = ctx_switches(child)
@@ -489,6 +562,12 @@ def measure(v, ng, case, duration):
     mem1 = mem_kb(child)
     time.sleep(0.2)             # let nginx write its last log lines
     n = res["requests"] or 1
+    if tls0 is not None:
+        # New connections to the https:// server during the run: each one a TLS handshake.
+        new = {c: r for c, r in ng.tls_connections().items() if c not in tls0}
+        res["tls_handshakes"] = len(new)
+        res["tls_resumed"] = sum(1 for r in new.values() if r)
+        res["tls_handshakes_per_1000"] = len(new) * 1000.0 / n
     res.update({
         "case": cid, "group": group, "label": label, "connections": conns, "duration_s": duration,
         "wall_s": round(wall, 2),
@@ -649,8 +728,8 @@ def main():
     ap.add_argument("--out", default=None, help="results file (default bench/results/<stamp>.json)")
     ap.add_argument("--only", choices=("all", "streaming"), default=os.environ.get("BENCH_ONLY") or "all",
                     help="run only these cases (default $BENCH_ONLY or all)")
-    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES") or "abcdefghst",
-                    help="case groups to run, by letter (default $BENCH_CASES or abcdefghst)")
+    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES") or "abcdefghkst",
+                    help="case groups to run, by letter (default $BENCH_CASES or abcdefghkst)")
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.duration = 1, 2
@@ -680,7 +759,8 @@ def main():
         log(f"nginx on {ng.url}")
         emu = EmulatorOrigin(workdir)
         log(f"emulator on {emu.url}")
-        v = Varnish(workdir, args.stage, vcl(ng.port, has_transport, fast, emu.port))
+        v = Varnish(workdir, args.stage, vcl(ng.port, has_transport, fast, emu.port, ng.tls_port),
+                    ca_bundle=ng.ca_bundle)
         log(f"varnishd on {v.url} (child pid {v.child_pid()}), stage {args.stage}")
         results["varnishd_rss_start_kb"] = mem_kb(v.child_pid()).get("VmRSS")
         the_cases = [c for c in cases(has_transport, fast) if c[1] in args.cases]

@@ -64,6 +64,8 @@ class Scripted:
         self.answers = []
         self.requests = []
         self.connections = 0
+        self.close_after_answer = False     # close each connection after its answer (no header)
+        self.closed = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,6 +91,12 @@ class Scripted:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
+                if outer.close_after_answer:
+                    self.close_connection = True
+
+            def finish(self):
+                super().finish()
+                outer.closed += 1
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         scheme = "http"

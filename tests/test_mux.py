@@ -6,8 +6,8 @@ all. Checked here: answers never cross between the jobs of a worker; one invocat
 not hold up the others sharing its worker, and times out on its own; the load gathers on few
 worker threads (the point of it: fewer wake-ups and GIL hand-offs per invocation); objects that are
 not multiplexed (boto3 transport) still get served while multiplexed jobs keep the workers busy;
-stale keep-alive connections are replaced inside a worker's batch; https:// endpoints (TLS in
-Python, non-blocking sockets whose waits the worker polls) are multiplexed as well.
+stale keep-alive connections are replaced inside a worker's batch; https:// endpoints (TLS in C
+with OpenSSL, inside the same exchanges the worker polls) are multiplexed as well.
 """
 
 import json
@@ -185,8 +185,8 @@ def test_connections_closed_by_the_endpoint_are_replaced():
 
 
 def test_https_invocations_are_multiplexed():
-    """An https:// endpoint: the TLS exchange runs in Python on non-blocking sockets and yields
-    its waits to the worker, so once the connections are open these invocations gather on few
+    """An https:// endpoint: the TLS exchange runs in C (OpenSSL, _netio) inside the exchanges
+    the worker polls, so once the connections are open these invocations gather on few
     workers too, and answers never cross."""
     certdir = tempfile.mkdtemp(prefix="vmod-lambda-tls-")
     os.chmod(certdir, 0o755)

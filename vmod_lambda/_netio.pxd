@@ -1,4 +1,4 @@
-# One HTTP/1.1 request/response exchange on a plain-TCP socket as a non-blocking state machine
+# One HTTP/1.1 request/response exchange on a plain-TCP or TLS socket as a non-blocking state machine
 # (see _netio.pyx): exchange() drives one to its end with poll(); the pool's workers (_handoff.pyx)
 # drive several at once, one poll() for all of them.
 
@@ -30,6 +30,9 @@ cdef struct xchg:
     short wait_events
     double timeout              # seconds a single send or receive may wait (the read timeout)
     double deadline             # monotonic time the current wait ends
+    void *tls                   # https://: the connection's TLS state (a tls_conn of _netio.pyx,
+                                # found by fd in xchg_begin; NULL for plain TCP)
+    short tls_events            # what OpenSSL waits for (SSL_ERROR_WANT_READ/WRITE), 0: none
 
 cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
                      bint check_idle, double timeout) noexcept nogil

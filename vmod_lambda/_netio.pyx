@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""One HTTP/1.1 request/response exchange on a connected plain-TCP socket, without the GIL.
+"""One HTTP/1.1 request/response exchange on a connected plain-TCP or TLS socket, without the GIL.
 
-The direct transport (direct.py) uses it for http:// endpoints. Done in Python, the same exchange
+The direct transport (direct.py) uses it for http:// and https:// endpoints. Done in Python, the same exchange
 releases and re-takes the GIL at every socket call (the idle check, the send, each read); with the
 pool's worker threads contending for the GIL, each of those hand-offs costs futex wake-ups and
 context switches, which profiles showed to be most of the CPU of a Lambda fetch. Here an exchange is
@@ -14,6 +14,17 @@ exchange() drives one exchange to its end (one GIL release); a worker of the poo
 exchanges of all the jobs it has in flight with one poll() (_handoff.pyx). Timeouts: a send or
 receive that waits longer than the read timeout ends the exchange, as the socket timeouts of
 botocore's connections do.
+
+https:// (the second half of this file): TLS is OpenSSL's, called from here on the same
+non-blocking sockets (SSL_read/SSL_write; SSL_ERROR_WANT_READ/WANT_WRITE become the poll events the
+exchange waits for), so that TLS records cost no interpreter lock either. A TLSConn owns its socket
+and its SSL; it registers the pair under its file descriptor, and xchg_begin() finds it there: the
+exchanges that the worker pool yields and drives (_handoff.pyx) stay (fd, head, payload, ...). The
+handshake is part of the first exchange on a new connection (OpenSSL's implicit handshake in
+SSL_write), so it never blocks the worker's other exchanges; its failures end the exchange with
+TLS_FAILED (nothing was sent) and the reason OpenSSL gives (TLSConn.detail). TLSContext is one
+SSL_CTX, built here with botocore's verification settings (see TLSContext), shared by the
+connections to one endpoint, with the session to resume for new connections.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
@@ -24,6 +35,13 @@ from posix.time cimport timespec
 from posix_thread cimport clock_gettime, CLOCK_MONOTONIC
 from posix_io cimport (EWOULDBLOCK, send, recv, MSG_NOSIGNAL, MSG_PEEK, MSG_DONTWAIT, memmem,
                        pollfd, poll, POLLIN, POLLOUT)
+from posix_io cimport close as _close_fd
+from posix_thread cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
+                           pthread_mutex_unlock, pthread_mutex_destroy)
+from libc.errno cimport EPIPE, EPROTO
+from libc.string cimport strlen, strncpy
+from libc.limits cimport INT_MAX
+cimport openssl as ossl
 
 # Outcomes (exchange()'s first value).
 cdef enum:
@@ -36,6 +54,8 @@ cdef enum:
     C_EOF_BEFORE_HEAD = 6   # the endpoint closed the connection before a complete response head
     C_HEAD_TOO_LARGE = 7
     C_NO_MEMORY = 8
+    C_TLS_FAILED = 9        # the TLS handshake failed (verification, protocol): nothing was sent
+    C_TLS_TIMEOUT = 10      # the TLS handshake took longer than the timeout: nothing was sent
 
 OK = C_OK
 STALE = C_STALE
@@ -46,8 +66,30 @@ RECV_ERROR = C_RECV_ERROR
 EOF_BEFORE_HEAD = C_EOF_BEFORE_HEAD
 HEAD_TOO_LARGE = C_HEAD_TOO_LARGE
 NO_MEMORY = C_NO_MEMORY
+TLS_FAILED = C_TLS_FAILED
+TLS_TIMEOUT = C_TLS_TIMEOUT
 
 from vmod_lambda.limits import MAX_RESPONSE_HEAD as _MAX_RESPONSE_HEAD
+
+
+# --- TLS state (the functions are at the end of the file) ---
+
+cdef struct tls_shared:
+    # What the connections of one TLSContext share: the SSL_CTX, the session to resume, counters.
+    ossl.SSL_CTX *ctx
+    pthread_mutex_t mtx
+    ossl.SSL_SESSION *session       # the newest resumable session the endpoint gave (or NULL)
+    unsigned long handshakes        # handshakes done (full or resumed)
+    unsigned long resumed           # of which resumed a session
+
+cdef struct tls_conn:
+    ossl.SSL *ssl
+    int fd
+    tls_shared *sh
+    bint counted                    # its handshake is counted (done)
+    bint fatal                      # OpenSSL failed on it: no close_notify, never reused
+    bint hs_failed                  # the handshake failed (detail says why)
+    char detail[240]
 
 # The longest response head read (limits.py); no initializer on C globals (see DESIGN).
 cdef size_t MAX_HEAD
@@ -133,6 +175,8 @@ cdef inline void _init(xchg *x, int fd, xchg_state state, double timeout) noexce
     x.check_idle = False
     x.timeout = timeout
     x.deadline = _now() + timeout
+    x.tls = NULL
+    x.tls_events = 0
 
 
 cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
@@ -153,6 +197,7 @@ cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, 
     x.want = 0
     x.complete = False
     x.check_idle = check_idle
+    x.tls = _tls_for(fd)
     x.buf = <char *>PyMem_RawMalloc(x.cap)
     if x.buf == NULL:
         _fail(x, C_NO_MEMORY, 0)
@@ -177,18 +222,18 @@ cdef bint _send_some(xchg *x) noexcept nogil:
                 # Small request: one segment (head and payload copied together).
                 memcpy(x.buf, x.h, x.hn)
                 memcpy(x.buf + x.hn, x.pl, x.pn)
-                r = send(x.fd, x.buf, total, MSG_NOSIGNAL | MSG_DONTWAIT)
+                r = _tx(x, x.buf, total)
             else:
-                r = send(x.fd, x.h + x.sent, x.hn - x.sent, MSG_NOSIGNAL | MSG_DONTWAIT)
+                r = _tx(x, x.h + x.sent, x.hn - x.sent)
         else:
             n = x.sent - x.hn
-            r = send(x.fd, x.pl + n, x.pn - n, MSG_NOSIGNAL | MSG_DONTWAIT)
+            r = _tx(x, x.pl + n, x.pn - n)
         if r < 0:
             if errno == EINTR:
                 continue
             if errno == EAGAIN or errno == EWOULDBLOCK:
                 return False
-            _fail(x, C_SEND_ERROR, errno)
+            _fail(x, _tls_rc(x, C_SEND_ERROR), errno)
             return False
         x.sent += <size_t>r
         x.deadline = _now() + x.timeout
@@ -215,13 +260,13 @@ cdef bint _recv_some(xchg *x) noexcept nogil:
         limit = (x.want if x.state == X_BODY else x.cap) - x.have
         if limit == 0:
             return True
-        r = recv(x.fd, x.buf + x.have, limit, MSG_DONTWAIT)
+        r = _rx(x, x.buf + x.have, limit)
         if r < 0:
             if errno == EINTR:
                 continue
             if errno == EAGAIN or errno == EWOULDBLOCK:
                 return False
-            _fail(x, C_RECV_ERROR, errno)
+            _fail(x, _tls_rc(x, C_RECV_ERROR), errno)
             return False
         if r == 0:
             # Closed before the head, or in the middle of a body of known length.
@@ -272,6 +317,12 @@ cdef bint xchg_progress(xchg *x) noexcept nogil:
     if x.state == X_WAIT:
         x.state = X_DONE        # poll() says it is ready
         return True
+    x.tls_events = 0
+    if x.check_idle and x.tls != NULL:
+        x.check_idle = False
+        if not _tls_idle_ok(<tls_conn *>x.tls):
+            _fail(x, C_STALE, 0)
+            return True
     if x.check_idle:
         x.check_idle = False
         # A healthy idle HTTP connection has nothing to read: readable means EOF or garbage.
@@ -302,11 +353,16 @@ cdef bint xchg_progress(xchg *x) noexcept nogil:
 cdef short xchg_events(const xchg *x) noexcept nogil:
     if x.state == X_WAIT:
         return x.wait_events
+    if x.tls_events:
+        return x.tls_events     # OpenSSL needs to read (a handshake, a record) or to write
     return POLLOUT if x.state == X_SEND else POLLIN
 
 
 cdef void xchg_expire(xchg *x) noexcept nogil:
     """The current wait passed the read timeout."""
+    if x.tls != NULL and not ossl.SSL_is_init_finished((<tls_conn *>x.tls).ssl):
+        _fail(x, C_TLS_TIMEOUT, 0)
+        return
     _fail(x, C_SEND_TIMEOUT if x.state == X_SEND else C_RECV_TIMEOUT, 0)
 
 
@@ -418,3 +474,464 @@ cdef class Wait(Op):
 
     def run(self):
         return wait(self.fd, self.events, self.timeout)
+
+
+# ------------------------------------------------------------------------------------------- TLS
+
+cimport libc.errno as _errno
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_WRITABLE
+
+import ipaddress as _ipaddress
+import os as _os
+import ssl as _ssl
+
+
+class TLSError(Exception):
+    """A TLS handshake failed (certificate verification, protocol, a cut during the handshake),
+    or a CA bundle could not be loaded: the request was not sent. Not an OSError, so that no
+    caller takes it for a connection that broke and tries again."""
+
+
+# fd -> tls_conn of the live TLSConns (xchg_begin looks exchanges up here). Registered and
+# unregistered with the GIL held; looked up with or without it: under reg_mtx. No lock at all
+# while no TLS connection exists (plain http:// only). No initializers on C globals (DESIGN).
+cdef pthread_mutex_t reg_mtx
+cdef tls_conn **reg
+cdef size_t reg_cap
+cdef int reg_count
+pthread_mutex_init(&reg_mtx, NULL)
+reg = NULL
+reg_cap = 0
+reg_count = 0
+
+
+cdef tls_conn *_tls_for(int fd) noexcept nogil:
+    cdef tls_conn *c = NULL
+    if reg_count == 0 or fd < 0:
+        return NULL
+    pthread_mutex_lock(&reg_mtx)
+    if <size_t>fd < reg_cap:
+        c = reg[fd]
+    pthread_mutex_unlock(&reg_mtx)
+    return c
+
+
+cdef int _register(tls_conn *c) except -1:
+    global reg, reg_cap, reg_count
+    cdef size_t cap, i
+    cdef tls_conn **nr
+    pthread_mutex_lock(&reg_mtx)
+    try:
+        if <size_t>c.fd >= reg_cap:
+            cap = reg_cap * 2 if reg_cap else 1024
+            while cap <= <size_t>c.fd:
+                cap *= 2
+            nr = <tls_conn **>PyMem_RawRealloc(reg, cap * sizeof(tls_conn *))
+            if nr == NULL:
+                raise MemoryError()
+            for i in range(reg_cap, cap):
+                nr[i] = NULL
+            reg = nr
+            reg_cap = cap
+        reg[c.fd] = c
+        reg_count += 1
+    finally:
+        pthread_mutex_unlock(&reg_mtx)
+    return 0
+
+
+cdef void _unregister(tls_conn *c) noexcept nogil:
+    global reg_count
+    pthread_mutex_lock(&reg_mtx)
+    if <size_t>c.fd < reg_cap and reg[c.fd] == c:
+        reg[c.fd] = NULL
+        reg_count -= 1
+    pthread_mutex_unlock(&reg_mtx)
+
+
+cdef void _set_detail(tls_conn *c, const char *text) noexcept nogil:
+    strncpy(c.detail, text, sizeof(c.detail) - 1)
+    c.detail[sizeof(c.detail) - 1] = 0
+
+
+cdef void _note_handshake(tls_conn *c) noexcept nogil:
+    """Count c's handshake once it is done (TLSContext.stats)."""
+    if c.counted or not ossl.SSL_is_init_finished(c.ssl):
+        return
+    c.counted = True
+    pthread_mutex_lock(&c.sh.mtx)
+    c.sh.handshakes += 1
+    if ossl.SSL_session_reused(c.ssl):
+        c.sh.resumed += 1
+    pthread_mutex_unlock(&c.sh.mtx)
+
+
+cdef ssize_t _tls_result(tls_conn *c, int r, short *events) noexcept nogil:
+    """What an SSL_read/SSL_write that returned r <= 0 means, as recv()/send() would say it: -1
+    with errno EAGAIN (and *events: what to poll for), 0 for the end of the connection, -1 with
+    another errno for a failure (EPROTO when the handshake failed: c.detail says why)."""
+    cdef int e = ossl.SSL_get_error(c.ssl, r)
+    cdef int saved = errno
+    cdef long vr
+    cdef unsigned long code
+    cdef char buf[200]
+    if e == ossl.SSL_ERROR_WANT_READ:
+        events[0] = POLLIN
+        _errno.errno = EAGAIN
+        return -1
+    if e == ossl.SSL_ERROR_WANT_WRITE:
+        events[0] = POLLOUT
+        _errno.errno = EAGAIN
+        return -1
+    if e == ossl.SSL_ERROR_ZERO_RETURN:
+        return 0                # close_notify (or an EOF: SSL_OP_IGNORE_UNEXPECTED_EOF)
+    c.fatal = True
+    if not ossl.SSL_is_init_finished(c.ssl):
+        c.hs_failed = True
+        vr = ossl.SSL_get_verify_result(c.ssl)
+        if vr != ossl.X509_V_OK:
+            _set_detail(c, b"certificate verify failed: ")
+            strncpy(c.detail + strlen(c.detail), ossl.X509_verify_cert_error_string(vr),
+                    sizeof(c.detail) - 1 - strlen(c.detail))
+        elif e == ossl.SSL_ERROR_SSL:
+            code = ossl.ERR_peek_last_error()
+            ossl.ERR_error_string_n(code, buf, sizeof(buf))
+            _set_detail(c, buf)
+        else:
+            _set_detail(c, b"the connection was closed during the TLS handshake")
+        ossl.ERR_clear_error()
+        _errno.errno = EPROTO
+        return -1
+    if e == ossl.SSL_ERROR_SYSCALL:
+        ossl.ERR_clear_error()
+        if saved == 0:
+            return 0            # an EOF without close_notify
+        _errno.errno = saved
+        return -1
+    code = ossl.ERR_peek_last_error()
+    ossl.ERR_error_string_n(code, buf, sizeof(buf))
+    _set_detail(c, buf)
+    ossl.ERR_clear_error()
+    _errno.errno = EPROTO
+    return -1
+
+
+cdef ssize_t _tls_write(tls_conn *c, const char *p, size_t n, short *events) noexcept nogil:
+    cdef int r
+    ossl.ERR_clear_error()
+    r = ossl.SSL_write(c.ssl, p, <int>(n if n < <size_t>INT_MAX else <size_t>INT_MAX))
+    _note_handshake(c)
+    if r > 0:
+        return r
+    r = <int>_tls_result(c, r, events)
+    if r == 0:
+        _errno.errno = EPIPE
+        return -1
+    return r
+
+
+cdef ssize_t _tls_read(tls_conn *c, char *p, size_t n, short *events) noexcept nogil:
+    cdef int r
+    ossl.ERR_clear_error()
+    r = ossl.SSL_read(c.ssl, p, <int>(n if n < <size_t>INT_MAX else <size_t>INT_MAX))
+    _note_handshake(c)
+    if r > 0:
+        return r
+    return _tls_result(c, r, events)
+
+
+cdef inline ssize_t _tx(xchg *x, const char *p, size_t n) noexcept nogil:
+    """send() of the exchange: on the socket, or through its TLS connection."""
+    if x.tls == NULL:
+        return send(x.fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT)
+    return _tls_write(<tls_conn *>x.tls, p, n, &x.tls_events)
+
+
+cdef inline ssize_t _rx(xchg *x, char *p, size_t n) noexcept nogil:
+    """recv() of the exchange: from the socket, or through its TLS connection."""
+    if x.tls == NULL:
+        return recv(x.fd, p, n, MSG_DONTWAIT)
+    return _tls_read(<tls_conn *>x.tls, p, n, &x.tls_events)
+
+
+cdef inline int _tls_rc(xchg *x, int rc) noexcept nogil:
+    """The outcome of a failed send or receive: TLS_FAILED when it was the handshake."""
+    if x.tls != NULL and (<tls_conn *>x.tls).hs_failed:
+        return C_TLS_FAILED
+    return rc
+
+
+cdef bint _tls_idle_ok(tls_conn *c) noexcept nogil:
+    """An idle TLS connection can carry a request: nothing to read but records that are not data
+    (a TLS 1.3 session ticket, a key update), no close_notify, no EOF."""
+    cdef char probe
+    cdef ssize_t r
+    cdef short events = 0
+    if c.fatal or ossl.SSL_pending(c.ssl) > 0:
+        return False
+    r = recv(c.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT)
+    if r < 0 and (errno == EAGAIN or errno == EWOULDBLOCK):
+        return True
+    if r < 0:
+        return False
+    # Something came: let OpenSSL read it; only "wants more" means it was no data and no end.
+    r = _tls_read(c, &probe, 1, &events)
+    return r < 0 and errno == EAGAIN and events == POLLIN
+
+
+cdef int _new_session(ossl.SSL *ssl, ossl.SSL_SESSION *sess) noexcept nogil:
+    """OpenSSL's new-session callback (after a handshake, or a TLS 1.3 ticket): keep the newest
+    resumable one for the next connection (we take the reference: return 1)."""
+    cdef tls_shared *sh = <tls_shared *>ossl.SSL_CTX_get_app_data(ossl.SSL_get_SSL_CTX(ssl))
+    if sh == NULL or not ossl.SSL_SESSION_is_resumable(sess):
+        return 0
+    pthread_mutex_lock(&sh.mtx)
+    if sh.session != NULL:
+        ossl.SSL_SESSION_free(sh.session)
+    sh.session = sess
+    pthread_mutex_unlock(&sh.mtx)
+    return 1
+
+
+cdef str _ossl_error(str what):
+    cdef char buf[200]
+    cdef unsigned long code = ossl.ERR_peek_last_error()
+    ossl.ERR_clear_error()
+    if code == 0:
+        return what
+    ossl.ERR_error_string_n(code, buf, sizeof(buf))
+    return f"{what}: {buf.decode('latin-1')}"
+
+
+cdef class TLSContext:
+    """One SSL_CTX for the connections to one endpoint, set up as botocore's is for an https://
+    endpoint (botocore.httpsession: create_urllib3_context, then urllib3 with cert_reqs
+    CERT_REQUIRED and ca_certs = the CA bundle): TLS 1.2 or newer, CPython's default ciphers,
+    OP_ALL and no compression, the certificate chain verified against cafile (AWS_CA_BUNDLE, the
+    config's ca_bundle, or certifi's bundle: direct.py asks botocore which), X509 trusted-first,
+    and the host name checked against the certificate's subjectAltName (DNS names without partial
+    wildcards, or IP addresses; never the subject's common name, as urllib3 2) per connection
+    (TLSConn). verify=False: no verification at all (botocore's verify=False).
+
+    It differs from botocore's in one point, on purpose: it keeps the endpoint's newest session
+    (TLS 1.3 tickets, TLS 1.2 tickets and ids) and resumes it on new connections; botocore asks for
+    no TLS 1.2 tickets (OP_NO_TICKET). Resumption skips the certificate exchange of a session that
+    was verified when it was made; it changes nothing in what is verified."""
+    cdef tls_shared *sh
+    cdef readonly object cafile
+    cdef readonly bint verify
+
+    def __cinit__(self, cafile=None, bint verify=True):
+        cdef tls_shared *sh = <tls_shared *>PyMem_RawMalloc(sizeof(tls_shared))
+        if sh == NULL:
+            raise MemoryError()
+        sh.session = NULL
+        sh.handshakes = sh.resumed = 0
+        pthread_mutex_init(&sh.mtx, NULL)
+        sh.ctx = ossl.SSL_CTX_new(ossl.TLS_client_method())
+        self.sh = sh
+        self.cafile = cafile
+        self.verify = verify
+        if sh.ctx == NULL:
+            raise TLSError(_ossl_error("cannot create a TLS context"))
+        ossl.SSL_CTX_set_app_data(sh.ctx, sh)
+        ossl.SSL_CTX_set_min_proto_version(sh.ctx, ossl.TLS1_2_VERSION)
+        ossl.SSL_CTX_set_options(sh.ctx, ossl.SSL_OP_ALL | ossl.SSL_OP_NO_COMPRESSION |
+                                 ossl.SSL_OP_IGNORE_UNEXPECTED_EOF)
+        # The cipher list of CPython's ssl module (PY_SSL_DEFAULT_CIPHER_STRING, Python 3.10+):
+        # what botocore's SSLContext(PROTOCOL_TLS_CLIENT) uses.
+        if ossl.SSL_CTX_set_cipher_list(sh.ctx, b"@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:"
+                                        b"DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM") != 1:
+            raise TLSError(_ossl_error("cannot set the TLS ciphers"))
+        ossl.X509_VERIFY_PARAM_set_flags(ossl.SSL_CTX_get0_param(sh.ctx),
+                                         ossl.X509_V_FLAG_TRUSTED_FIRST)
+        if verify:
+            if cafile is not None:
+                path = _os.fsencode(cafile)
+                if ossl.SSL_CTX_load_verify_locations(sh.ctx, path, NULL) != 1:
+                    raise TLSError(_ossl_error(f"cannot load the CA bundle {cafile}"))
+            elif ossl.SSL_CTX_set_default_verify_paths(sh.ctx) != 1:
+                raise TLSError(_ossl_error("cannot load the system's CA certificates"))
+            ossl.SSL_CTX_set_verify(sh.ctx, ossl.SSL_VERIFY_PEER, NULL)
+        else:
+            ossl.SSL_CTX_set_verify(sh.ctx, ossl.SSL_VERIFY_NONE, NULL)
+        # A client cache: OpenSSL hands each new session to _new_session, which keeps one.
+        ossl.SSL_CTX_set_session_cache_mode(sh.ctx, ossl.SSL_SESS_CACHE_CLIENT |
+                                            ossl.SSL_SESS_CACHE_NO_INTERNAL_STORE)
+        ossl.SSL_CTX_sess_set_new_cb(sh.ctx, _new_session)
+
+    def __dealloc__(self):
+        cdef tls_shared *sh = self.sh
+        if sh == NULL:
+            return
+        self.sh = NULL
+        if sh.session != NULL:
+            ossl.SSL_SESSION_free(sh.session)
+        if sh.ctx != NULL:
+            ossl.SSL_CTX_free(sh.ctx)
+        pthread_mutex_destroy(&sh.mtx)
+        PyMem_RawFree(sh)
+
+    @property
+    def stats(self):
+        """(handshakes, of which resumed) of this context's connections so far."""
+        pthread_mutex_lock(&self.sh.mtx)
+        out = (self.sh.handshakes, self.sh.resumed)
+        pthread_mutex_unlock(&self.sh.mtx)
+        return out
+
+    def forget_session(self):
+        """No session to resume for the next connection (tests)."""
+        pthread_mutex_lock(&self.sh.mtx)
+        if self.sh.session != NULL:
+            ossl.SSL_SESSION_free(self.sh.session)
+            self.sh.session = NULL
+        pthread_mutex_unlock(&self.sh.mtx)
+
+
+cdef class TLSConn:
+    """A TLS client connection over a connected socket, which it owns (fd, non-blocking; closed by
+    close()). The exchanges on fd (exchange(), the worker pool) go through it; for the rest of the
+    direct transport (streams, chunked bodies, https:// waits) it reads and writes like a
+    non-blocking ssl.SSLSocket: recv()/recv_into()/send() raise ssl.SSLWantReadError or
+    SSLWantWriteError when they would block, TLSError when the handshake fails."""
+    cdef tls_conn *c
+    cdef TLSContext context
+
+    def __cinit__(self, TLSContext context, int fd, str server_hostname):
+        cdef tls_conn *c = <tls_conn *>PyMem_RawMalloc(sizeof(tls_conn))
+        cdef ossl.X509_VERIFY_PARAM *param
+        if c == NULL:
+            _close_fd(fd)
+            raise MemoryError()
+        c.fd = fd
+        c.sh = context.sh
+        c.counted = c.fatal = c.hs_failed = False
+        c.detail[0] = 0
+        c.ssl = ossl.SSL_new(context.sh.ctx)
+        self.c = c
+        self.context = context
+        if c.ssl == NULL or ossl.SSL_set_fd(c.ssl, fd) != 1:
+            raise TLSError(_ossl_error("cannot create a TLS connection"))
+        ossl.SSL_set_connect_state(c.ssl)
+        # Partial writes: a non-blocking SSL_write reports what it took, and may be retried with
+        # the rest from another buffer holding the same bytes (_send_some copies small requests).
+        ossl.SSL_set_mode(c.ssl, ossl.SSL_MODE_ENABLE_PARTIAL_WRITE |
+                          ossl.SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
+        name = server_hostname.encode("idna") if server_hostname else b""
+        try:
+            ip = _ipaddress.ip_address(server_hostname)
+        except ValueError:
+            ip = None
+        if ip is None and name:
+            # SNI (never for an address literal, RFC 6066 section 3), and the name to check.
+            ossl.SSL_set_tlsext_host_name(c.ssl, name)
+        if context.verify and name:
+            param = ossl.SSL_get0_param(c.ssl)
+            ossl.X509_VERIFY_PARAM_set_hostflags(param, ossl.X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+                                                 ossl.X509_CHECK_FLAG_NEVER_CHECK_SUBJECT)
+            if ip is not None:
+                r = ossl.X509_VERIFY_PARAM_set1_ip_asc(param, name)
+            else:
+                r = ossl.X509_VERIFY_PARAM_set1_host(param, name, len(name))
+            if r != 1:
+                raise TLSError(_ossl_error(f"cannot check the host name {server_hostname!r}"))
+        pthread_mutex_lock(&c.sh.mtx)
+        if c.sh.session != NULL:
+            ossl.SSL_set_session(c.ssl, c.sh.session)
+        pthread_mutex_unlock(&c.sh.mtx)
+        _register(c)
+
+    def __dealloc__(self):
+        self._close()
+
+    cdef void _close(self) noexcept:
+        cdef tls_conn *c = self.c
+        if c == NULL:
+            return
+        self.c = NULL
+        _unregister(c)
+        if c.ssl != NULL:
+            if not c.fatal and ossl.SSL_is_init_finished(c.ssl):
+                ossl.SSL_shutdown(c.ssl)      # close_notify, not waiting for the answer
+            ossl.ERR_clear_error()
+            ossl.SSL_free(c.ssl)
+        _close_fd(c.fd)
+        PyMem_RawFree(c)
+
+    def close(self):
+        self._close()
+
+    def fileno(self):
+        return self.c.fd if self.c != NULL else -1
+
+    def getblocking(self):
+        return False
+
+    @property
+    def detail(self):
+        """Why the handshake (or the last failed call) failed, as OpenSSL says it."""
+        if self.c == NULL or self.c.detail[0] == 0:
+            return "TLS failure"
+        return self.c.detail.decode("latin-1")
+
+    @property
+    def handshake_done(self):
+        return self.c != NULL and bool(ossl.SSL_is_init_finished(self.c.ssl))
+
+    @property
+    def session_reused(self):
+        return self.c != NULL and bool(ossl.SSL_session_reused(self.c.ssl))
+
+    def idle_ok(self):
+        """An idle connection that can carry a request (see _tls_idle_ok)."""
+        return self.c != NULL and _tls_idle_ok(self.c)
+
+    cdef _raise(self, short events):
+        if errno == EAGAIN:
+            if events == POLLOUT:
+                raise _ssl.SSLWantWriteError()
+            raise _ssl.SSLWantReadError()
+        if self.c.hs_failed:
+            raise TLSError(self.detail)
+        if errno == EPROTO:
+            raise ConnectionResetError(EPROTO, self.detail)
+        raise OSError(errno, _os.strerror(errno))
+
+    def recv_into(self, buffer, Py_ssize_t nbytes=0):
+        cdef Py_buffer view
+        cdef ssize_t r
+        cdef short events = 0
+        if self.c == NULL:
+            raise OSError(9, "closed TLS connection")
+        PyObject_GetBuffer(buffer, &view, PyBUF_WRITABLE)
+        try:
+            if nbytes <= 0 or nbytes > view.len:
+                nbytes = view.len
+            with nogil:
+                r = _tls_read(self.c, <char *>view.buf, <size_t>nbytes, &events)
+            if r < 0:
+                self._raise(events)
+            return r
+        finally:
+            PyBuffer_Release(&view)
+
+    def recv(self, Py_ssize_t n):
+        buf = bytearray(n)
+        got = self.recv_into(buf)
+        return bytes(buf[:got])
+
+    def send(self, data):
+        cdef const unsigned char[:] mv = memoryview(data).cast("B")
+        cdef ssize_t r
+        cdef short events = 0
+        if self.c == NULL:
+            raise OSError(9, "closed TLS connection")
+        if mv.shape[0] == 0:
+            return 0
+        with nogil:
+            r = _tls_write(self.c, <const char *>&mv[0], <size_t>mv.shape[0], &events)
+        if r < 0:
+            self._raise(events)
+        return r
+

@@ -15,11 +15,13 @@ rules, AWSRequest/urllib3/http.client objects and header parsing with the email 
 is one SigV4 signature (two SHA-256 and one HMAC with the signing key cached per day), one send and the
 reads of the answer. See BENCHMARKS.md for what it buys.
 
-A call is a generator (invoke_gen) that yields its socket work: for http:// endpoints the whole
-exchange, which _netio.pyx runs in C without the GIL; for https:// endpoints, where the TLS records
-are read and written in Python on non-blocking sockets, each wait for a socket to be ready. run()
-does that work in the calling thread; the worker pool (_handoff.pyx) runs the work of many calls
-with one poll().
+A call is a generator (invoke_gen) that yields its socket work: the whole exchange, which
+_netio.pyx runs in C without the GIL, for http:// and https:// endpoints alike (TLS is OpenSSL's,
+called from _netio: a _netio.TLSConn per connection, its handshake inside the first exchange, one
+_netio.TLSContext per endpoint shared by every client of it, see tls_context()); the rest of an
+answer (chunked, streamed) is read in Python, and each wait for a socket to be ready is yielded.
+run() does that work in the calling thread; the worker pool (_handoff.pyx) runs the work of many
+calls with one poll(). A build without _netio does TLS with Python's ssl module.
 
 The signature is byte for byte the one botocore's SigV4Auth computes for the same request,
 credentials and time (tests/test_direct.py checks it, with and without a session token). DirectClient
@@ -98,6 +100,34 @@ class BadResponse(Exception):
 
 class NoCredentials(Exception):
     """The credential chain found nothing."""
+
+
+class HandshakeTimeout(Exception):
+    """The TLS handshake of a new connection took longer than the read timeout: nothing was sent."""
+
+
+if _netio is not None:
+    TLSFailed = _netio.TLSError
+else:                           # pragma: no cover - a source tree without the build
+    class TLSFailed(Exception):
+        """The TLS handshake failed (or the CA bundle could not be loaded): nothing was sent."""
+
+
+# One _netio.TLSContext (an SSL_CTX and the session to resume) per endpoint and CA settings, shared
+# by every client of it: every object of every VCL that uses the endpoint.
+_tls_contexts = {}
+_tls_contexts_lock = threading.Lock()
+
+
+def tls_context(hostname, port, ca_bundle, verify):
+    """The shared _netio.TLSContext of an https:// endpoint; raises TLSFailed when it cannot be
+    made (a CA bundle that cannot be read)."""
+    key = (hostname, port, ca_bundle, verify)
+    with _tls_contexts_lock:
+        ctx = _tls_contexts.get(key)
+        if ctx is None:
+            ctx = _tls_contexts[key] = _netio.TLSContext(ca_bundle, verify)
+        return ctx
 
 
 class Response:
@@ -204,7 +234,15 @@ class DirectClient:
         self._idle = deque()
         self._timeval = struct.pack("ll", int(read_timeout), int((read_timeout % 1) * 1e6))
         self._ssl = None
-        if self.tls:
+        self._tls = None
+        self._tls_error = None
+        if self.tls and _netio is not None:
+            # OpenSSL from _netio (see tls_context()); the exchange stays in C (_exchange_c).
+            try:
+                self._tls = tls_context(self.hostname, self.port, ca_bundle, verify)
+            except TLSFailed as e:
+                self._tls_error = str(e)        # every call fails with it, as boto3's would
+        elif self.tls:
             ctx = ssl.create_default_context(cafile=ca_bundle if verify else None)
             if not verify:
                 ctx.check_hostname = False
@@ -305,6 +343,8 @@ class DirectClient:
             self._blocking_end()
 
     def _connect_now(self):
+        if self._tls_error is not None:
+            raise TLSFailed(self._tls_error)
         try:
             sock = socket.create_connection((self.hostname, self.port), self.connect_timeout)
         except socket.timeout:
@@ -314,6 +354,10 @@ class DirectClient:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if self._tls is not None:
+                # The handshake is done by the first exchange, in C (never blocking the worker).
+                sock.setblocking(False)
+                return _netio.TLSConn(self._tls, sock.detach(), self.hostname)
             if self._ssl is not None:
                 sock = self._ssl.wrap_socket(sock, server_hostname=self.hostname)
             # From here on the socket blocks, and the kernel enforces the read timeout on every
@@ -325,6 +369,9 @@ class DirectClient:
             if self._ssl is not None and self.yields_io:
                 # TLS in Python, its waits yielded (_exchange_py): reads and writes never block.
                 sock.setblocking(False)
+        except ssl.SSLError as e:
+            sock.close()
+            raise TLSFailed(getattr(e, "verify_message", None) or str(e)) from None
         except socket.timeout:
             sock.close()
             raise ConnectTimeout() from None
@@ -343,10 +390,13 @@ class DirectClient:
                 return self._connect(), False
             # A healthy idle HTTP connection has nothing to read: readable means closed (EOF) or
             # garbage; either way it must not carry a request (urllib3 does the same check).
-            try:
-                readable = select.select((sock,), (), (), 0)[0]
-            except (OSError, ValueError):
-                readable = True
+            if self._tls is not None:
+                readable = not sock.idle_ok()   # TLS: records that are not data are fine
+            else:
+                try:
+                    readable = select.select((sock,), (), (), 0)[0]
+                except (OSError, ValueError):
+                    readable = True
             if not readable:
                 return sock, True
             sock.close()
@@ -382,6 +432,10 @@ class DirectClient:
         keep = False
         try:
             if rc != _netio.OK:
+                if rc == _netio.TLS_FAILED:
+                    raise TLSFailed(sock.detail)
+                if rc == _netio.TLS_TIMEOUT:
+                    raise HandshakeTimeout(timeout)
                 if rc in (_netio.SEND_TIMEOUT, _netio.RECV_TIMEOUT):
                     raise ReadTimeout()
                 if rc == _netio.HEAD_TOO_LARGE:
@@ -644,6 +698,13 @@ class DirectTransport(Transport):
             raise InvokeError("timeout", connect_timed_out(self.connect_timeout)) from None
         except ConnectFailed:
             raise InvokeError("transport", cannot_connect(self.client.endpoint_url)) from None
+        except HandshakeTimeout as e:
+            raise InvokeError("timeout", f"timed out after {e.args[0]:g}s in the TLS handshake "
+                              f"with the Lambda endpoint") from None
+        except TLSFailed as e:
+            # Certificate verification or the handshake failed: never tried again.
+            raise InvokeError("transport", f"TLS with the Lambda endpoint "
+                              f"{self.client.endpoint_url} failed: {e}") from None
         except Closed:
             raise InvokeError("transport", CLOSED_BEFORE_ANSWER) from None
         except NoCredentials:
