@@ -627,7 +627,7 @@ cdef class _StreamRef:
 
 cdef object _start_stream(lambda_job *j):
     """A streamed fetch, for a worker of the pool: a generator with no socket work of its own
-    (botocore reads the stream), run whole (the job is not multiplexed)."""
+    (the transport reads the stream itself), run whole (the job is not multiplexed)."""
     cdef _StreamRef ref = _StreamRef.__new__(_StreamRef)
     ref.sj = <stream_job *>j
     return _stream_gen(ref)
