@@ -150,7 +150,11 @@ def targets(res, s):
             ("b_boto3_pass", "a_native_pass", "lambda backend pass (boto3) / native pass", 2, None),
             ("c_invoke", "a_native_pass", f"invoke() + synth ({fast}) / native pass", 2, 0.5),
             ("c_boto3_invoke", "a_native_pass", "invoke() + synth (boto3) / native pass", 2, None),
-            ("d_lambda_hit", "d_native_hit", "lambda-backed hits / native-backed hits", 3, 0.95)):
+            ("d_lambda_hit", "d_native_hit", "lambda-backed hits / native-backed hits", 3, 0.95),
+            # k (issue 23): the same pass and invoke() through an https:// and an http:// endpoint
+            ("k_https_pass", "k_http_pass", "lambda pass, https:// / http:// endpoint", 2, 0.90),
+            ("k_https_invoke", "k_http_invoke", "invoke() + synth, https:// / http:// endpoint",
+             2, None)):
         r, rs = ratio(a, b)
         if want is None:
             if r is not None:
@@ -180,6 +184,14 @@ def targets(res, s):
                      f"CPU-bound pass rate {fmt(s['b_lambda_pass']['rps_median'])})",
                      f"{fmt(s['f_latency']['rps_median'])} of {fmt(bound)} = {got:.0%}", ">= 90%",
                      got >= 0.9))
+    for case in ("k_https_pass", "k_https_invoke"):
+        runs = [r for r in res.get("runs", []) if r["case"] == case and "tls_handshakes" in r]
+        if runs:
+            hs = sum(r["tls_handshakes"] for r in runs)
+            n = sum(r.get("requests", 0) for r in runs)
+            rows.append((f"{case}: TLS handshakes per 1,000 requests (measured runs)",
+                         f"{hs * 1000.0 / n if n else 0:.1f} ({hs} in {n:,} requests)",
+                         "none per request (keep-alive)", n > 0 and hs * 1000.0 / n < 1.0))
     co = res.get("coalescing", [])
     if co:
         inv = [r["origin_invocations"] for r in co]
