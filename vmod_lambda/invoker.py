@@ -19,16 +19,11 @@ import weakref
 from dataclasses import dataclass
 from typing import Optional
 
-import boto3
-import botocore
-import botocore.parsers
-from botocore.config import Config
-from botocore.credentials import Credentials
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError,
                                  ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
                                  ReadTimeoutError)
 
-from . import direct
+from . import clients, direct
 from .config import BackendConfig
 from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD
 from .outcomes import payload_too_large
@@ -38,10 +33,6 @@ __all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "Stream
 
 VERSION = "0.1.0"
 MAX_REASON = 400
-
-# boto3 sessions are not thread-safe while they create clients; clients are once created.
-_create_lock = threading.Lock()
-
 
 class InvokeError(Exception):
     """An invocation failed. kind: one of outcomes.KINDS (function_error, timeout, throttled, service,
@@ -182,13 +173,6 @@ def _function_error_reason(kind: str, payload: bytes) -> str:
     return f"function error ({kind})" + (f": {detail}" if detail else "")
 
 
-def _proxied(url: str) -> bool:
-    """Whether boto3 would reach url through a proxy from the environment."""
-    from urllib.parse import urlsplit
-    from botocore.utils import get_environ_proxies
-    return bool(get_environ_proxies(url).get(urlsplit(url).scheme))
-
-
 def _service_error(response: dict) -> "InvokeError":
     """InvokeError for an error answer of the service, as botocore parsed it (ClientError.response)."""
     err = response.get("Error", {})
@@ -219,61 +203,19 @@ class Invoker:
 
     def __init__(self, cfg: BackendConfig):
         self.cfg = cfg
-        config = Config(
-            region_name=cfg.region,
-            connect_timeout=cfg.connect_timeout,
-            read_timeout=cfg.timeout,
-            # A read timeout must never invoke the function a second time.
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=cfg.pool_size,
-            tcp_keepalive=True,
-            user_agent_extra=f"vmod-lambda/{VERSION}",
-        )
-        keys = {}
-        with _create_lock:
-            session = boto3.session.Session()
-            creds = session.get_credentials()
-            self.anonymous = creds is None and cfg.endpoint_url is not None
-            if self.anonymous:
-                creds = Credentials("", "")
-                keys = {"aws_access_key_id": "", "aws_secret_access_key": ""}
-            self.client = session.client("lambda", region_name=cfg.region,
-                                         endpoint_url=cfg.endpoint_url, config=config, **keys)
+        # The client and transport are shared by every object with the same settings (clients.py):
+        # what is this object's own is cfg (function, qualifier, limits).
+        key = clients.ClientKey(cfg.transport, cfg.region, cfg.endpoint_url, cfg.connect_timeout,
+                                cfg.timeout, f"vmod-lambda/{VERSION}")
+        shared = clients.acquire(key, cfg.pool_size)
+        clients.track(self, shared, cfg.pool_size)
+        self.client = shared.client
+        self.anonymous = shared.anonymous
         # The credentials both transports sign with (None: every call fails "no AWS credentials").
-        self.credentials = creds
-        if creds is not None and not self.anonymous:
-            _credentials.add(creds)
-        for op in ("Invoke", "InvokeWithResponseStream"):
-            self.client.meta.events.register(f"before-call.lambda.{op}", _content_type)
-        self.direct = None
-        self.transport = cfg.transport
-        if cfg.transport == "direct":
-            if _proxied(self.client.meta.endpoint_url):
-                # boto3 sends through HTTP(S)_PROXY (unless NO_PROXY says otherwise); the direct
-                # transport does not speak to proxies, so such an object keeps boto3's transport.
-                self.transport = "boto3"
-            else:
-                self._init_direct(session)
-
-    def _init_direct(self, session):
-        """The direct transport, configured from the boto3 client and session."""
-        meta = self.client.meta
-        core = session._session         # botocore session: the config chain boto3 uses
-        verify = True
-        ca_bundle = core.get_config_variable("ca_bundle")
-        if ca_bundle is None:
-            from botocore.httpsession import get_cert_path
-            ca_bundle = get_cert_path(True)
-        self.direct = direct.DirectClient(
-            meta.endpoint_url, meta.region_name, meta.service_model.signing_name,
-            # The same provider chain the client uses; RefreshableCredentials refresh themselves.
-            self.credentials,
-            self.cfg.connect_timeout, self.cfg.timeout, self.cfg.pool_size,
-            f"vmod-lambda/{VERSION} transport/direct botocore/{botocore.__version__}",
-            ca_bundle=ca_bundle, verify=verify)
-        # Error answers are parsed by botocore's own parser, as the boto3 transport does.
-        self._parser = botocore.parsers.create_parser(meta.service_model.metadata["protocol"])
-        self._invoke_shape = meta.service_model.operation_model("Invoke").output_shape
+        self.credentials = shared.credentials
+        self.transport = shared.transport
+        self.direct = shared.direct
+        self._parser, self._invoke_shape = shared.parser, shared.invoke_shape
 
     def invoke(self, payload: bytes, invocation_type: str = "RequestResponse",
                qualifier: Optional[str] = None) -> InvokeResult:
