@@ -122,3 +122,59 @@ def test_a_thousand_objects_that_cannot_load_fail_naming_the_object(emulator):
         assert status == 200 and json.loads(dict(headers)["x-out"])["function_name"] == f"fn{N - 1}"
         assert child_pid(v) == pid and not v.panicked()
         assert mgt(v, "MGT.child_died") == 0 and mgt(v, "MGT.child_panic") == 0
+
+
+def pool(v) -> tuple:
+    """(threads, wanted, queued) of lambda.status()."""
+    status, headers, _ = v.request("/status")
+    m = re.match(r"threads=(\d+) wanted=(\d+) queued=(\d+) ", dict(headers)["x-status"])
+    return tuple(int(x) for x in m.groups())
+
+
+def test_threads_follow_the_invocations_in_flight_and_shrink_back(emulator):
+    """The blocking boto3 transport takes a worker per invocation in flight: 16 at once get 16
+    workers (not 4, the pool at rest); the direct transport multiplexes (up to 32 per worker). When
+    the work is done the pool shrinks back to 4 (idle workers exit after 10 s)."""
+    from concurrent.futures import ThreadPoolExecutor
+    import time
+    emu = Emulator({"sleepy": FunctionConfig("handlers_emulator:sleep_pid", timeout=30,
+                                             reserved_concurrency=40)},
+                   paths=[HERE])
+    emu.start()
+    vcl = f"""vcl 4.1;
+import lambda;
+backend be none;
+sub vcl_init {{
+    new blocking = lambda.backend("sleepy", "us-east-1", endpoint_url = "{emu.url}",
+                                  transport = "boto3", pool_size = 32);
+    new mux = lambda.backend("sleepy", "us-east-1", endpoint_url = "{emu.url}", pool_size = 32);
+}}
+sub vcl_recv {{ return (synth(200)); }}
+sub vcl_synth {{
+    if (req.url == "/blocking") {{ set resp.http.x-out = blocking.invoke({{"{{"seconds": 3}}"}}); }}
+    if (req.url == "/mux") {{ set resp.http.x-out = mux.invoke({{"{{"seconds": 3}}"}}); }}
+    set resp.http.x-status = lambda.status();
+}}
+"""
+    try:
+        with Varnishd(vcl) as v, ThreadPoolExecutor(16) as ex:
+            assert pool(v) == (4, 64, 0)
+            for path, most in (("/mux", 12), ("/blocking", None)):
+                futures = [ex.submit(v.request, path) for _ in range(16)]
+                time.sleep(1.5)         # all 16 are sent (the function takes 3 s)
+                threads, _, queued = pool(v)
+                print(f"\n{path}: {threads} threads with 16 invocations in flight")
+                assert queued == 0, (path, threads, queued)
+                if most is None:
+                    assert threads >= 16, (path, threads)
+                else:
+                    assert threads <= most, (path, threads)
+                results = [f.result() for f in futures]
+                assert [r[0] for r in results] == [200] * 16, (path, [r[2][-300:] for r in results if r[0] != 200][:2])
+            deadline = time.monotonic() + 40
+            while pool(v)[0] > 4 and time.monotonic() < deadline:
+                time.sleep(1)
+            assert pool(v) == (4, 64, 0)
+            assert not v.panicked()
+    finally:
+        emu.stop()

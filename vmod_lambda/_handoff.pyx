@@ -40,11 +40,14 @@ cdef pthread_cond_t work_cond
 cdef pthread_condattr_t cond_attr
 cdef lambda_job *q_head
 cdef lambda_job *q_tail
+cdef int q_len              # jobs in the queue
 cdef int target             # the sum of the limits of the live limiters (pool_resize)
 cdef int nthreads           # workers running or being started
-# Workers asked of the grower thread and not started yet, and whether the grower runs.
+# Workers asked of the grower thread, workers it started that have not looked at the queue yet,
+# and whether the grower runs.
 cdef pthread_cond_t grow_cond
 cdef int grow_req
+cdef int starting
 cdef int grower_running
 # Who takes a queued job (see _queue). awake: workers that will look at the queue before they
 # sleep, including those woken for it and not running yet (a queued job that one of them can take
@@ -78,6 +81,8 @@ cdef void _module_init() noexcept:
     pthread_cond_init(&grow_cond, &cond_attr)
     q_head = NULL
     q_tail = NULL
+    q_len = 0
+    starting = 0
     target = 0
     nthreads = 0
     grow_req = 0
@@ -174,7 +179,7 @@ cdef int limiter_release(lambda_limiter *lim) noexcept nogil:
 
 cdef void _remove(lambda_job *job, lambda_job *prev) noexcept nogil:
     """Under mtx: take job (after prev, or the head) out of the queue."""
-    global q_head, q_tail
+    global q_head, q_tail, q_len
     if prev == NULL:
         q_head = job.next
     else:
@@ -183,6 +188,7 @@ cdef void _remove(lambda_job *job, lambda_job *prev) noexcept nogil:
         q_tail = prev
     job.next = NULL
     lambda_stat_sub(job.limiter.st_queued, 1)
+    q_len -= 1
 
 
 cdef void _unlink(lambda_job *job) noexcept nogil:
@@ -200,7 +206,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
                           int detached) noexcept nogil:
     """Take a slot of lim (waiting until ts) and queue job. SUBMIT_DONE: queued, mtx still held;
     otherwise mtx is released and the job is the caller's again."""
-    global q_head, q_tail
+    global q_head, q_tail, q_len
     cdef int rc
     job.magic = JOB_MAGIC
     job.limiter = lim
@@ -224,6 +230,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
     job.state = JOB_QUEUED
     job.t_queued = monotonic_now()
     lambda_stat_add(lim.st_queued, 1)
+    q_len += 1
     if q_tail == NULL:
         q_head = job
     else:
@@ -255,7 +262,8 @@ cdef bint _wake_idle() noexcept nogil:
     then taken by it, or by a worker that is done first."""
     global awake, pending, grow_req
     if idle_waiting <= pending:
-        if nthreads + grow_req < _cap():
+        # One new worker per queued job that no worker is on its way to take.
+        if q_len > pending + starting + grow_req and nthreads + grow_req < _cap():
             grow_req += 1
             pthread_cond_signal(&grow_cond)
         return False
@@ -682,10 +690,14 @@ cdef class _Worker:
 
 def _worker_main():
     # Named for top -H, ps -L and gdb: these threads are vmod-lambda's, not Varnish's.
-    global lambda_blocking_depth, nthreads
+    global lambda_blocking_depth, nthreads, starting
     cdef _Worker w
     pthread_setname_np(pthread_self(), "vmod-lambda")
     lambda_blocking_depth = 0
+    with nogil:
+        pthread_mutex_lock(&mtx)
+        starting -= 1           # (it takes a job, if there is one, next: _Worker.run)
+        pthread_mutex_unlock(&mtx)
     try:
         w = _Worker()
     except BaseException as e:
@@ -730,7 +742,7 @@ cdef int pool_resize(int delta) except -1:
     """Add delta to the sum of the limits of the live objects (called with the GIL, by their
     constructors and destructors): start the resting workers and the grower with the first object,
     tell workers beyond the cap (all of them, with the last object) to exit."""
-    global target, nthreads, grower_running
+    global target, nthreads, grower_running, starting
     cdef int start = 0
     cdef bint grower = False
     with nogil:
@@ -741,6 +753,7 @@ cdef int pool_resize(int delta) except -1:
         if nthreads < _rest():
             start = _rest() - nthreads
             nthreads += start
+            starting += start
         elif nthreads > _cap():
             pthread_cond_broadcast(&work_cond)
         if target > 0 and not grower_running:
@@ -766,8 +779,9 @@ cdef int pool_resize(int delta) except -1:
 
 
 cdef int _start_workers(int n) except -1:
-    """Start n workers, already counted in nthreads (those that cannot start are uncounted)."""
-    global nthreads
+    """Start n workers, already counted in nthreads and starting (those that cannot start are
+    uncounted)."""
+    global nthreads, starting
     cdef int i
     threading.stack_size(THREAD_STACK)
     _threads[:] = [t for t in _threads if t.is_alive()]
@@ -779,6 +793,7 @@ cdef int _start_workers(int n) except -1:
             with nogil:
                 pthread_mutex_lock(&mtx)
                 nthreads -= n - i
+                starting -= n - i
                 pthread_mutex_unlock(&mtx)
             raise
         _threads.append(t)
@@ -788,7 +803,7 @@ cdef int _start_workers(int n) except -1:
 def _grower_main():
     """Start the workers that _wake_idle asked for, while any object lives. One thread for the
     whole pool: the Varnish threads that queue jobs never run Python."""
-    global grow_req, nthreads, grower_running
+    global grow_req, nthreads, grower_running, starting
     cdef int n
     pthread_setname_np(pthread_self(), "vmod-lambda-gro")
     while True:
@@ -807,6 +822,7 @@ def _grower_main():
             if n < 0:
                 n = 0
             nthreads += n
+            starting += n
             grow_req = 0
             pthread_mutex_unlock(&mtx)
         try:
