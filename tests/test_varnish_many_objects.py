@@ -14,6 +14,10 @@ from varnish_harness import Varnishd, require_stage
 HERE = os.path.dirname(__file__)
 N = 1000
 
+# varnishadm waits 5 s for an answer by default: a load of a large VCL on a loaded machine (the VCL
+# compiler takes most of it) may take longer without being in danger (varnishd's limit is cli_timeout).
+CLI_WAIT = 120
+
 BASE_VCL = """vcl 4.1;
 backend be none;
 sub vcl_recv { return (synth(200, "base")); }
@@ -79,10 +83,10 @@ def test_a_thousand_objects_load_into_a_running_child(emulator):
         pid = child_pid(v)
         # Python starts with the first VCL that imports the VMOD: started first, so that the
         # figures below are the objects'.
-        v.adm("vcl.load", "one", write(v, "one.vcl", many_vcl(emulator.url, 1)))
-        v.adm("vcl.discard", "one")
+        v.adm("vcl.load", "one", write(v, "one.vcl", many_vcl(emulator.url, 1)), timeout=CLI_WAIT)
+        v.adm("vcl.discard", "one", timeout=CLI_WAIT)
         before = usage(pid)
-        v.adm("vcl.load", "many", write(v, "many.vcl", many_vcl(emulator.url)))
+        v.adm("vcl.load", "many", write(v, "many.vcl", many_vcl(emulator.url)), timeout=CLI_WAIT)
         after = usage(pid)
         assert mgt(v, "MGT.child_died") == 0 and mgt(v, "MGT.child_panic") == 0
         assert child_pid(v) == pid and not v.panicked()
@@ -111,12 +115,12 @@ def test_a_thousand_objects_that_cannot_load_fail_naming_the_object(emulator):
     with Varnishd(BASE_VCL) as v:
         pid = child_pid(v)
         path = write(v, "bad.vcl", many_vcl(emulator.url, last=", pool_size = 0"))
-        out = v.adm("vcl.load", "bad", path, check=False)
+        out = v.adm("vcl.load", "bad", path, check=False, timeout=CLI_WAIT)
         assert f"lambda.backend(): fn{N - 1}: pool_size must be from 1 to 1024 (got 0)" in out, out
         assert "bad" not in v.adm("vcl.list")
         # The 999 objects created before it were released with the failed VCL: a good load
         # afterwards works, in the same child.
-        v.adm("vcl.load", "good", write(v, "good.vcl", many_vcl(emulator.url)))
+        v.adm("vcl.load", "good", write(v, "good.vcl", many_vcl(emulator.url)), timeout=CLI_WAIT)
         v.adm("vcl.use", "good")
         status, headers, _ = v.request("/last")
         assert status == 200 and json.loads(dict(headers)["x-out"])["function_name"] == f"fn{N - 1}"
@@ -170,7 +174,8 @@ sub vcl_synth {{
                 else:
                     assert threads <= most, (path, threads)
                 results = [f.result() for f in futures]
-                assert [r[0] for r in results] == [200] * 16, (path, [r[2][-300:] for r in results if r[0] != 200][:2])
+                failed = [r[2][-300:] for r in results if r[0] != 200]
+                assert not failed, (path, failed[:2])
             deadline = time.monotonic() + 40
             while pool(v)[0] > 4 and time.monotonic() < deadline:
                 time.sleep(1)
