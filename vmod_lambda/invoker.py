@@ -19,6 +19,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Optional
 
+import botocore
+import botocore.parsers
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError,
                                  ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
                                  ReadTimeoutError)
@@ -173,6 +175,13 @@ def _function_error_reason(kind: str, payload: bytes) -> str:
     return f"function error ({kind})" + (f": {detail}" if detail else "")
 
 
+def _proxied(url: str) -> bool:
+    """Whether boto3 would reach url through a proxy from the environment."""
+    from urllib.parse import urlsplit
+    from botocore.utils import get_environ_proxies
+    return bool(get_environ_proxies(url).get(urlsplit(url).scheme))
+
+
 def _service_error(response: dict) -> "InvokeError":
     """InvokeError for an error answer of the service, as botocore parsed it (ClientError.response)."""
     err = response.get("Error", {})
@@ -195,6 +204,49 @@ def _content_type(params, **kwargs):
         headers["Content-Type"] = direct.CONTENT_TYPE
 
 
+def _setup_shared(shared):
+    """Once per shared boto3 client (clients.acquire): its credentials redacted from every log
+    line, the Content-Type of its Invoke calls."""
+    if shared.credentials is not None and not shared.anonymous:
+        _credentials.add(shared.credentials)
+    for op in ("Invoke", "InvokeWithResponseStream"):
+        shared.client.meta.events.register(f"before-call.lambda.{op}", _content_type)
+
+
+def _make_direct(shared):
+    """The direct transport of a shared boto3 client, configured from it and its session, and
+    botocore's parser and shape for its error answers: (DirectClient, parser, Invoke's shape)."""
+    meta = shared.client.meta
+    core = shared.session._session      # botocore session: the config chain boto3 uses
+    ca_bundle = core.get_config_variable("ca_bundle")
+    if ca_bundle is None:
+        from botocore.httpsession import get_cert_path
+        ca_bundle = get_cert_path(True)
+    key = shared.key
+    client = direct.DirectClient(
+        meta.endpoint_url, meta.region_name, meta.service_model.signing_name,
+        # The same provider chain the client uses; RefreshableCredentials refresh themselves.
+        shared.credentials, key.connect_timeout, key.read_timeout, 0,
+        f"{key.user_agent} transport/direct botocore/{botocore.__version__}",
+        ca_bundle=ca_bundle, verify=True)
+    # Error answers are parsed by botocore's own parser, as the boto3 transport does.
+    parser = botocore.parsers.create_parser(meta.service_model.metadata["protocol"])
+    return client, parser, meta.service_model.operation_model("Invoke").output_shape
+
+
+def _resize_direct(extra, limits: int):
+    """The shared direct transport keeps as many idle connections as its users' pool_size
+    added up: the most they can have in flight."""
+    extra[0].pool_size = max(limits, 0)
+
+
+class _DirectExtra(tuple):
+    """(DirectClient, parser, shape), closed with its client."""
+
+    def close(self):
+        self[0].close()
+
+
 class Invoker:
     """anonymous: the credential chain found nothing and the object has an endpoint_url, so its
     requests are signed with empty credentials (as movableink's vmod-lambda does): a local
@@ -203,19 +255,26 @@ class Invoker:
 
     def __init__(self, cfg: BackendConfig):
         self.cfg = cfg
-        # The client and transport are shared by every object with the same settings (clients.py):
-        # what is this object's own is cfg (function, qualifier, limits).
-        key = clients.ClientKey(cfg.transport, cfg.region, cfg.endpoint_url, cfg.connect_timeout,
-                                cfg.timeout, f"vmod-lambda/{VERSION}")
-        shared = clients.acquire(key, cfg.pool_size)
+        # The boto3 client (and the direct transport) are shared by every object with the same
+        # region, endpoint and timeouts (clients.py): what is this object's own is cfg.
+        key = clients.ClientKey(cfg.region, cfg.endpoint_url, cfg.connect_timeout, cfg.timeout,
+                                f"vmod-lambda/{VERSION}")
+        shared = clients.acquire(key, cfg.pool_size, _setup_shared)
         clients.track(self, shared, cfg.pool_size)
         self.client = shared.client
         self.anonymous = shared.anonymous
         # The credentials both transports sign with (None: every call fails "no AWS credentials").
         self.credentials = shared.credentials
-        self.transport = shared.transport
-        self.direct = shared.direct
-        self._parser, self._invoke_shape = shared.parser, shared.invoke_shape
+        self.direct = None
+        self.transport = cfg.transport
+        if cfg.transport == "direct":
+            if _proxied(self.client.meta.endpoint_url):
+                # boto3 sends through HTTP(S)_PROXY (unless NO_PROXY says otherwise); the direct
+                # transport does not speak to proxies, so such an object keeps boto3's transport.
+                self.transport = "boto3"
+            else:
+                self.direct, self._parser, self._invoke_shape = shared.extra(
+                    "direct", lambda: _DirectExtra(_make_direct(shared)), _resize_direct)
 
     def invoke(self, payload: bytes, invocation_type: str = "RequestResponse",
                qualifier: Optional[str] = None) -> InvokeResult:
