@@ -8,6 +8,7 @@
 #   make soak          20 minutes of mixed traffic, the child's RSS must stay within 10% (not in test)
 #   make valgrind      the varnishtest suite with varnishd under valgrind memcheck (slow, not in test)
 #   make lock          refresh the exact pins (*.lock) from the ranges (*.in); installs use only the pins
+#   make bench-objects vcl.load of 1, 100 and 1,000 objects into a running varnishd (BENCHMARKS.md)
 #   make fresh-check   clone the committed tree into an empty folder and run `make check` and `make demo`
 #                      there as a new user would (before each submission)
 #
@@ -239,3 +240,15 @@ bench: stage
 	$(VPY) bench/run.py --stage $(STAGE) $(BENCH_ARGS)
 	$(VPY) bench/profile.py --stage $(STAGE) --duration 8 --gil --perf --out bench/results/profile.txt
 	$(VPY) bench/report.py
+
+# Many objects in one VCL (issue 21, BENCHMARKS.md "Many objects"): vcl.load of 1, 100 and 1,000
+# lambda.backend objects into a running varnishd with the staged build (load time, child RSS and
+# threads, after load and after discard), then 20 load/discard cycles of the 1,000 (RELIABILITY.md);
+# writes its section of BENCHMARKS.md (and bench/OBJECTS.md, which `make bench` keeps).
+# About 2 minutes; no traffic, nothing but varnishd.
+.PHONY: bench-objects
+OBJECTS_ARGS ?= --counts 1,100,1000 --cycles 20
+bench-objects: stage
+	mkdir -p bench/results
+	$(VPY) bench/objects.py --stage $(STAGE) $(OBJECTS_ARGS) --json bench/results/objects.json \
+		--markdown --doc BENCHMARKS.md --reliability RELIABILITY.md

@@ -405,9 +405,11 @@ def main():
         L.append("```")
         L.append(prof)
         L.append("```\n")
-    if os.path.exists(os.path.join(HERE, "ANALYSIS.md")):
-        with open(os.path.join(HERE, "ANALYSIS.md")) as f:
-            L.append(f.read().strip() + "\n")
+    # bench/OBJECTS.md: `make bench-objects`'s section (bench/objects.py), kept as it was measured.
+    for extra in ("ANALYSIS.md", "OBJECTS.md"):
+        if os.path.exists(os.path.join(HERE, extra)):
+            with open(os.path.join(HERE, extra)) as f:
+                L.append(f.read().strip() + "\n")
     with open(DOC, "w") as f:
         f.write("\n".join(L))
 

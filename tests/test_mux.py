@@ -145,14 +145,15 @@ def test_a_hanging_invocation_does_not_hold_up_its_worker():
 
 
 def test_load_gathers_on_few_workers():
-    """200 concurrent 200 ms invocations (pool_size 256: 256 worker threads for this object):
-    multiplexed, a handful of threads run them, not one thread each."""
+    """200 concurrent 200 ms invocations (pool_size 256: up to 256 in flight for this object):
+    multiplexed, a handful of threads run them, not one thread each, and the pool (4 workers at
+    rest, grown when a queued job finds none free) does not grow to one thread each either."""
     with FakeLambda(route) as fake, Varnishd(vcl(fake.url)) as v:
         v.request("/warm/1")
         results, woke, threads = fire_counting_wakeups(v, [f"/slow/{i}" for i in range(200)], 200)
         assert not v.panicked()
     assert [r[0] for r in results] == [200] * 200
-    assert threads >= 256 + 8 + 4
+    assert 4 <= threads <= 60, f"{threads} worker threads for 200 invocations"
     # One thread per invocation: ~200 would wake up; with 32 in flight per worker, at least 7.
     assert 1 <= len(woke) <= 60, f"{len(woke)} worker threads woke up for 200 invocations"
 

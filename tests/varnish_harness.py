@@ -68,9 +68,12 @@ class Varnishd:
             self.stop()
             raise
 
-    def adm(self, *cmd: str, check: bool = True) -> str:
-        r = subprocess.run(["varnishadm", "-n", self.workdir, *cmd], capture_output=True,
-                           text=True, timeout=30)
+    def adm(self, *cmd: str, check: bool = True, timeout: Optional[float] = None) -> str:
+        """varnishadm CMD; timeout: how long varnishadm waits for the answer (its own default is
+        5 s; a vcl.load of a large VCL on a loaded machine may take longer)."""
+        wait = ["-t", f"{timeout:g}"] if timeout else []
+        r = subprocess.run(["varnishadm", "-n", self.workdir, *wait, *cmd], capture_output=True,
+                           text=True, timeout=max(30, (timeout or 0) + 10))
         if check and r.returncode != 0:
             raise RuntimeError(f"varnishadm {' '.join(cmd)}: {r.stdout}{r.stderr}")
         return r.stdout

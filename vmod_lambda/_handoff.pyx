@@ -19,10 +19,17 @@ from vmod_lambda._netio cimport (Op, xchg, xchg_progress, xchg_events, xchg_expi
 
 from vmod_lambda.transport import direct as _direct
 
-# The pool is shared by every object of every VCL in the child; its size is the sum of the limits of
-# the live limiters, capped here. See vmod_lambda.vcc, "Threads".
+# The pool is shared by every object of every VCL in the child and follows the work in flight, not
+# the number of objects (issue 21): POOL_REST workers while any object lives, one more started (by
+# the grower thread) whenever a queued job finds no worker to take it, up to the sum of the limits
+# (pool_size) of the live objects and at most MAX_THREADS; a worker idle for POOL_IDLE_EXIT seconds
+# above POOL_REST exits. See vmod_lambda.vcc, "Threads".
 cdef int MAX_THREADS
+cdef int POOL_REST
+cdef double POOL_IDLE_EXIT
 MAX_THREADS = 1024
+POOL_REST = 4
+POOL_IDLE_EXIT = 10.0
 THREAD_STACK = 8 << 20
 JOIN_BUDGET = 2.0       # seconds vcl.discard may spend joining stopped workers (the CLI has a timeout)
 
@@ -32,8 +39,15 @@ cdef pthread_cond_t work_cond
 cdef pthread_condattr_t cond_attr
 cdef lambda_job *q_head
 cdef lambda_job *q_tail
-cdef int target
-cdef int nthreads
+cdef int q_len              # jobs in the queue
+cdef int target             # the sum of the limits of the live limiters (pool_resize)
+cdef int nthreads           # workers running or being started
+# Workers asked of the grower thread, workers it started that have not looked at the queue yet,
+# and whether the grower runs.
+cdef pthread_cond_t grow_cond
+cdef int grow_req
+cdef int starting
+cdef int grower_running
 # Who takes a queued job (see _queue). awake: workers that will look at the queue before they
 # sleep, including those woken for it and not running yet (a queued job that one of them can take
 # wakes nobody). idle_waiting: workers waiting for a job in _take, pending of them already woken.
@@ -63,10 +77,15 @@ cdef void _module_init() noexcept:
     pthread_condattr_init(&cond_attr)
     pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC)
     pthread_cond_init(&work_cond, &cond_attr)
+    pthread_cond_init(&grow_cond, &cond_attr)
     q_head = NULL
     q_tail = NULL
+    q_len = 0
+    starting = 0
     target = 0
     nthreads = 0
+    grow_req = 0
+    grower_running = 0
     awake = 0
     idle_waiting = 0
     pending = 0
@@ -159,7 +178,7 @@ cdef int limiter_release(lambda_limiter *lim) noexcept nogil:
 
 cdef void _remove(lambda_job *job, lambda_job *prev) noexcept nogil:
     """Under mtx: take job (after prev, or the head) out of the queue."""
-    global q_head, q_tail
+    global q_head, q_tail, q_len
     if prev == NULL:
         q_head = job.next
     else:
@@ -168,6 +187,7 @@ cdef void _remove(lambda_job *job, lambda_job *prev) noexcept nogil:
         q_tail = prev
     job.next = NULL
     lambda_stat_sub(job.limiter.st_queued, 1)
+    q_len -= 1
 
 
 cdef void _unlink(lambda_job *job) noexcept nogil:
@@ -185,7 +205,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
                           int detached) noexcept nogil:
     """Take a slot of lim (waiting until ts) and queue job. SUBMIT_DONE: queued, mtx still held;
     otherwise mtx is released and the job is the caller's again."""
-    global q_head, q_tail
+    global q_head, q_tail, q_len
     cdef int rc
     job.magic = JOB_MAGIC
     job.limiter = lim
@@ -209,6 +229,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
     job.state = JOB_QUEUED
     job.t_queued = monotonic_now()
     lambda_stat_add(lim.st_queued, 1)
+    q_len += 1
     if q_tail == NULL:
         q_head = job
     else:
@@ -224,10 +245,26 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
     return SUBMIT_DONE
 
 
+cdef inline int _cap() noexcept nogil:
+    """Under mtx: the most workers the pool may have now."""
+    return target if target < MAX_THREADS else MAX_THREADS
+
+
+cdef inline int _rest() noexcept nogil:
+    """Under mtx: the workers kept while idle."""
+    return target if target < POOL_REST else POOL_REST
+
+
 cdef bint _wake_idle() noexcept nogil:
-    """Under mtx: wake a worker waiting in _take (one not woken already), if there is one."""
-    global awake, pending
+    """Under mtx: wake a worker waiting in _take (one not woken already), if there is one; if
+    there is none, ask the grower thread for one more worker (within the cap): the queued job is
+    then taken by it, or by a worker that is done first."""
+    global awake, pending, grow_req
     if idle_waiting <= pending:
+        # One new worker per queued job that no worker is on its way to take.
+        if q_len > pending + starting + grow_req and nthreads + grow_req < _cap():
+            grow_req += 1
+            pthread_cond_signal(&grow_cond)
         return False
     pending += 1
     awake += 1
@@ -302,20 +339,28 @@ cdef void _pop(lambda_job *job, lambda_job *prev) noexcept nogil:
 
 
 cdef lambda_job *_take() noexcept nogil:
-    """Next job for an idle worker (counted awake), or NULL when the pool shrank and this worker
-    must exit."""
+    """Next job for an idle worker (counted awake), or NULL when the pool shrank (its cap, or this
+    worker was idle for POOL_IDLE_EXIT above POOL_REST) and this worker must exit."""
     global nthreads, awake, idle_waiting, pending
     cdef lambda_job *job
+    cdef timespec ts
+    cdef int rc
+    cdef bint expired = False
     pthread_mutex_lock(&mtx)
-    while q_head == NULL and nthreads <= target:
+    while q_head == NULL and nthreads <= _cap() and not expired:
         awake -= 1
         idle_waiting += 1
-        pthread_cond_wait(&work_cond, &mtx)
+        if nthreads > _rest():
+            to_timespec(monotonic_now() + POOL_IDLE_EXIT, &ts)
+            rc = pthread_cond_timedwait(&work_cond, &mtx, &ts)
+        else:
+            rc = pthread_cond_wait(&work_cond, &mtx)
         idle_waiting -= 1
         if pending > 0:
             pending -= 1        # counted awake by _wake_idle
         else:
             awake += 1
+            expired = rc == ETIMEDOUT and nthreads > _rest()
     if q_head == NULL:
         nthreads -= 1
         awake -= 1
@@ -624,10 +669,14 @@ cdef class _Worker:
 
 def _worker_main():
     # Named for top -H, ps -L and gdb: these threads are vmod-lambda's, not Varnish's.
-    global lambda_blocking_depth, nthreads
+    global lambda_blocking_depth, nthreads, starting
     cdef _Worker w
     pthread_setname_np(pthread_self(), "vmod-lambda")
     lambda_blocking_depth = 0
+    with nogil:
+        pthread_mutex_lock(&mtx)
+        starting -= 1           # (it takes a job, if there is one, next: _Worker.run)
+        pthread_mutex_unlock(&mtx)
     try:
         w = _Worker()
     except BaseException as e:
@@ -647,7 +696,7 @@ cdef void pool_status(int *threads, int *wanted, int *queued) noexcept nogil:
     cdef lambda_job *p
     pthread_mutex_lock(&mtx)
     threads[0] = nthreads
-    wanted[0] = target if target < MAX_THREADS else MAX_THREADS
+    wanted[0] = _cap()
     queued[0] = 0
     p = q_head
     while p != NULL:
@@ -669,36 +718,98 @@ cdef int count_fds() noexcept nogil:
 
 
 cdef int pool_resize(int delta) except -1:
-    """Grow or shrink the pool by delta threads' worth of limits (called with the GIL)."""
-    global target, nthreads
-    cdef int want, i, start = 0
+    """Add delta to the sum of the limits of the live objects (called with the GIL, by their
+    constructors and destructors): start the resting workers and the grower with the first object,
+    tell workers beyond the cap (all of them, with the last object) to exit."""
+    global target, nthreads, grower_running, starting
+    cdef int start = 0
+    cdef bint grower = False
     with nogil:
         pthread_mutex_lock(&mtx)
         target += delta
         if target < 0:
             target = 0
-        want = target if target < MAX_THREADS else MAX_THREADS
-        if nthreads < want:
-            start = want - nthreads
-            nthreads = want
-        elif nthreads > want:
+        if nthreads < _rest():
+            start = _rest() - nthreads
+            nthreads += start
+            starting += start
+        elif nthreads > _cap():
             pthread_cond_broadcast(&work_cond)
+        if target > 0 and not grower_running:
+            grower_running = 1
+            grower = True
+        elif target == 0:
+            pthread_cond_signal(&grow_cond)     # the grower exits
         pthread_mutex_unlock(&mtx)
+    if grower:
+        t = threading.Thread(target=_grower_main, name="vmod-lambda-grower", daemon=True)
+        try:
+            t.start()
+        except BaseException:
+            with nogil:
+                pthread_mutex_lock(&mtx)
+                grower_running = 0
+                pthread_mutex_unlock(&mtx)
+            raise
     if start:
-        threading.stack_size(THREAD_STACK)
-        for i in range(start):
-            t = threading.Thread(target=_worker_main, name="vmod-lambda-worker", daemon=True)
-            try:
-                t.start()
-            except BaseException:
-                with nogil:
-                    pthread_mutex_lock(&mtx)
-                    nthreads -= start - i
-                    pthread_mutex_unlock(&mtx)
-                raise
-            _threads.append(t)
+        _start_workers(start)
     _reap(JOIN_BUDGET if delta < 0 else 0.0)
     return 0
+
+
+cdef int _start_workers(int n) except -1:
+    """Start n workers, already counted in nthreads and starting (those that cannot start are
+    uncounted)."""
+    global nthreads, starting
+    cdef int i
+    threading.stack_size(THREAD_STACK)
+    _threads[:] = [t for t in _threads if t.is_alive()]
+    for i in range(n):
+        t = threading.Thread(target=_worker_main, name="vmod-lambda-worker", daemon=True)
+        try:
+            t.start()
+        except BaseException:
+            with nogil:
+                pthread_mutex_lock(&mtx)
+                nthreads -= n - i
+                starting -= n - i
+                pthread_mutex_unlock(&mtx)
+            raise
+        _threads.append(t)
+    return 0
+
+
+def _grower_main():
+    """Start the workers that _wake_idle asked for, while any object lives. One thread for the
+    whole pool: the Varnish threads that queue jobs never run Python."""
+    global grow_req, nthreads, grower_running, starting
+    cdef int n
+    pthread_setname_np(pthread_self(), "vmod-lambda-gro")
+    while True:
+        with nogil:
+            pthread_mutex_lock(&mtx)
+            while grow_req == 0 and target > 0:
+                pthread_cond_wait(&grow_cond, &mtx)
+            if target == 0:
+                grow_req = 0
+                grower_running = 0
+                pthread_mutex_unlock(&mtx)
+                break
+            n = grow_req
+            if nthreads + n > _cap():
+                n = _cap() - nthreads
+            if n < 0:
+                n = 0
+            nthreads += n
+            starting += n
+            grow_req = 0
+            pthread_mutex_unlock(&mtx)
+        try:
+            _start_workers(n)
+        except BaseException as e:
+            # No thread could start (out of memory, RLIMIT_NPROC): the queued jobs wait for the
+            # workers there are (within their deadlines); the next job asks again.
+            stats_internal(NULL, NULL, "starting a worker thread", e)
 
 
 def _reap(double budget):

@@ -12,16 +12,13 @@ as InvokeError with a `kind` (for counters and tests) and a one-line `reason` fo
 never contains credentials or request headers.
 """
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Optional
 
-import boto3
 import botocore
-from botocore.config import Config
-from botocore.credentials import Credentials
 
+from . import clients
 from .config import BackendConfig
 from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD
 from .outcomes import payload_too_large
@@ -35,9 +32,6 @@ __all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "Stream
            "MAX_PAYLOAD", "clean_reason", "clean_token", "redact", "Hooks", "REDACTED"]
 
 VERSION = "0.1.0"
-
-# boto3 sessions are not thread-safe while they create clients; clients are once created.
-_create_lock = threading.Lock()
 
 
 @dataclass
@@ -72,6 +66,21 @@ def _content_type(params, **kwargs):
         headers["Content-Type"] = CONTENT_TYPE
 
 
+
+def _setup_shared(shared):
+    """Once per shared boto3 client (clients.acquire): its credentials redacted from every log
+    line, the Content-Type of its Invoke calls."""
+    if shared.credentials is not None and not shared.anonymous:
+        register_credentials(shared.credentials)
+    for op in ("Invoke", "InvokeWithResponseStream"):
+        shared.client.meta.events.register(f"before-call.lambda.{op}", _content_type)
+
+
+def _resize_direct(transport, limits: int):
+    """The shared direct transport keeps as many idle connections as its users' pool_size added
+    up: the most they can have in flight."""
+    transport.client.pool_size = max(limits, 0)
+
 class Invoker:
     """The object's calls, through self.transport (a transport.base.Transport, "direct" or
     "boto3" as cfg.transport says; "boto3" when boto3 would go through a proxy).
@@ -86,42 +95,33 @@ class Invoker:
 
     def __init__(self, cfg: BackendConfig, hooks: Hooks = NO_HOOKS):
         self.cfg = cfg
-        config = Config(
-            region_name=cfg.region,
-            connect_timeout=cfg.connect_timeout,
-            read_timeout=cfg.timeout,
-            # A read timeout must never invoke the function a second time.
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=cfg.pool_size,
-            tcp_keepalive=True,
-            user_agent_extra=f"vmod-lambda/{VERSION}",
-        )
-        keys = {}
-        with _create_lock:
-            session = boto3.session.Session()
-            creds = session.get_credentials()
-            self.anonymous = creds is None and cfg.endpoint_url is not None
-            if self.anonymous:
-                creds = Credentials("", "")
-                keys = {"aws_access_key_id": "", "aws_secret_access_key": ""}
-            self.client = session.client("lambda", region_name=cfg.region,
-                                         endpoint_url=cfg.endpoint_url, config=config, **keys)
+        # The boto3 client and the transports are shared by every object with the same region,
+        # endpoint, timeouts and hooks (clients.py): what is this object's own is cfg. The hooks
+        # are one module-level object in varnishd (_vmod.pyx), so they never split a share there.
+        key = clients.ClientKey(cfg.region, cfg.endpoint_url, cfg.connect_timeout, cfg.timeout,
+                                f"vmod-lambda/{VERSION}", variant=(id(hooks),))
+        shared = clients.acquire(key, cfg.pool_size, _setup_shared)
+        clients.track(self, shared, cfg.pool_size)
+        self.client = shared.client
+        self.anonymous = shared.anonymous
         # The credentials both transports sign with (None: every call fails "no AWS credentials").
-        self.credentials = creds
-        if creds is not None and not self.anonymous:
-            register_credentials(creds)
-        for op in ("Invoke", "InvokeWithResponseStream"):
-            self.client.meta.events.register(f"before-call.lambda.{op}", _content_type)
+        self.credentials = shared.credentials
         name = cfg.transport
         if name == "direct" and _proxied(self.client.meta.endpoint_url):
             # boto3 sends through HTTP(S)_PROXY (unless NO_PROXY says otherwise); the direct
             # transport does not speak to proxies, so such an object keeps boto3's transport.
             name = "boto3"
-        self._boto3 = Boto3Transport(self.client, cfg.connect_timeout, cfg.timeout, hooks)
+        self._boto3 = shared.extra(
+            "boto3", lambda: Boto3Transport(self.client, cfg.connect_timeout, cfg.timeout, hooks))
         if name == "direct":
-            self.transport = DirectTransport(
-                self.client, session, creds, cfg.connect_timeout, cfg.timeout, cfg.pool_size,
-                f"vmod-lambda/{VERSION} transport/direct botocore/{botocore.__version__}", hooks)
+            # One direct transport per share, its idle connections the users' pool_size added up.
+            self.transport = shared.extra(
+                "direct", lambda: DirectTransport(
+                    self.client, shared.session, shared.credentials, cfg.connect_timeout,
+                    cfg.timeout, 0,
+                    f"vmod-lambda/{VERSION} transport/direct botocore/{botocore.__version__}",
+                    hooks),
+                _resize_direct)
         else:
             self.transport = self._boto3
 
