@@ -193,9 +193,13 @@ def test_keep_alive_resumption_and_one_context_per_endpoint(ca, serve):
         a.invoke(b"{}")
     # Five calls, one connection, one handshake (keep-alive), in C.
     assert srv.connections == 1 and ctx.stats == (1, 0)
+    # Objects of one endpoint share the transport and its connections (clients.py): b's calls
+    # would reuse a's connection; with the idle one dropped, b's first call opens a new
+    # connection, which resumes the session of the first.
+    assert b.transport is a.transport
+    a.close()
     for _ in range(3):
         b.invoke(b"{}")
-    # The second object's first connection resumes the first one's session.
     assert srv.connections == 2 and ctx.stats == (2, 1)
 
 
