@@ -37,5 +37,8 @@ cdef extern from "vmod_lambda_compat.h" nogil:
 
     void *WS_Copy(ws *ws, const void *src, int length)
     void *WS_Alloc(ws *ws, unsigned nbytes)
+    unsigned WS_ReserveAll(ws *ws)
+    void WS_Release(ws *ws, unsigned nbytes)
+    void *WS_Reservation(const ws *ws)
 
     void VSLb(vsl_log *vsl, VSL_tag_e tag, const char *fmt, ...)

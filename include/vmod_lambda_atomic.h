@@ -37,4 +37,18 @@ lambda_stat_happy(uint64_t *p, int good)
 	    __ATOMIC_RELAXED));
 }
 
+/* A job's outcome state (_handoff.pyx): moved once from PENDING, by whoever comes first. */
+static inline int
+lambda_state_cas(int *p, int expect, int desired)
+{
+	return (__atomic_compare_exchange_n(p, &expect, desired, 0, __ATOMIC_ACQ_REL,
+	    __ATOMIC_ACQUIRE));
+}
+
+static inline int
+lambda_state_load(const int *p)
+{
+	return (__atomic_load_n(p, __ATOMIC_ACQUIRE));
+}
+
 #endif

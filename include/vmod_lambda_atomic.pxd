@@ -6,3 +6,5 @@ cdef extern from "vmod_lambda_atomic.h" nogil:
     void lambda_stat_add(uint64_t *p, uint64_t n)
     void lambda_stat_sub(uint64_t *p, uint64_t n)
     void lambda_stat_happy(uint64_t *p, int good)
+    int lambda_state_cas(int *p, int expect, int desired)
+    int lambda_state_load(const int *p)

@@ -4,7 +4,7 @@ The endpoint refuses connections, resets them before or in the middle of a respo
 trickles bytes, hangs past the timeout, answers 429 and 5xx in bursts; the credentials are missing;
 VCLs are loaded, used and discarded while invocations are in flight and under load. Checked: every
 fetch ends with a 200 or a failed fetch (a 503 made by Varnish) with a FetchError saying why,
-within the object's deadline (timeout + 1 s, plus slack for a loaded machine); the function is
+within the object's deadline (timeout + 100 ms, plus slack for a loaded machine); the function is
 invoked at most once per fetch; MAIN.fetch_failed counts exactly the failures; the child never
 panics or restarts; its threads and file descriptors do not grow from round to round.
 """
@@ -179,8 +179,8 @@ FAULTS = {
     "/close": r"^lambda: f: (the Lambda endpoint closed the connection|.*onnection)",
     "/partial": r"^lambda: f: .*(IncompleteRead|onnection|closed|reset|Read)",
     "/garbage": r"^lambda: f: .*",
-    "/trickle": r"^lambda: f: timed out after 2s, the function did not answer",
-    "/hang": r"^lambda: f: timed out after 1s waiting for the function",
+    "/trickle": r"^lambda: f: timed out after 1\.[01][0-9]{2}s \(timeout 1s\), the function did not answer",
+    "/hang": r"^lambda: f: timed out after 1(s waiting for the function|\.[01][0-9]{2}s \(timeout 1s\), the function did not answer)",
     "/e429": r"^lambda: f: TooManyRequestsException \(HTTP 429\): Rate exceeded",
     "/e500": r"^lambda: f: ServiceException \(HTTP 500\)",
     "/e502": r"^lambda: f: ServiceException \(HTTP 502\)",
@@ -197,7 +197,7 @@ def test_each_fault_fails_the_fetch_within_the_deadline_and_says_why(env, path):
     url = f"{path}/{time.monotonic_ns()}"
     status, headers, body, elapsed = timed_get(v, url)
     assert status == 503 and headers.get("x-fetch-failed") == "1", (status, body[:200])
-    assert elapsed < TIMEOUT + 1 + SLACK, elapsed
+    assert elapsed < TIMEOUT + 0.1 + SLACK, elapsed
     log.wait(url)
     errors = log.errors().get(url)
     assert errors and re.search(FAULTS[path], errors[0]), errors
@@ -216,7 +216,7 @@ def test_bursts_of_429_and_5xx_then_recovery_invoke_once_each(env):
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(lambda p: timed_get(v, p), paths))
     assert [r[0] for r in results] == [503] * 60
-    assert max(r[3] for r in results) < 2 * (TIMEOUT + 1) + SLACK
+    assert max(r[3] for r in results) < TIMEOUT + 0.1 + SLACK
     # pool_size 4 queues the rest within their deadline: some may time out waiting, none retried
     assert fake.invocations - before <= 60
     assert stat(v, "MAIN.fetch_failed") == failed_before + 60

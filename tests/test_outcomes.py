@@ -60,3 +60,9 @@ def test_the_messages_that_name_a_limit():
     assert body == b"413 Request Entity Too Large: the Lambda event would exceed 6 MB\n"
     assert note == ("request body of 7000000 bytes exceeds the 6 MB limit of synchronous "
                     "invocations: answered 413 without invoking")
+
+
+def test_late_answers_have_a_counter_of_their_own():
+    vsc = open("include/VSC_lambda.vsc").read()
+    assert f".. varnish_vsc:: {outcomes.LATE}\n" in vsc
+    assert outcomes.LATE not in {k.counter for k in outcomes.KINDS.values()}

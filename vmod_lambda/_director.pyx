@@ -11,10 +11,11 @@ as soon as it is known, the body through a bounded window while the function sti
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport uint64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy, memset, strlen
 
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from vrt cimport (vrt_ctx, VRT_CTX_MAGIC, VCL_BACKEND, VCL_BOOL, VCL_TIME, director, vdi_methods,
@@ -44,7 +45,10 @@ from vmod_lambda._request cimport (lambda_request, Request, request_collect, req
 from vmod_lambda._response cimport (lambda_response, lambda_lines, response_fill, response_clear,
                                     lines_clear)
 from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
-                                 stats_internal, stats_vsl, KIND_FETCH, KIND_PROBE)
+                                 stats_internal, stats_vsl, KIND_FETCH, KIND_PROBE,
+                                 lambda_outcome, stats_prepare, stats_commit, outcome_set,
+                                 outcome_clear, outcome_line, OC_NONE, OC_TIMEOUT, OC_BUSY,
+                                 OC_INVALID, OC_TOO_LARGE, OC_INTERNAL)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, submit_wait, submit_detached,
                                    submit_result, monotonic_now, to_timespec, SUBMIT_DONE,
                                    SUBMIT_BUSY, SUBMIT_TIMEOUT, SUBMIT_ABANDONED, limiter_pin,
@@ -56,10 +60,14 @@ from vmod_lambda.probe import Prober, ProbeSpec
 
 cdef enum:
     MSG_LEN = 1024
+    LINE_LEN = 2048
     FETCH_MAGIC = 0x66657463
 
+# How long past the object's timeout a fetch thread waits for the worker (vmod_lambda.vcc,
+# "Timeouts"): the call's deadline is timeout + DEADLINE_MARGIN from its start, for the caller and
+# for the transport alike (_handoff.pyx, lambda_job.deadline).
 cdef double DEADLINE_MARGIN
-DEADLINE_MARGIN = 1.0
+DEADLINE_MARGIN = 0.1
 # A job that ended neither ok nor with a reason: a bug caught by the worker (logged there as an
 # internal error), or no memory left for the reason.
 cdef const char *NO_RESULT = "internal error: the invocation ended without a result or a reason"
@@ -75,7 +83,8 @@ cdef struct fetch_job:
     lambda_response resp        # the answer, mapped once (_response.pxd)
     size_t resp_off             # body bytes the VFP handed out
     char *err
-    lambda_lines vsl            # varnishlog lines of the invocation
+    lambda_lines vsl            # varnishlog lines of a streamed invocation
+    lambda_outcome oc           # the outcome as the worker saw it, for the fetch thread to decide
     char *event                 # the event, when the fetch thread built it (_fastevent), or NULL
     size_t event_len
 
@@ -91,6 +100,7 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     response_clear(&job.resp)
     free(job.err)
     lines_clear(&job.vsl)
+    outcome_clear(&job.oc)
     free(job.event)
     free(job)
 
@@ -126,23 +136,16 @@ cdef object _start_fetch(lambda_job *j):
 
 
 def _fetch_gen(_FetchRef ref):
-    """Map, invoke, map back into the job, then its counters and varnishlog lines. Never raises."""
+    """Map, invoke, map back into the job, then the outcome as it ended, for the fetch thread
+    to decide and count (_fetch_done). Never raises."""
     cdef fetch_job *job = ref.job
     cdef lambda_obj *o = job.obj
     err, rec = yield from _fetch_call(ref)
     try:
-        stats_account(o.vsc, KIND_FETCH, err, rec)
+        stats_prepare(&job.oc, err, rec, o.vcl_name, o.function_name)
         if rec is None and err is None and job.ok and job.resp.note != NULL:
             # answered locally (413) without invoking
-            lambda_stat_add(&o.vsc.too_large, 1)
-            lambda_stat_add(&o.vsc.fail, 1)
-        if rec is not None:
-            lambda_stat_add(&o.vsc.bereq_hdrbytes, job.req.head_bytes)
-            lambda_stat_add(&o.vsc.bereq_bodybytes, job.req.body_len)
-            if job.ok:
-                lambda_stat_add(&o.vsc.beresp_hdrbytes, job.resp.head_bytes)
-                lambda_stat_add(&o.vsc.beresp_bodybytes, job.resp.body_len)
-        stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &job.vsl)
+            outcome_set(&job.oc, 1, OC_TOO_LARGE, "payload")
     except BaseException as e:
         stats_internal(o.vsc, o.vcl_name, "counting a fetch", e)
 
@@ -157,7 +160,8 @@ def _fetch_call(_FetchRef ref):
         request = request_view(&job.req)
         event = PyBytes_FromStringAndSize(job.event, job.event_len) if job.event != NULL \
             else None
-        r = yield from _fetch.handle_gen(<object>job.obj.invoker, request, event)
+        r = yield from _fetch.handle_gen(<object>job.obj.invoker, request, event,
+                                         deadline=job.base.deadline)
         rec = r.record
         response_fill(&job.resp, r, False)
         job.ok = 1
@@ -246,6 +250,9 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     cdef fetch_job *job
     cdef submit_result rc
     cdef char reason[MSG_LEN]
+    cdef lambda_outcome oc
+    cdef size_t head_bytes, body_len
+    cdef double start, waited
 
     if ctx == NULL or ctx.magic != VRT_CTX_MAGIC or ctx.bo == NULL or d == NULL:
         return -1
@@ -282,42 +289,76 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         # The common request's event, here, in parallel with the other fetch threads (NULL:
         # the worker maps it in Python).
         job.event = fast_event_v1(&job.req, VTIM_real(), o.fast_event == 2, &job.event_len)
-    rc = submit_wait(&job.base, &o.lim, monotonic_now() + o.timeout + DEADLINE_MARGIN)
+    head_bytes = job.req.head_bytes
+    body_len = job.req.body_len
+    start = monotonic_now()
+    job.base.send_by = start + o.timeout
+    rc = submit_wait(&job.base, &o.lim, start + o.timeout + DEADLINE_MARGIN)
     if rc == SUBMIT_DONE:
-        _log_lines(bo, &job.vsl)
-    elif rc == SUBMIT_BUSY or rc == SUBMIT_TIMEOUT:
-        stats_busy(o.vsc)
+        if job.ok:
+            # Applied before it is counted: a head that does not fit is the outcome, not "ok".
+            if _write_head(bo, o, &job.resp, True) != 0:
+                outcome_set(&job.oc, 1, OC_INVALID, "invalid_response")
+            elif lambda_beresp_body(bo, <ssize_t>job.resp.body_len, &LAMBDA_VFP, job) != 0:
+                _fetch_error(bo, o, "out of workspace (workspace_backend) for the response")
+                outcome_set(&job.oc, 1, OC_INVALID, "invalid_response")
+            else:
+                _fetch_done(bo, o, &job.oc, head_bytes, body_len, &job.resp)
+                return 0        # the VFP reads the job, finish() frees it
+            _fetch_done(bo, o, &job.oc, head_bytes, body_len, NULL)
+            _job_free(<lambda_job *>job)
+            return -1
+        _fetch_done(bo, o, &job.oc, head_bytes, body_len, NULL)
+        snprintf(reason, MSG_LEN, "%s", <const char *>job.err if job.err != NULL else NO_RESULT)
+        _fetch_error(bo, o, reason)
+        _job_free(<lambda_job *>job)
+        return -1
+    # The caller's own outcome: the worker's result, if any, is not looked at.
+    memset(&oc, 0, sizeof(oc))
+    waited = monotonic_now() - start
     if rc == SUBMIT_ABANDONED:
-        snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
-                 o.timeout + DEADLINE_MARGIN)
-        _fetch_error(bo, o, reason)
-        return -1       # the worker still runs the job and frees it
-    if rc != SUBMIT_DONE or not job.ok:
-        if rc == SUBMIT_DONE and job.err != NULL:
-            snprintf(reason, MSG_LEN, "%s", job.err)
-        elif rc == SUBMIT_DONE:
-            snprintf(reason, MSG_LEN, "%s", NO_RESULT)
-        elif rc == SUBMIT_TIMEOUT:
-            snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for a worker thread",
-                     o.timeout + DEADLINE_MARGIN)
-        elif rc == SUBMIT_BUSY:
-            snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d "
-                     "invocations in flight (pool_size) to finish", o.timeout + DEADLINE_MARGIN,
-                     o.pool_size)
-        else:
-            snprintf(reason, MSG_LEN, "the worker pool is not running")
-        _fetch_error(bo, o, reason)
+        oc.sent = 1
+        oc.time_ms = <uint64_t>(waited * 1000.0 + 0.5)
+        outcome_set(&oc, 1, OC_TIMEOUT, "timeout")
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs), the function did not "
+                 "answer", waited, o.timeout)
+        job = NULL          # the worker still runs the job and frees it
+    elif rc == SUBMIT_TIMEOUT:
+        outcome_set(&oc, 1, OC_BUSY, "busy")
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for a worker "
+                 "thread; not sent", waited, o.timeout)
+    elif rc == SUBMIT_BUSY:
+        outcome_set(&oc, 1, OC_BUSY, "busy")
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for one of the %d "
+                 "invocations in flight (pool_size) to finish; not sent", waited, o.timeout,
+                 o.pool_size)
+    else:
+        outcome_set(&oc, 1, OC_INTERNAL, "internal")
+        snprintf(reason, MSG_LEN, "the worker pool is not running")
+    _fetch_done(bo, o, &oc, head_bytes, body_len, NULL)
+    _fetch_error(bo, o, reason)
+    if job != NULL:
         _job_free(<lambda_job *>job)
-        return -1
+    return -1
 
-    if _write_head(bo, o, &job.resp, True) != 0:
-        _job_free(<lambda_job *>job)
-        return -1
-    if lambda_beresp_body(bo, <ssize_t>job.resp.body_len, &LAMBDA_VFP, job) != 0:
-        _fetch_error(bo, o, "out of workspace (workspace_backend) for the response")
-        _job_free(<lambda_job *>job)
-        return -1
-    return 0
+
+cdef void _fetch_done(busyobj *bo, lambda_obj *o, const lambda_outcome *oc, size_t head_bytes,
+                      size_t body_len, const lambda_response *resp) noexcept nogil:
+    """On the fetch thread, once it applied the result: the fetch's one outcome, counted and
+    logged (resp: the response delivered, whose bytes count; NULL: none)."""
+    cdef char line[LINE_LEN]
+    cdef unsigned i
+    stats_commit(o.vsc, KIND_FETCH, oc)
+    if o.vsc != NULL and oc.sent:
+        lambda_stat_add(&o.vsc.bereq_hdrbytes, head_bytes)
+        lambda_stat_add(&o.vsc.bereq_bodybytes, body_len)
+        if resp != NULL and not oc.failed:
+            lambda_stat_add(&o.vsc.beresp_hdrbytes, resp.head_bytes)
+            lambda_stat_add(&o.vsc.beresp_bodybytes, resp.body_len)
+    outcome_line(line, LINE_LEN, o.vcl_name, o.function_name, KIND_FETCH, oc)
+    VSLb(bo.vsl, SLT_VCL_Log, "%s", line)
+    for i in range(1, oc.lines.n):
+        VSLb(bo.vsl, SLT_VCL_Log, "%s", oc.lines.line[i].p)
 
 
 cdef void _finish(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:

@@ -20,11 +20,21 @@ cdef enum job_state:
     JOB_DONE = 3
     JOB_ABANDONED = 4
 
+# A job's outcome (lambda_job.outcome, C atomics): PENDING until the worker finishes it (DONE) or
+# its caller's deadline passes first (ABANDONED). Whoever moves it from PENDING decides: DONE, the
+# caller counts and logs the worker's result as it applies it; ABANDONED, the caller counts a
+# timeout and the worker drops the answer, counting it in `late` only.
+cdef enum:
+    OUTCOME_PENDING = 0
+    OUTCOME_DONE = 1
+    OUTCOME_ABANDONED = 2
+
 # What submit_wait() returns.
 cdef enum submit_result:
     SUBMIT_DONE = 0          # the job ran; its results are the caller's
     SUBMIT_BUSY = 1          # the deadline passed while `limit` jobs of the limiter were in flight
-    SUBMIT_TIMEOUT = 2       # the deadline passed while the job was queued; the caller frees it
+    SUBMIT_TIMEOUT = 2       # the deadline passed while the job was queued (or before a worker
+                             # started it): nothing was sent; the caller frees it
     SUBMIT_ABANDONED = 3     # the deadline passed while the job ran; the worker frees it
     SUBMIT_STOPPED = 4       # no worker pool runs
 
@@ -49,6 +59,7 @@ cdef struct lambda_limiter:
     uint64_t *st_queued
     uint64_t *st_inflight
     uint64_t *st_wait_us
+    uint64_t *st_late          # answers that came after their caller gave up
 
 cdef struct lambda_job:
     unsigned magic
@@ -66,6 +77,12 @@ cdef struct lambda_job:
     int detached               # submitted with submit_detached(): nobody waits, the worker frees it
     pthread_cond_t cond
     double t_queued            # monotonic time it was queued, for the queue wait
+    double deadline            # monotonic time its caller gives up (submit_wait sets it); the
+                               # worker hands it to the transport, which stops reading then
+    double send_by             # monotonic time its timeout passes (set by the caller, 0: none):
+                               # not sent after it (no slot yet, or no worker yet)
+    int outcome                # OUTCOME_*, moved with lambda_state_cas()
+    int skipped                # the worker found the deadline passed before it started: not sent
 
 cdef int limiter_init(lambda_limiter *lim, int limit) noexcept nogil
 cdef bint limiter_retire(lambda_limiter *lim) noexcept nogil

@@ -11,7 +11,7 @@ from posix.time cimport timespec
 from posix_thread cimport *
 from posix_io cimport (eventfd, EFD_NONBLOCK, EFD_CLOEXEC, read, write, close, DIR, dirent,
                        opendir, readdir, closedir, pollfd, poll, POLLIN)
-from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub
+from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub, lambda_state_cas
 from vmod_lambda_tls cimport lambda_blocking_depth
 from vmod_lambda._stats cimport stats_internal
 from vmod_lambda._netio cimport (Op, xchg, xchg_progress, xchg_events, xchg_expire, xchg_result,
@@ -55,6 +55,9 @@ cdef int grower_running
 # last one to start waiting first (a job wakes it through its eventfd rather than an idle worker:
 # the load gathers on few workers, which then serve several jobs per wake-up and GIL hold).
 cdef int awake
+# Callers waiting for a slot of their limiter (pool_size) before their job is queued: counted in
+# lambda.status()'s queued, and in their object's queued gauge.
+cdef int slot_waiters
 cdef int idle_waiting
 cdef int pending
 
@@ -72,7 +75,7 @@ cdef enum:
 _threads = []
 
 cdef void _module_init() noexcept:
-    global q_head, q_tail, target, nthreads, awake, idle_waiting, pending, listeners
+    global q_head, q_tail, target, nthreads, awake, idle_waiting, pending, listeners, slot_waiters
     pthread_mutex_init(&mtx, NULL)
     pthread_condattr_init(&cond_attr)
     pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC)
@@ -90,6 +93,7 @@ cdef void _module_init() noexcept:
     idle_waiting = 0
     pending = 0
     listeners = NULL
+    slot_waiters = 0
 
 _module_init()
 
@@ -205,13 +209,16 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
                           int detached) noexcept nogil:
     """Take a slot of lim (waiting until ts) and queue job. SUBMIT_DONE: queued, mtx still held;
     otherwise mtx is released and the job is the caller's again."""
-    global q_head, q_tail, q_len
+    global q_head, q_tail, q_len, slot_waiters
     cdef int rc
+    cdef timespec slot_ts
     job.magic = JOB_MAGIC
     job.limiter = lim
     job.next = NULL
     job.state = JOB_NEW
     job.detached = detached
+    job.outcome = OUTCOME_PENDING
+    job.skipped = 0
     pthread_cond_init(&job.cond, &cond_attr)
 
     pthread_mutex_lock(&mtx)
@@ -219,9 +226,22 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
         pthread_mutex_unlock(&mtx)
         pthread_cond_destroy(&job.cond)
         return SUBMIT_STOPPED
-    while lim.inflight >= lim.limit:
-        rc = pthread_cond_timedwait(&lim.cond, &mtx, ts)
-        if rc == ETIMEDOUT and lim.inflight >= lim.limit:
+    if lim.inflight >= lim.limit:
+        # Waiting for a slot: a queued call (the gauge and lambda.status()); never sent when
+        # the deadline passes first.
+        slot_waiters += 1
+        lambda_stat_add(lim.st_queued, 1)
+        if job.send_by > 0:
+            to_timespec(job.send_by, &slot_ts)      # a slot after the timeout is of no use
+        else:
+            slot_ts = ts[0]
+        while lim.inflight >= lim.limit:
+            rc = pthread_cond_timedwait(&lim.cond, &mtx, &slot_ts)
+            if rc == ETIMEDOUT and lim.inflight >= lim.limit:
+                break
+        slot_waiters -= 1
+        lambda_stat_sub(lim.st_queued, 1)
+        if lim.inflight >= lim.limit:
             pthread_mutex_unlock(&mtx)
             pthread_cond_destroy(&job.cond)
             return SUBMIT_BUSY
@@ -288,10 +308,15 @@ cdef bint _wake_listener() noexcept nogil:
 
 
 cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil:
-    """Queue job and wait for it until deadline (monotonic seconds). Called without the GIL."""
+    """Queue job and wait for it until deadline (monotonic seconds; also job.deadline, which the
+    worker hands to the transport). Called without the GIL. SUBMIT_DONE: the worker finished first
+    and the outcome is the caller's to count; SUBMIT_ABANDONED: the deadline came first (the
+    caller counts a timeout, the worker a late answer); SUBMIT_BUSY, SUBMIT_TIMEOUT: nothing was
+    sent."""
     cdef timespec ts
     cdef int rc
     cdef submit_result r
+    job.deadline = deadline
     to_timespec(deadline, &ts)
     r = _queue(job, lim, &ts, 0)
     if r != SUBMIT_DONE:
@@ -306,12 +331,17 @@ cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double dead
                 pthread_mutex_unlock(&mtx)
                 pthread_cond_destroy(&job.cond)
                 return SUBMIT_TIMEOUT
-            # Running: the worker owns it from now on and frees it when it is done.
-            job.state = JOB_ABANDONED
-            pthread_mutex_unlock(&mtx)
-            return SUBMIT_ABANDONED
+            if lambda_state_cas(&job.outcome, OUTCOME_PENDING, OUTCOME_ABANDONED):
+                # Running: the worker owns it from now on, drops its answer and frees it. The
+                # call is no longer in flight for its object's counters.
+                job.state = JOB_ABANDONED
+                lambda_stat_sub(lim.st_inflight, 1)
+                pthread_mutex_unlock(&mtx)
+                return SUBMIT_ABANDONED
     pthread_mutex_unlock(&mtx)
     pthread_cond_destroy(&job.cond)
+    if job.skipped:
+        return SUBMIT_TIMEOUT
     return SUBMIT_DONE
 
 
@@ -396,12 +426,20 @@ cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
     cdef bint abandoned
     pthread_mutex_lock(&mtx)
     lim.inflight -= 1
-    lambda_stat_sub(lim.st_inflight, 1)
     pthread_cond_signal(&lim.cond)
-    abandoned = job.state == JOB_ABANDONED or job.detached
-    if not abandoned:
+    if job.detached:
+        abandoned = True
+        lambda_stat_sub(lim.st_inflight, 1)
+    elif lambda_state_cas(&job.outcome, OUTCOME_PENDING, OUTCOME_DONE):
+        abandoned = False
+        lambda_stat_sub(lim.st_inflight, 1)
         job.state = JOB_DONE
         pthread_cond_signal(&job.cond)
+    else:
+        # The caller gave up first and counted a timeout: this answer is dropped.
+        abandoned = True
+        if not job.skipped:
+            lambda_stat_add(lim.st_late, 1)
     if not (lim.retired and lim.inflight == 0 and lim.pinned == 0):
         lim = NULL
     pthread_mutex_unlock(&mtx)
@@ -516,6 +554,12 @@ cdef class _Worker:
 
     cdef void _start(self, lambda_job *job) noexcept:
         cdef int i
+        if not job.detached and job.send_by > 0 and monotonic_now() >= job.send_by:
+            # Its timeout passed before a worker took it: never sent (its caller counts it so).
+            job.skipped = 1
+            self.done[self.ndone] = job
+            self.ndone += 1
+            return
         if not job.mux:
             # Whole, here: not counted awake meanwhile (the queued jobs go to other workers).
             _blocking_begin()
@@ -697,7 +741,7 @@ cdef void pool_status(int *threads, int *wanted, int *queued) noexcept nogil:
     pthread_mutex_lock(&mtx)
     threads[0] = nthreads
     wanted[0] = _cap()
-    queued[0] = 0
+    queued[0] = slot_waiters
     p = q_head
     while p != NULL:
         queued[0] += 1

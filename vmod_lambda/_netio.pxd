@@ -30,13 +30,15 @@ cdef struct xchg:
     short wait_events
     double timeout              # seconds a single send or receive may wait (the read timeout)
     double deadline             # monotonic time the current wait ends
+    double end                  # monotonic time the whole exchange ends (the call's deadline),
+                                # 0: none; no wait goes past it
     void *tls                   # https://: the connection's TLS state (a tls_conn of _netio.pyx,
                                 # found by fd in xchg_begin; NULL for plain TCP)
     short tls_events            # what OpenSSL waits for (SSL_ERROR_WANT_READ/WRITE), 0: none
 
 cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
-                     bint check_idle, double timeout) noexcept nogil
-cdef void xchg_wait(xchg *x, int fd, short events, double timeout) noexcept nogil
+                     bint check_idle, double timeout, double end) noexcept nogil
+cdef void xchg_wait(xchg *x, int fd, short events, double timeout, double end) noexcept nogil
 cdef bint xchg_progress(xchg *x) noexcept nogil
 cdef short xchg_events(const xchg *x) noexcept nogil
 cdef void xchg_expire(xchg *x) noexcept nogil
@@ -58,9 +60,11 @@ cdef class Exchange(Op):
     cdef readonly bytes payload
     cdef readonly bint check_idle
     cdef readonly double timeout
+    cdef readonly double end
 
 cdef class Wait(Op):
     """A wait for a socket to be ready for events (the Python exchange of https://)."""
     cdef readonly int fd
     cdef readonly short events
     cdef readonly double timeout
+    cdef readonly double end

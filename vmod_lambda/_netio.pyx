@@ -165,7 +165,12 @@ cdef inline void _fail(xchg *x, int rc, int err) noexcept nogil:
     x.state = X_DONE
 
 
-cdef inline void _init(xchg *x, int fd, xchg_state state, double timeout) noexcept nogil:
+cdef inline double _until(const xchg *x, double t) noexcept nogil:
+    """t, or the exchange's end when that comes first."""
+    return x.end if x.end > 0 and x.end < t else t
+
+
+cdef inline void _init(xchg *x, int fd, xchg_state state, double timeout, double end) noexcept nogil:
     x.fd = fd
     x.state = state
     x.rc = C_OK
@@ -174,17 +179,18 @@ cdef inline void _init(xchg *x, int fd, xchg_state state, double timeout) noexce
     x.is_wait = False
     x.check_idle = False
     x.timeout = timeout
-    x.deadline = _now() + timeout
+    x.end = end
+    x.deadline = _until(x, _now() + timeout)
     x.tls = NULL
     x.tls_events = 0
 
 
 cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
-                     bint check_idle, double timeout) noexcept nogil:
+                     bint check_idle, double timeout, double end) noexcept nogil:
     """Set up an exchange (no system call: the caller may hold the GIL). Then xchg_progress()
     (at once: it checks that an idle connection is still open and sends what the socket takes)
     and again whenever poll() reports xchg_events()."""
-    _init(x, fd, X_SEND, timeout)
+    _init(x, fd, X_SEND, timeout, end)
     x.h = h
     x.hn = hn
     x.pl = pl
@@ -203,10 +209,10 @@ cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, 
         _fail(x, C_NO_MEMORY, 0)
 
 
-cdef void xchg_wait(xchg *x, int fd, short events, double timeout) noexcept nogil:
+cdef void xchg_wait(xchg *x, int fd, short events, double timeout, double end) noexcept nogil:
     """Not an exchange: wait until fd is ready for events (poll()), at most timeout seconds (the
     Python exchange of https:// endpoints yields these, see direct.py)."""
-    _init(x, fd, X_WAIT, timeout)
+    _init(x, fd, X_WAIT, timeout, end)
     x.is_wait = True
     x.wait_events = events
 
@@ -236,7 +242,7 @@ cdef bint _send_some(xchg *x) noexcept nogil:
             _fail(x, _tls_rc(x, C_SEND_ERROR), errno)
             return False
         x.sent += <size_t>r
-        x.deadline = _now() + x.timeout
+        x.deadline = _until(x, _now() + x.timeout)
     return True
 
 
@@ -272,7 +278,7 @@ cdef bint _recv_some(xchg *x) noexcept nogil:
             # Closed before the head, or in the middle of a body of known length.
             _fail(x, C_EOF_BEFORE_HEAD if x.state == X_HEAD else C_RECV_ERROR, 0)
             return False
-        x.deadline = _now() + x.timeout
+        x.deadline = _until(x, _now() + x.timeout)
         if x.state == X_HEAD:
             end = memmem(x.buf + (x.have - 3 if x.have >= 3 else 0),
                          <size_t>r + (3 if x.have >= 3 else x.have), b"\r\n\r\n", 4)
@@ -408,29 +414,30 @@ cdef void _drive(xchg *x) noexcept nogil:
             xchg_progress(x)
 
 
-def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout):
+def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout, double end=0):
     """(outcome, errno, response head incl. the blank line, body or its start, complete).
 
     complete: the body is whole (Content-Length read); otherwise the caller reads the rest
     (chunked, to EOF) from the socket, starting with the bytes returned. A send or receive that
-    waits longer than timeout seconds ends the exchange (SEND_TIMEOUT, RECV_TIMEOUT)."""
+    waits longer than timeout seconds ends the exchange (SEND_TIMEOUT, RECV_TIMEOUT), and so does
+    the end (monotonic time; 0: none), however the bytes trickle."""
     cdef xchg x
     cdef const char *h = head
     cdef size_t hn = len(head)
     cdef const char *pl = payload
     cdef size_t pn = len(payload)
     with nogil:
-        xchg_begin(&x, fd, h, hn, pl, pn, check_idle, timeout)
+        xchg_begin(&x, fd, h, hn, pl, pn, check_idle, timeout, end)
         _drive(&x)
     return xchg_result(&x)
 
 
-def wait(int fd, short events, double timeout):
+def wait(int fd, short events, double timeout, double end=0):
     """Whether fd became ready for events (poll()) within timeout seconds, without the GIL (a
     failing poll() counts as ready: the next socket call reports the error)."""
     cdef xchg x
     with nogil:
-        xchg_wait(&x, fd, events, timeout)
+        xchg_wait(&x, fd, events, timeout, end)
         _drive(&x)
     return x.rc != C_RECV_TIMEOUT
 
@@ -439,7 +446,7 @@ cdef class Op:
     """Socket work yielded by a job's generator (see _netio.pxd)."""
 
     cdef void begin(self, xchg *x) noexcept:
-        xchg_wait(x, -1, 0, 0.0)        # (never yielded as such: only its subclasses are)
+        xchg_wait(x, -1, 0, 0.0, 0.0)   # (never yielded as such: only its subclasses are)
 
     def run(self):
         raise NotImplementedError
@@ -447,33 +454,36 @@ cdef class Op:
 
 cdef class Exchange(Op):
 
-    def __cinit__(self, int fd, bytes head, bytes payload, bint check_idle, double timeout):
+    def __cinit__(self, int fd, bytes head, bytes payload, bint check_idle, double timeout,
+                  double end=0):
         self.fd = fd
         self.head = head
         self.payload = payload
         self.check_idle = check_idle
         self.timeout = timeout
+        self.end = end
 
     cdef void begin(self, xchg *x) noexcept:
         xchg_begin(x, self.fd, self.head, len(self.head), self.payload, len(self.payload),
-                   self.check_idle, self.timeout)
+                   self.check_idle, self.timeout, self.end)
 
     def run(self):
-        return exchange(self.fd, self.head, self.payload, self.check_idle, self.timeout)
+        return exchange(self.fd, self.head, self.payload, self.check_idle, self.timeout, self.end)
 
 
 cdef class Wait(Op):
 
-    def __cinit__(self, int fd, short events, double timeout):
+    def __cinit__(self, int fd, short events, double timeout, double end=0):
         self.fd = fd
         self.events = events
         self.timeout = timeout
+        self.end = end
 
     cdef void begin(self, xchg *x) noexcept:
-        xchg_wait(x, self.fd, self.events, self.timeout)
+        xchg_wait(x, self.fd, self.events, self.timeout, self.end)
 
     def run(self):
-        return wait(self.fd, self.events, self.timeout)
+        return wait(self.fd, self.events, self.timeout, self.end)
 
 
 # ------------------------------------------------------------------------------------------- TLS

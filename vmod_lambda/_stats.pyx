@@ -8,8 +8,9 @@ GIL) and Varnish threads (without) update them.
 """
 
 
+from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, strncpy
 
 from cache cimport SLT_Error
 from lambda_compat cimport lambda_log
@@ -31,6 +32,15 @@ cdef class _Segment:
 _segments = {}
 
 KIND_NAMES = ("fetch", "invoke", "invoke_async", "probe")
+cdef const char *KIND_C[4]
+KIND_C[0] = "fetch"
+KIND_C[1] = "invoke"
+KIND_C[2] = "invoke_async"
+KIND_C[3] = "probe"
+_OC = {None: OC_NONE, "function_error": OC_FUNCTION_ERROR, "timeout": OC_TIMEOUT,
+       "throttled": OC_THROTTLED, "err_4xx": OC_ERR_4XX, "err_5xx": OC_ERR_5XX,
+       "conn_fail": OC_CONN_FAIL, "invalid": OC_INVALID, "too_large": OC_TOO_LARGE,
+       "internal": OC_INTERNAL, "busy": OC_BUSY}
 
 
 cdef lambda_vsc *stats_acquire(str name) except NULL:
@@ -152,12 +162,19 @@ cdef void stats_internal(lambda_vsc *v, const char *obj, str where, object exc) 
 cdef void stats_vsl(const char *obj, const char *function, int kind, object err, object rec,
                     lambda_lines *out) noexcept:
     """The varnishlog lines of one invocation into out (empty, or left empty): the record, then
-    the function's log tail. None when nothing was sent (or out of memory)."""
+    the function's log tail. None when nothing was sent (or out of memory). For probes: calls
+    from VCL are logged by their caller (outcome_line)."""
+    cdef list lines
     try:
         if rec is None:
             return
-        lines_fill(out, _vsl_lines(obj.decode("utf-8", "replace"),
-                                   function.decode("utf-8", "replace"), kind, err, rec))
+        outcome = "ok" if err is None else _outcome(getattr(err, "kind", "internal"),
+                                                     getattr(err, "status", None))
+        lines = _vsl_lines(obj.decode("utf-8", "replace"), function.decode("utf-8", "replace"),
+                           rec)
+        lines[0] = f"lambda: {obj.decode('utf-8', 'replace')}: {KIND_NAMES[kind]} {outcome} " \
+                   + lines[0]
+        lines_fill(out, lines)
     except MemoryError:
         lines_clear(out)    # the invocation goes unlogged: no memory to log it with
     except BaseException as e:
@@ -165,11 +182,9 @@ cdef void stats_vsl(const char *obj, const char *function, int kind, object err,
         stats_internal(NULL, obj, "the varnishlog record of an invocation", e)
 
 
-cdef list _vsl_lines(str obj_name, str function_name, int kind, object err, object rec):
-    outcome = "ok" if err is None else _outcome(getattr(err, "kind", "internal"),
-                                                 getattr(err, "status", None))
-    fields = [f"lambda: {obj_name}: {KIND_NAMES[kind]} {outcome}",
-              f"function={function_name}",
+cdef list _vsl_lines(str obj_name, str function_name, object rec):
+    """The record's fields after its outcome word, then the log tail's lines."""
+    fields = [f"function={function_name}",
               f"qualifier={rec.qualifier or '-'}",
               f"status={rec.status if rec.status is not None else '-'}",
               f"time={rec.duration * 1000.0:.3f}ms",
@@ -181,3 +196,110 @@ cdef list _vsl_lines(str obj_name, str function_name, int kind, object err, obje
     return lines
 
 
+
+
+cdef void outcome_set(lambda_outcome *out, int failed, int counter, const char *word) noexcept nogil:
+    """The caller's decision: the call failed (or not) with the cause counter and word given."""
+    out.failed = failed
+    out.counter = counter
+    strncpy(out.word, word, OC_WORD - 1)
+    out.word[OC_WORD - 1] = 0
+
+
+cdef void outcome_clear(lambda_outcome *out) noexcept nogil:
+    lines_clear(&out.lines)
+
+
+cdef void stats_prepare(lambda_outcome *out, object err, object rec, const char *obj,
+                        const char *function) noexcept:
+    """On the worker, with the GIL: the outcome as the invocation ended, for its caller to
+    decide and count (err None or an InvokeError, rec the invoker's record, None: nothing sent)."""
+    cdef bytes w
+    try:
+        out.sent = rec is not None
+        if err is None:
+            outcome_set(out, 0, OC_NONE, "ok")
+        else:
+            w = _outcome(getattr(err, "kind", "internal"),
+                         getattr(err, "status", None)).encode("ascii", "replace")
+            outcome_set(out, 1, _OC.get(_counter_name(getattr(err, "kind", "internal"),
+                                                      getattr(err, "status", None),
+                                                      rec is not None), OC_NONE), w)
+        if rec is not None:
+            out.payload_out = rec.sent
+            out.payload_in = rec.received
+            out.time_ms = <uint64_t>(rec.duration * 1000.0 + 0.5)
+            if rec.log_result:
+                billed, cold = parse_tail(rec.log_result)
+                out.billed_ms = billed
+                out.cold = 1 if cold else 0
+            lines_clear(&out.lines)
+            lines_fill(&out.lines, _vsl_lines(obj.decode("utf-8", "replace"),
+                                              function.decode("utf-8", "replace"), rec))
+        out.prepared = 1
+    except MemoryError:
+        lines_clear(&out.lines)     # the record goes without its fields: no memory for them
+        out.prepared = 1
+    except BaseException as e:
+        lines_clear(&out.lines)
+        stats_internal(NULL, obj, "the outcome of an invocation", e)
+
+
+cdef void stats_commit(lambda_vsc *v, int kind, const lambda_outcome *out) noexcept nogil:
+    """The caller counts the one outcome of its call: req and its kind, the bytes and time of
+    what was sent, fail and its cause."""
+    cdef uint64_t *c = NULL
+    if v == NULL:
+        return
+    lambda_stat_add(&v.req, 1)
+    if kind == KIND_FETCH:
+        lambda_stat_add(&v.fetch, 1)
+    elif kind == KIND_INVOKE:
+        lambda_stat_add(&v.invoke, 1)
+    elif kind == KIND_ASYNC:
+        lambda_stat_add(&v.invoke_async, 1)
+    else:
+        lambda_stat_add(&v.probe, 1)
+    if out.sent:
+        lambda_stat_add(&v.payload_out, out.payload_out)
+        lambda_stat_add(&v.payload_in, out.payload_in)
+        lambda_stat_add(&v.invoke_time_ms, out.time_ms)
+        lambda_stat_add(&v.billed_ms, out.billed_ms)
+        if out.cold:
+            lambda_stat_add(&v.cold_start, 1)
+    if not out.failed:
+        return
+    lambda_stat_add(&v.fail, 1)
+    if out.counter == OC_FUNCTION_ERROR:
+        c = &v.function_error
+    elif out.counter == OC_TIMEOUT:
+        c = &v.timeout
+    elif out.counter == OC_THROTTLED:
+        c = &v.throttled
+    elif out.counter == OC_ERR_4XX:
+        c = &v.err_4xx
+    elif out.counter == OC_ERR_5XX:
+        c = &v.err_5xx
+    elif out.counter == OC_CONN_FAIL:
+        c = &v.conn_fail
+    elif out.counter == OC_INVALID:
+        c = &v.invalid
+    elif out.counter == OC_TOO_LARGE:
+        c = &v.too_large
+    elif out.counter == OC_INTERNAL:
+        c = &v.internal
+    elif out.counter == OC_BUSY:
+        c = &v.busy
+    if c != NULL:
+        lambda_stat_add(c, 1)
+
+
+cdef int outcome_line(char *buf, size_t n, const char *obj, const char *function, int kind,
+                      const lambda_outcome *out) noexcept nogil:
+    """The record line `lambda: <object>: <call> <outcome> function=... ` of the outcome."""
+    if out.lines.n > 0:
+        return snprintf(buf, n, "lambda: %s: %s %s %s", obj, KIND_C[kind], out.word,
+                        out.lines.line[0].p)
+    return snprintf(buf, n, "lambda: %s: %s %s function=%s qualifier=- status=- time=%.3fms "
+                    "request_id=- version=-", obj, KIND_C[kind], out.word, function,
+                    <double>out.time_ms if out.sent else 0.0)

@@ -12,18 +12,21 @@ from cpython.pycapsule cimport PyCapsule_New
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, strcmp, strdup, strlen, strncmp
+from libc.string cimport memcpy, memset, strcmp, strdup, strlen, strncmp
+from libc.stdint cimport uint64_t
 
 from vrt cimport vrt_ctx, VRT_CTX_MAGIC, director
-from cache cimport WS_Copy, SLT_VCL_Error, SLT_VCL_Log, SLT_Notice
+from cache cimport WS_Copy, WS_ReserveAll, WS_Release, WS_Reservation, SLT_VCL_Error, SLT_VCL_Log, SLT_Notice
 from lambda_compat cimport lambda_log, lambda_fail, VMOD_LAMBDA_BUILD_ID
 from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LAMBDA_OPS_MAGIC,
                               VMOD_LAMBDA_OPS_VERSION)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._director cimport director_attach, director_detach
 from vmod_lambda._response cimport lambda_lines, lines_clear
-from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, stats_account, stats_busy,
-                                 stats_internal, stats_vsl, KIND_INVOKE, KIND_ASYNC)
+from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, stats_internal,
+                                 KIND_INVOKE, KIND_ASYNC, lambda_outcome, stats_prepare,
+                                 stats_commit, outcome_set, outcome_clear, outcome_line,
+                                 OC_TIMEOUT, OC_BUSY, OC_INVALID, OC_TOO_LARGE, OC_INTERNAL)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
                                    pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
@@ -43,6 +46,7 @@ from vmod_lambda import outcomes as _outcomes
 
 cdef enum:
     MSG_LEN = 1024
+    LINE_LEN = 2048
 
 # Lambda's payload limits (limits.py): a larger payload is refused before anything is sent, with
 # the message of outcomes.payload_too_large(). Set once below (no initializers on C globals).
@@ -56,14 +60,15 @@ MAX_ASYNC_PAYLOAD = _limits.MAX_ASYNC_PAYLOAD
 SYNC_TOO_LARGE = _KEEP[0]
 ASYNC_TOO_LARGE = _KEEP[1]
 
-# How long past its timeout a Varnish thread waits for a worker that has not answered: the worker's
-# own socket timeouts fire first, this only bounds a stuck one.
+# How long past its timeout a Varnish thread waits for the worker (vmod_lambda.vcc, "Timeouts"): the
+# call's deadline is timeout + DEADLINE_MARGIN from its start, for the caller and for the transport
+# alike (_handoff.pyx, lambda_job.deadline).
 cdef double DEADLINE_MARGIN
 cdef const char *EMPTY = ""
 # A job that ended neither ok nor with a reason: a bug caught by the worker (logged there as an
 # internal error), or no memory left for the reason.
 cdef const char *NO_RESULT = "internal error: the invocation ended without a result or a reason"
-DEADLINE_MARGIN = 1.0
+DEADLINE_MARGIN = 0.1
 
 
 cdef struct invoke_job:
@@ -77,7 +82,7 @@ cdef struct invoke_job:
     char *out                   # NUL-terminated response payload when ok
     size_t out_len
     char *err                   # reason when not ok
-    lambda_lines vsl            # varnishlog lines of the invocation (_response.pxd)
+    lambda_outcome oc           # the outcome as the worker saw it, for the caller to decide
 
 
 cdef char *_cstr(str s) noexcept:
@@ -112,7 +117,7 @@ cdef void _obj_free(lambda_obj *o) noexcept:
     o.invoker = NULL
     if o.vsc != NULL:
         o.vsc = NULL
-        o.lim.st_queued = o.lim.st_inflight = o.lim.st_wait_us = NULL
+        o.lim.st_queued = o.lim.st_inflight = o.lim.st_wait_us = o.lim.st_late = NULL
         stats_release(_pystr(o.vcl_name))
     limiter_destroy(&o.lim)
     free(o.vcl_name)
@@ -193,6 +198,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.lim.st_queued = &o.vsc.queued
     o.lim.st_inflight = &o.vsc.inflight
     o.lim.st_wait_us = &o.vsc.queue_wait_us
+    o.lim.st_late = &o.vsc.late
     Py_INCREF(inv)
     o.invoker = <PyObject *>inv
     try:
@@ -247,7 +253,7 @@ cdef void _invoke_job_free(lambda_job *j) noexcept nogil:
     cdef invoke_job *job = <invoke_job *>j
     free(job.payload)
     free(job.qualifier)
-    lines_clear(&job.vsl)
+    outcome_clear(&job.oc)
     free(job.out)
     free(job.err)
     free(job)
@@ -271,13 +277,12 @@ cdef object _start_invoke(lambda_job *j):
 
 
 def _invoke_gen(_InvokeRef ref):
-    """Invoke, then count the outcome and keep its varnishlog lines. Never raises."""
+    """Invoke, then the outcome as it ended, for the caller to decide and count
+    (_run_text_job). Never raises."""
     cdef invoke_job *job = ref.job
-    cdef int kind = KIND_ASYNC if job.async_ else KIND_INVOKE
     err, rec = yield from _invoke_call(ref)
     try:
-        stats_account(job.obj.vsc, kind, err, rec)
-        stats_vsl(job.obj.vcl_name, job.obj.function_name, kind, err, rec, &job.vsl)
+        stats_prepare(&job.oc, err, rec, job.obj.vcl_name, job.obj.function_name)
     except BaseException as e:
         stats_internal(job.obj.vsc, job.obj.vcl_name, "counting an invocation", e)
 
@@ -291,7 +296,8 @@ def _invoke_call(_InvokeRef ref):
     try:
         res = yield from (<object>job.obj.invoker).invoke_gen(
             PyBytes_FromStringAndSize(job.payload, job.payload_len),
-            "Event" if job.async_ else "RequestResponse", _pystr(job.qualifier))
+            "Event" if job.async_ else "RequestResponse", _pystr(job.qualifier),
+            deadline=job.base.deadline)
         rec = res.record
         if job.async_:
             if res.status != 202:
@@ -332,30 +338,53 @@ def _invoke_call(_InvokeRef ref):
             return None, rec    # no memory left even for the reason: the call fails without one
 
 
-cdef void _write_vsl(const vrt_ctx *ctx, const lambda_lines *l) noexcept nogil:
-    """The lines of an invocation as VCL_Log records of the task."""
+cdef const char *_ws_copy(const vrt_ctx *ctx, const char *src, size_t n) noexcept nogil:
+    """src copied into the task's workspace, or NULL when it does not fit; unlike WS_Copy, a
+    copy that does not fit does not mark the workspace overflowed (which would fail the whole
+    request, where invoke() returns its fallback)."""
+    cdef unsigned room = WS_ReserveAll(ctx.ws)
+    cdef char *p
+    if room < n:
+        WS_Release(ctx.ws, 0)
+        return NULL
+    p = <char *>WS_Reservation(ctx.ws)
+    memcpy(p, src, n)
+    WS_Release(ctx.ws, <unsigned>n)
+    return p
+
+
+cdef void _invoke_done(const vrt_ctx *ctx, lambda_obj *o, int kind,
+                       const lambda_outcome *oc) noexcept nogil:
+    """On the VCL thread, once it applied the result: the call's one outcome, counted and logged."""
+    cdef char line[LINE_LEN]
     cdef unsigned i
-    for i in range(l.n):
-        lambda_log(ctx, SLT_VCL_Log, l.line[i].p)
+    stats_commit(o.vsc, kind, oc)
+    outcome_line(line, LINE_LEN, o.vcl_name, o.function_name, kind, oc)
+    lambda_log(ctx, SLT_VCL_Log, line)
+    for i in range(1, oc.lines.n):
+        lambda_log(ctx, SLT_VCL_Log, oc.lines.line[i].p)
 
 
 cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limiter *lim,
                                double timeout, const char *payload, char *reason) noexcept nogil:
     """Hand job to the pool with payload as its input and wait; its text result copied to the
-    workspace, or NULL with reason filled (MSG_LEN bytes). Frees job, or leaves it to the worker."""
+    workspace, or NULL with reason filled (MSG_LEN bytes). Frees job, or leaves it to the worker.
+    A call of an object (job.obj) is counted and logged here, once its result is applied."""
     cdef const char *r = NULL
     cdef size_t n = strlen(payload)
     cdef submit_result rc
+    cdef lambda_obj *o = job.obj
+    cdef int kind = KIND_ASYNC if job.async_ else KIND_INVOKE
+    cdef lambda_outcome oc
+    cdef double start, waited
     reason[0] = 0
-    if job.obj != NULL and (n > MAX_PAYLOAD or (job.async_ and n > MAX_ASYNC_PAYLOAD)):
-        lambda_stat_add(&job.obj.vsc.too_large, 1)
-        lambda_stat_add(&job.obj.vsc.fail, 1)
-    if job.async_ and n > MAX_ASYNC_PAYLOAD:
-        snprintf(reason, MSG_LEN, "payload of %zu bytes %s", n, ASYNC_TOO_LARGE)
-        _invoke_job_free(<lambda_job *>job)
-        return NULL
-    if n > MAX_PAYLOAD:
-        snprintf(reason, MSG_LEN, "payload of %zu bytes %s", n, SYNC_TOO_LARGE)
+    memset(&oc, 0, sizeof(oc))
+    if (job.async_ and n > MAX_ASYNC_PAYLOAD) or n > MAX_PAYLOAD:
+        snprintf(reason, MSG_LEN, "payload of %zu bytes %s", n,
+                 ASYNC_TOO_LARGE if job.async_ else SYNC_TOO_LARGE)
+        if o != NULL:
+            outcome_set(&oc, 1, OC_TOO_LARGE, "payload")
+            _invoke_done(ctx, o, kind, &oc)
         _invoke_job_free(<lambda_job *>job)
         return NULL
     job.payload = <char *>malloc(n + 1)
@@ -366,36 +395,49 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
     memcpy(job.payload, payload, n)
     job.payload_len = n
     job.base.free_job = _invoke_job_free
-    rc = submit_wait(&job.base, lim, monotonic_now() + timeout + DEADLINE_MARGIN)
-    if rc == SUBMIT_DONE:
-        _write_vsl(ctx, &job.vsl)
-    if (rc == SUBMIT_BUSY or rc == SUBMIT_TIMEOUT) and job.obj != NULL:
-        stats_busy(job.obj.vsc)
+    start = monotonic_now()
+    job.base.send_by = start + timeout
+    rc = submit_wait(&job.base, lim, start + timeout + DEADLINE_MARGIN)
+    waited = monotonic_now() - start
     if rc == SUBMIT_DONE:
         if job.ok and job.async_:
             r = EMPTY
         elif job.ok:
-            r = <const char *>WS_Copy(ctx.ws, job.out, <int>(job.out_len + 1))
+            r = _ws_copy(ctx, job.out, job.out_len + 1)
             if r == NULL:
                 snprintf(reason, MSG_LEN, "the response payload of %zu bytes does not fit in "
                          "the workspace", job.out_len)
+                outcome_set(&job.oc, 1, OC_INVALID, "payload")
         else:
             if job.err != NULL:
                 snprintf(reason, MSG_LEN, "%s", job.err)
             else:
                 snprintf(reason, MSG_LEN, "%s", NO_RESULT)
-    elif rc == SUBMIT_ABANDONED:
-        job = NULL      # the worker still runs it and frees it
-        snprintf(reason, MSG_LEN, "timed out after %.3gs, the function did not answer",
-                 timeout + DEADLINE_MARGIN)
+        if o != NULL:
+            _invoke_done(ctx, o, kind, &job.oc)
+        _invoke_job_free(<lambda_job *>job)
+        return r
+    if rc == SUBMIT_ABANDONED:
+        job = NULL      # the worker still runs it, drops its answer and frees it
+        oc.sent = 1
+        oc.time_ms = <uint64_t>(waited * 1000.0 + 0.5)
+        outcome_set(&oc, 1, OC_TIMEOUT, "timeout")
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs), the function did not "
+                 "answer", waited, timeout)
     elif rc == SUBMIT_TIMEOUT:
-        snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for a worker thread",
-                 timeout + DEADLINE_MARGIN)
+        outcome_set(&oc, 1, OC_BUSY, "busy")
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for a worker "
+                 "thread; not sent", waited, timeout)
     elif rc == SUBMIT_BUSY:
-        snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d invocations "
-                 "in flight (pool_size) to finish", timeout + DEADLINE_MARGIN, lim.limit)
+        outcome_set(&oc, 1, OC_BUSY, "busy")
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for one of the %d "
+                 "invocations in flight (pool_size) to finish; not sent", waited, timeout,
+                 lim.limit)
     else:
+        outcome_set(&oc, 1, OC_INTERNAL, "internal")
         snprintf(reason, MSG_LEN, "the worker pool is not running")
+    if o != NULL:
+        _invoke_done(ctx, o, kind, &oc)
     if job != NULL:
         _invoke_job_free(<lambda_job *>job)
     return r

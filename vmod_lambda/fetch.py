@@ -77,10 +77,11 @@ def handle(invoker: Invoker, request, timeout: Optional[float] = None) -> FetchR
 
 
 def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
-               timeout: Optional[float] = None):
+               timeout: Optional[float] = None, deadline: Optional[float] = None):
     """handle() as a generator of socket exchanges (see direct.run() and Invoker.invoke_gen()).
     event: the event already built from the same record (_fastevent.pyx does it for common
-    requests on the fetch thread), or None to build it here."""
+    requests on the fetch thread), or None to build it here. deadline: the call's (monotonic
+    time), see Invoker.invoke_gen()."""
     cfg = invoker.cfg
     if event is None:
         body = request.body         # (a copy: read once)
@@ -89,7 +90,7 @@ def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
         event = _event(cfg, request, body)
     if len(event) > MAX_PAYLOAD:
         return too_large("event", len(event))
-    res = yield from invoker.invoke_gen(event, timeout=timeout)
+    res = yield from invoker.invoke_gen(event, timeout=timeout, deadline=deadline)
     try:
         resp = parse_response(cfg.response_format, res.payload)
     except ResponseError as e:

@@ -132,7 +132,8 @@ class Invoker:
         return self.transport.multiplexed
 
     def _request(self, payload: bytes, invocation_type: str, qualifier: Optional[str],
-                 timeout: Optional[float] = None) -> InvokeRequest:
+                 timeout: Optional[float] = None,
+                 deadline: Optional[float] = None) -> InvokeRequest:
         """The call for payload with the object's settings (qualifier, when given, instead of
         the object's); raises InvokeError("payload") beyond Lambda's limits."""
         if invocation_type == "Event":
@@ -145,7 +146,7 @@ class Invoker:
             cfg.base_name or cfg.function_name, payload, invocation_type,
             (qualifier if qualifier is not None else cfg.qualifier) or None,
             "Tail" if cfg.log_tail and invocation_type == "RequestResponse" else None,
-            cfg.client_context, timeout)
+            cfg.client_context, timeout, deadline)
 
     def invoke(self, payload: bytes, invocation_type: str = "RequestResponse",
                qualifier: Optional[str] = None) -> InvokeResult:
@@ -154,13 +155,16 @@ class Invoker:
         return self.transport.run(self.invoke_gen(payload, invocation_type, qualifier))
 
     def invoke_gen(self, payload: bytes, invocation_type: str = "RequestResponse",
-                   qualifier: Optional[str] = None, timeout: Optional[float] = None):
+                   qualifier: Optional[str] = None, timeout: Optional[float] = None,
+                   deadline: Optional[float] = None):
         """invoke() as a generator of socket exchanges (see transport/direct.run()). The record
         of the invocation comes with its outcome: InvokeResult.record, or InvokeError.record
         (None when nothing was sent). timeout: the read timeout of this call instead of the
         object's (a probe's .timeout), direct transport only: boto3's client has one read timeout
-        for every call."""
-        request = self._request(payload, invocation_type, qualifier, timeout)
+        for every call. deadline: the call's end (time.monotonic(); its caller's, see
+        _handoff.pyx): the direct transport stops reading then, however the endpoint trickles,
+        and the call fails with a timeout (the connection is closed)."""
+        request = self._request(payload, invocation_type, qualifier, timeout, deadline)
         rec = InvocationRecord(invocation_type, request.qualifier, len(payload))
         t0 = time.monotonic()
         try:

@@ -6,9 +6,15 @@ outcome word of the varnishlog record ``lambda: <object>: <call> <outcome> ...``
 reason of the failure (the rest of the FetchError or VCL_Error line ``lambda: <object>: ...``) is
 written where the failure happens; those used in more than one place are built here.
 
-Two failures are counted without an InvokeError, by the C code that detects them: ``busy`` (no slot
-or worker within the deadline: stats_busy) and ``too_large`` for a payload refused before it was
-queued (_vmod.pyx) or a fetch answered 413 without invoking (_director.pyx).
+Each call has one outcome, decided once by its caller (the fetch or VCL thread) after it applied
+the result, and counted and logged there (_stats.pyx: stats_commit, outcome_line). Some outcomes
+have no InvokeError: ``busy`` (no slot or worker before the timeout: never sent), ``timeout`` when
+the call's deadline passed before the worker finished, ``too_large`` for a payload refused before it
+was queued (_vmod.pyx) or a fetch answered 413 without invoking (_director.pyx), ``invalid`` for an
+answer the caller could not apply (a head that does not fit, an invoke() answer beyond the
+workspace).
+
+An answer that arrives after its caller gave up is dropped and counted in LATE only.
 """
 
 from dataclasses import dataclass
@@ -16,8 +22,13 @@ from typing import Optional
 
 from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD, megabytes
 
-__all__ = ["Kind", "KINDS", "counter", "outcome", "payload_too_large", "SYNC_TOO_LARGE",
+__all__ = ["Kind", "KINDS", "LATE", "counter", "outcome", "payload_too_large", "SYNC_TOO_LARGE",
            "ASYNC_TOO_LARGE", "event_too_large"]
+
+
+# The counter of answers that came after their caller gave up (not a failure: the call itself
+# counts in timeout).
+LATE = "late"
 
 
 @dataclass(frozen=True)

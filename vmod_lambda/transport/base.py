@@ -90,6 +90,7 @@ class InvokeRequest:
     log_type: Optional[str] = None                # "Tail" or None
     client_context: Optional[str] = None          # X-Amz-Client-Context, base64
     timeout: Optional[float] = None               # this call's read timeout (None: the object's)
+    deadline: Optional[float] = None              # time.monotonic() the call ends (None: none)
 
 
 @dataclass

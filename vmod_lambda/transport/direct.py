@@ -276,20 +276,21 @@ class DirectClient:
     def invoke_gen(self, function_name: str, payload: bytes,
                    invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
                    log_type: Optional[str] = None, client_context: Optional[str] = None,
-                   read_timeout: Optional[float] = None):
+                   read_timeout: Optional[float] = None, deadline: Optional[float] = None):
         """One Invoke call, as a generator: it yields each piece of socket work it needs (a
         _netio.Exchange or _netio.Wait), and takes its result back; see run(). The worker pool drives several
         of these at once, each exchange without the GIL (_handoff.pyx). read_timeout: for this
         call instead of the client's (a probe's .timeout; a blocking socket, in a build without
-        _netio, keeps the client's)."""
+        _netio, keeps the client's). deadline: the call's end (time.monotonic()): no read waits
+        past it, whatever the endpoint trickles (ReadTimeout; the connection is closed)."""
         if type(payload) is not bytes:
             payload = bytes(payload)
         head = self.request_head(function_name, payload, invocation_type, qualifier, log_type,
                                  client_context)
         timeout = self.read_timeout if read_timeout is None else read_timeout
         if self._ssl is None and _netio is not None:
-            return (yield from self._exchange_c(head, payload, timeout))
-        return (yield from self._exchange_py(head, payload, timeout))
+            return (yield from self._exchange_c(head, payload, timeout, deadline or 0.0))
+        return (yield from self._exchange_py(head, payload, timeout, deadline or 0.0))
 
     def request_head(self, function_name: str, payload: bytes,
                      invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
@@ -415,7 +416,7 @@ class DirectClient:
             except (IndexError, OSError):
                 pass
 
-    def _exchange_c(self, head: bytes, payload: bytes, timeout: float):
+    def _exchange_c(self, head: bytes, payload: bytes, timeout: float, deadline=0.0):
         """The same exchange, its socket calls without the GIL (_netio.pyx): it yields them as
         a _netio.Exchange and takes the result back (see run())."""
         idle = self._idle
@@ -425,7 +426,7 @@ class DirectClient:
             except IndexError:
                 sock, check = self._connect(), False
             rc, err, rhead, rest, complete = yield _netio.Exchange(sock.fileno(), head, payload,
-                                                                   check, timeout)
+                                                                   check, timeout, deadline)
             if rc != _netio.STALE:
                 break
             sock.close()
@@ -453,14 +454,14 @@ class DirectClient:
             self._blocking_begin()  # a chunked body, or one up to the end: read here, blocking
             try:
                 resp, keep = yield from _reading(
-                    self._finish_response(sock, rhead[:-4], bytearray(rest), timeout))
+                    self._finish_response(sock, rhead[:-4], bytearray(rest), timeout, deadline))
             finally:
                 self._blocking_end()
             return resp
         finally:
             self._release(sock, keep)
 
-    def _exchange_py(self, head: bytes, payload: bytes, timeout: float):
+    def _exchange_py(self, head: bytes, payload: bytes, timeout: float, deadline=0.0):
         """The exchange in Python: https:// endpoints (and http:// in a build without _netio).
         With _netio the sockets do not block: where one would, this generator yields the wait
         (file descriptor, poll events, timeout) and takes back whether the socket is ready."""
@@ -469,24 +470,24 @@ class DirectClient:
         try:
             try:
                 if len(payload) <= 16384:
-                    yield from _send_all(sock, head + payload, timeout)
+                    yield from _send_all(sock, head + payload, timeout, deadline)
                 else:
-                    yield from _send_all(sock, head, timeout)
-                    yield from _send_all(sock, payload, timeout)
+                    yield from _send_all(sock, head, timeout, deadline)
+                    yield from _send_all(sock, payload, timeout, deadline)
             except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout, ReadTimeout):
                 raise ReadTimeout() from None
             except OSError as e:
                 raise Closed(str(e)) from None
-            resp, keep = yield from _reading(self._read_response(sock, timeout))
+            resp, keep = yield from _reading(self._read_response(sock, timeout, deadline))
             return resp
         finally:
             self._release(sock, keep)
 
-    def _read_response(self, sock, timeout):
-        head, rest = yield from _read_head(sock, timeout)
-        return (yield from self._finish_response(sock, head, rest, timeout))
+    def _read_response(self, sock, timeout, deadline=0.0):
+        head, rest = yield from _read_head(sock, timeout, deadline)
+        return (yield from self._finish_response(sock, head, rest, timeout, deadline))
 
-    def _finish_response(self, sock, head, rest, timeout):
+    def _finish_response(self, sock, head, rest, timeout, deadline=0.0):
         """(Response, reusable) from the head and the bytes read after it; reads the rest."""
         status, reason, headers, version11 = _parse_head(head)
         te = headers.get("transfer-encoding")
@@ -497,7 +498,7 @@ class DirectClient:
                 raise BadResponse(f"unexpected interim response {status}")
             body, complete = _EMPTY, not rest
         elif te is not None and "chunked" in te.lower():
-            body, complete = yield from _read_chunked(sock, rest, timeout)
+            body, complete = yield from _read_chunked(sock, rest, timeout, deadline)
         elif cl is not None:
             try:
                 n = int(cl)
@@ -505,9 +506,9 @@ class DirectClient:
                     raise ValueError
             except ValueError:
                 raise BadResponse(f"invalid Content-Length {cl[:40]!r}") from None
-            body, complete = yield from _read_exact(sock, rest, n, timeout)
+            body, complete = yield from _read_exact(sock, rest, n, timeout, deadline)
         else:
-            body, complete = (yield from _read_to_eof(sock, rest, timeout)), False
+            body, complete = (yield from _read_to_eof(sock, rest, timeout, deadline)), False
         conn = headers.get("connection", "").lower()
         keep = complete and ("close" not in conn) and (version11 or "keep-alive" in conn)
         return Response(status, reason, headers, body), keep
@@ -727,7 +728,8 @@ class DirectTransport(Transport):
         r = yield from self._call(
             lambda: client.invoke_gen(request.function_name, request.payload,
                                       request.invocation_type, request.qualifier,
-                                      request.log_type, request.client_context, request.timeout),
+                                      request.log_type, request.client_context, request.timeout,
+                                      request.deadline),
             request.timeout)
         if r.status >= 300:
             raise self._service_error(r, "Invoke", rec)
@@ -770,37 +772,50 @@ def run(gen):
         return e.value
 
 
-def _await(sock, events, timeout):
+def _await(sock, events, timeout, deadline=0.0):
     """A socket call would block: on a non-blocking socket, yield the wait for it to be ready for
     events; on a blocking one its own timeout (SO_RCVTIMEO/SO_SNDTIMEO) has expired."""
-    if sock.getblocking() or not (yield _netio.Wait(sock.fileno(), events, timeout)):
+    if sock.getblocking() or not (yield _netio.Wait(sock.fileno(), events, timeout, deadline)):
         raise ReadTimeout() from None
 
 
-def _send_all(sock, data, timeout):
+def _send_all(sock, data, timeout, deadline=0.0):
     """Send data on a blocking socket, or on a non-blocking one, yielding its waits."""
     view = memoryview(data)
     while view:
         try:
             n = sock.send(view)
         except (BlockingIOError, ssl.SSLWantWriteError):
-            yield from _await(sock, _POLLOUT, timeout)
+            yield from _await(sock, _POLLOUT, timeout, deadline)
             continue
         except ssl.SSLWantReadError:
-            yield from _await(sock, _POLLIN, timeout)
+            yield from _await(sock, _POLLIN, timeout, deadline)
             continue
         view = view[n:]
 
 
-def _recv(sock, n, timeout):
+def _check_deadline(sock, timeout, deadline):
+    """Before a read of a blocking socket (whose own timeout is per read): ReadTimeout when the
+    call's deadline has passed, or nothing arrives before it."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ReadTimeout()
+    if left < timeout and sock.getblocking() and not (hasattr(sock, "pending") and sock.pending()):
+        if not select.select((sock,), (), (), left)[0]:
+            raise ReadTimeout()
+
+
+def _recv(sock, n, timeout, deadline=0.0):
     """sock.recv(n), on a blocking socket, or on a non-blocking one, yielding its waits."""
+    if deadline:
+        _check_deadline(sock, timeout, deadline)
     while True:
         try:
             return sock.recv(n)
         except (BlockingIOError, ssl.SSLWantReadError):
-            yield from _await(sock, _POLLIN, timeout)
+            yield from _await(sock, _POLLIN, timeout, deadline)
         except ssl.SSLWantWriteError:
-            yield from _await(sock, _POLLOUT, timeout)
+            yield from _await(sock, _POLLOUT, timeout, deadline)
 
 
 def _reading(gen):
@@ -846,7 +861,7 @@ def _parse_head(head: bytes):
     return status, reason, headers, status_line[0] == "HTTP/1.1"
 
 
-def _read_exact(sock, rest, n, timeout):
+def _read_exact(sock, rest, n, timeout, deadline=0.0):
     """(body, clean): clean is False when the endpoint sent more than Content-Length (the
     connection is then not reused, as urllib3 would drop it at its next use)."""
     if len(rest) >= n:
@@ -856,13 +871,15 @@ def _read_exact(sock, rest, n, timeout):
     have = len(rest)
     view[:have] = rest
     while have < n:
+        if deadline:
+            _check_deadline(sock, timeout, deadline)
         try:
             got = sock.recv_into(view[have:])
         except (BlockingIOError, ssl.SSLWantReadError):
-            yield from _await(sock, _POLLIN, timeout)
+            yield from _await(sock, _POLLIN, timeout, deadline)
             continue
         except ssl.SSLWantWriteError:
-            yield from _await(sock, _POLLOUT, timeout)
+            yield from _await(sock, _POLLOUT, timeout, deadline)
             continue
         if not got:
             raise Closed("connection closed in the middle of the response body")
@@ -870,16 +887,16 @@ def _read_exact(sock, rest, n, timeout):
     return bytes(body), True
 
 
-def _read_to_eof(sock, rest, timeout):
+def _read_to_eof(sock, rest, timeout, deadline=0.0):
     body = bytearray(rest)
     while True:
-        chunk = yield from _recv(sock, 262144, timeout)
+        chunk = yield from _recv(sock, 262144, timeout, deadline)
         if not chunk:
             return bytes(body)
         body += chunk
 
 
-def _read_head(sock, timeout):
+def _read_head(sock, timeout, deadline=0.0):
     """(head without its final CRLFCRLF, the bytes read after it) of a response."""
     buf = bytearray()
     while True:
@@ -888,20 +905,20 @@ def _read_head(sock, timeout):
             return bytes(buf[:end]), buf[end + 4:]
         if len(buf) > MAX_HEAD:
             raise BadResponse("response header section too large")
-        chunk = yield from _recv(sock, 65536, timeout)
+        chunk = yield from _recv(sock, 65536, timeout, deadline)
         if not chunk:
             raise Closed("connection closed before the response")
         buf += chunk
 
 
-def _read_chunked(sock, rest, timeout):
+def _read_chunked(sock, rest, timeout, deadline=0.0):
     """(body, clean) of a chunked body; trailers are read and ignored."""
     dec = ChunkedDecoder()
     body = bytearray()
     for piece in dec.feed(rest):
         body += piece
     while not dec.done:
-        chunk = yield from _recv(sock, 262144, timeout)
+        chunk = yield from _recv(sock, 262144, timeout, deadline)
         if not chunk:
             raise Closed("connection closed in the middle of a chunked body")
         for piece in dec.feed(chunk):
