@@ -239,9 +239,10 @@ free_port() {
 
 if case " $TARGETS " in *" demo "*) true ;; *) false ;; esac; then
 	port=$(free_port)
+	lport=$(free_port)      # the emulator's port too: the chroot shares the host's network
 	demo_log=$here/build/test-debian13-demo.log
 	say "make demo in the chroot on 127.0.0.1:$port (log: $demo_log)"
-	setsid chroot "$root" /usr/bin/env -i "${envs[@]}" DEMO_PORT="$port" \
+	setsid chroot "$root" /usr/bin/env -i "${envs[@]}" DEMO_PORT="$port" DEMO_LAMBDA_PORT="$lport" \
 		sh -c "cd $src && exec make demo" > "$demo_log" 2>&1 < /dev/null &
 	demo_pid=$!
 	demo_pgid=$demo_pid
