@@ -72,7 +72,7 @@ class Demo:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
         try:
-            return self.proc.wait(30)
+            return self.proc.wait(90)       # varnishd stops its child first: slow on a loaded machine
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait()
