@@ -74,13 +74,16 @@ trap 'stop 1' EXIT
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-demo} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-demo}
 export AWS_EC2_METADATA_DISABLED=true
 
-"$venv/bin/python" -m lambda_emulator --port "$lport" --path "$here/examples" -q \
+# Both in sessions of their own: a Ctrl-C in the terminal reaches this script only, whose trap then
+# stops them (were they in the terminal's process group, they could die before the trap has run,
+# and the demo would take their end for a failure).
+setsid "$venv/bin/python" -m lambda_emulator --port "$lport" --path "$here/examples" -q \
 	demo-app=demo_app:handler > "$workdir/emulator.out" 2>&1 &
 emulator=$!
 pids="$emulator"
 
 # shellcheck disable=SC2086
-varnishd -F -n "$workdir/varnish" -a "127.0.0.1:$port" -T 127.0.0.1:0 $vparams \
+setsid varnishd -F -n "$workdir/varnish" -a "127.0.0.1:$port" -T 127.0.0.1:0 $vparams \
 	-f "$workdir/demo.vcl" -s malloc,64m > "$workdir/varnishd.out" 2>&1 &
 varnishd=$!
 pids="$pids $varnishd"

@@ -56,8 +56,17 @@ done
 echo "$first" | head -1 | grep -q ' 200' && echo "$second" | grep -qi '^X-Cache: HIT' && demo_result="passed"
 echo "  first:  $(echo "$first" | head -1 | tr -d '\r') $(echo "$first" | grep -i '^X-Cache' | tr -d '\r')"
 echo "  second: $(echo "$second" | head -1 | tr -d '\r') $(echo "$second" | grep -i '^X-Cache' | tr -d '\r')"
-# Ctrl-C, as a user stops it: to the whole process group of make.
-kill -INT -- "-$demo" 2>/dev/null || true
+# Ctrl-C, as a user stops it: to the whole process group of make (dash's kill takes no "--").
+kill -INT "-$demo" 2>/dev/null || true
+i=0
+while kill -0 "$demo" 2>/dev/null && [ $i -lt 120 ]; do
+	i=$((i + 1))
+	sleep 1
+done
+if kill -0 "$demo" 2>/dev/null; then
+	echo "  make demo still runs 120 s after Ctrl-C: killed"
+	kill -KILL "-$demo" 2>/dev/null || true
+fi
 rc=0
 wait "$demo" || rc=$?
 [ $rc = 0 ] || { echo "  make demo exited $rc after Ctrl-C"; demo_result="FAILED"; }
