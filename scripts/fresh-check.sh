@@ -41,7 +41,10 @@ fi
 demo_result="FAILED"
 demo_log=$dir/demo.log
 echo "fresh-check: make demo on 127.0.0.1:$port ..."
-(cd "$src" && exec setsid env -u VIRTUAL_ENV DEMO_PORT="$port" make demo) > "$demo_log" 2>&1 &
+# A background job of a shell script starts with SIGINT ignored (POSIX), and so would make and the
+# demo's shell: --default-signal gives them the Ctrl-C of a terminal back.
+(cd "$src" && exec setsid env --default-signal=INT -u VIRTUAL_ENV DEMO_PORT="$port" make demo) \
+	> "$demo_log" 2>&1 &
 demo=$!
 first="" second="" i=0
 while [ $i -lt 600 ] && kill -0 "$demo" 2>/dev/null; do

@@ -142,8 +142,11 @@ def wait_for(pred, timeout=10.0):
 
 # What each case must show: the record's outcome word, the counter besides fail, the reason.
 EXPECT = {
+    # The caller's deadline (timeout + 0.1 s) usually comes first; on a loaded machine the worker's
+    # own deadline (the timeout, checked between the trickle's bytes) can: then it is its message.
     "trickle": ("timeout", "timeout",
-                r"timed out after 1\.[01][0-9]{2}s \(timeout 1s\), the function did not answer$"),
+                r"timed out after 1(\.[01][0-9]{2}s \(timeout 1s\), the function did not answer"
+                r"|s waiting for the function)$"),
     "stall": ("timeout", "timeout", r"timed out after 1(\.[01][0-9]{2})?s"),
     "cut": ("transport", "conn_fail", r"closed|connection|reset"),
     "throttled": ("throttled", "throttled", r"TooManyRequestsException \(HTTP 429\)"),
@@ -187,10 +190,10 @@ def test_a_failed_fetch_is_counted_and_logged_as_the_client_saw_it(env, case):
     assert records[0].startswith(f"lambda: f_{case}: fetch {word} function={case} "), records
     if case in ("trickle", "stall"):
         # the late worker stops at the deadline too, and counts its dropped answer as late
-        late = {"trickle": {1}, "stall": {0, 1}}[case]
-        assert wait_for(lambda: counters(v, f"f_{case}")["late"] in late, 5), \
+        late = {0, 1}
+        assert wait_for(lambda: counters(v, f"f_{case}")["late"] in late, 15), \
             counters(v, f"f_{case}")
-        if case == "stall" and counters(v, f"f_{case}")["late"] == 0:
+        if counters(v, f"f_{case}")["late"] == 0:
             # the worker's read timeout fired first: its own timeout, not a late answer
             assert re.search(r"waiting for the function$", errors[0]), errors
         _check_counters(counters(v, f"f_{case}"), "fetch", cause, late, case)
@@ -212,8 +215,8 @@ def test_a_failed_invoke_is_counted_and_logged_as_the_client_saw_it(env, case):
     records = [r for r in vsl(v, url, "VCL_Log") if r.startswith(f"lambda: i_{case}: invoke ")]
     assert len(records) == 1, records
     assert records[0].startswith(f"lambda: i_{case}: invoke {word} function={case} "), records
-    late = {"trickle": {1}, "stall": {0, 1}}.get(case, {0})
-    assert wait_for(lambda: counters(v, f"i_{case}")["late"] in late, 5), counters(v, f"i_{case}")
+    late = {"trickle": {0, 1}, "stall": {0, 1}}.get(case, {0})   # as for fetches, above
+    assert wait_for(lambda: counters(v, f"i_{case}")["late"] in late, 15), counters(v, f"i_{case}")
     _check_counters(counters(v, f"i_{case}"), "invoke", cause, late, case)
 
 
@@ -239,7 +242,7 @@ def test_a_call_waiting_for_a_pool_slot_shows_as_queued_and_is_never_sent_late(e
     assert max(r[3] for r in results) < TIMEOUT + MARGIN + SLACK
     answers = sorted(r[1].get("x-r") for r in results)
     assert answers == ['"slow"', "FALLBACK", "FALLBACK"], answers
-    assert wait_for(lambda: counters(v, "q")["late"] == 1, 5), counters(v, "q")
+    assert wait_for(lambda: counters(v, "q")["late"] == 1, 15), counters(v, "q")
     time.sleep(1.0)         # the third call would have been sent by now
     assert fake.invocations - before == 2
     c = counters(v, "q")
