@@ -107,37 +107,37 @@ cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcep
         if err is None:
             return
         lambda_stat_add(&v.fail, 1)
-        which = _counter(v, _counter_name(getattr(err, "kind", "internal"),
-                                          getattr(err, "status", None), rec is not None))
+        which = _oc_counter(v, _OC.get(_counter_name(getattr(err, "kind", "internal"),
+                                                     getattr(err, "status", None),
+                                                     rec is not None), OC_NONE))
         if which != NULL:
             lambda_stat_add(which, 1)
     except BaseException as e:
         stats_internal(v, NULL, "counting an invocation", e)
 
 
-cdef uint64_t *_counter(lambda_vsc *v, str name):
-    """The counter of that name (outcomes.counter()), NULL for None."""
-    if name is None:
-        return NULL
-    if name == "function_error":
+cdef uint64_t *_oc_counter(lambda_vsc *v, int oc) noexcept nogil:
+    """The counter of a failure's cause (OC_*; _OC maps outcomes.counter()'s names), NULL for
+    OC_NONE."""
+    if oc == OC_FUNCTION_ERROR:
         return &v.function_error
-    if name == "timeout":
+    if oc == OC_TIMEOUT:
         return &v.timeout
-    if name == "throttled":
+    if oc == OC_THROTTLED:
         return &v.throttled
-    if name == "err_4xx":
+    if oc == OC_ERR_4XX:
         return &v.err_4xx
-    if name == "err_5xx":
+    if oc == OC_ERR_5XX:
         return &v.err_5xx
-    if name == "conn_fail":
+    if oc == OC_CONN_FAIL:
         return &v.conn_fail
-    if name == "invalid":
+    if oc == OC_INVALID:
         return &v.invalid
-    if name == "too_large":
+    if oc == OC_TOO_LARGE:
         return &v.too_large
-    if name == "internal":
+    if oc == OC_INTERNAL:
         return &v.internal
-    if name == "busy":
+    if oc == OC_BUSY:
         return &v.busy
     return NULL
 
@@ -270,26 +270,7 @@ cdef void stats_commit(lambda_vsc *v, int kind, const lambda_outcome *out) noexc
     if not out.failed:
         return
     lambda_stat_add(&v.fail, 1)
-    if out.counter == OC_FUNCTION_ERROR:
-        c = &v.function_error
-    elif out.counter == OC_TIMEOUT:
-        c = &v.timeout
-    elif out.counter == OC_THROTTLED:
-        c = &v.throttled
-    elif out.counter == OC_ERR_4XX:
-        c = &v.err_4xx
-    elif out.counter == OC_ERR_5XX:
-        c = &v.err_5xx
-    elif out.counter == OC_CONN_FAIL:
-        c = &v.conn_fail
-    elif out.counter == OC_INVALID:
-        c = &v.invalid
-    elif out.counter == OC_TOO_LARGE:
-        c = &v.too_large
-    elif out.counter == OC_INTERNAL:
-        c = &v.internal
-    elif out.counter == OC_BUSY:
-        c = &v.busy
+    c = _oc_counter(v, out.counter)
     if c != NULL:
         lambda_stat_add(c, 1)
 
