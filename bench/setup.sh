@@ -1,6 +1,6 @@
 #!/bin/sh
 # What `make bench` needs besides the build: nginx with the echo module (the origin, with its 100 ms
-# delay) and wrk from Debian, matplotlib and py-spy in the project's venv. Quick when all is there.
+# delay) wrk and h2load from Debian, matplotlib and py-spy in the project's venv. Quick when all is there.
 #
 #   bench/setup.sh VENV
 set -eu
@@ -11,6 +11,8 @@ need=""
 command -v nginx >/dev/null 2>&1 || need="$need nginx-light"
 [ -e /usr/lib/nginx/modules/ngx_http_echo_module.so ] || need="$need libnginx-mod-http-echo"
 command -v wrk >/dev/null 2>&1 || need="$need wrk"
+# bench/h2.py: HTTP/2 against HTTP/1.1 keep-alive to an https:// endpoint (issue 23)
+command -v h2load >/dev/null 2>&1 || need="$need nghttp2-client"
 if [ -n "$need" ]; then
 	if [ "$(id -u)" != 0 ]; then
 		echo "bench/setup.sh: install as root: apt-get install$need" >&2
