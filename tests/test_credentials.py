@@ -496,3 +496,21 @@ def test_varnishd_container_credentials_through_the_chain(transport, fake):
                 assert header(h, "X-Amz-Security-Token") == "container-token"
     finally:
         ecs.stop()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_the_assumed_credentials_are_redacted_and_redacting_never_calls_sts(transport, fake,
+                                                                          base_env):
+    from vmod_lambda.transport.base import REDACTED, redact
+    with TinySTS() as sts:
+        inv = Invoker(_cfg(endpoint_url=fake.url, transport=transport, role_arn=ROLE,
+                           role_session_name=f"redact-{transport}", sts_endpoint_url=sts.url))
+        # Before the first call nothing is held: redacting must not fetch (no STS call).
+        redact("nothing to see")
+        assert sts.calls == []
+        inv.invoke(b"{}")
+        n = len(sts.calls)
+        text = redact(f"echo tiny-sts-secret-{n} and tiny-sts-token-{n} back")
+        assert f"tiny-sts-secret-{n}" not in text and f"tiny-sts-token-{n}" not in text
+        assert text.count(REDACTED) == 2
+        assert len(sts.calls) == n
