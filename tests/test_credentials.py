@@ -514,3 +514,17 @@ def test_the_assumed_credentials_are_redacted_and_redacting_never_calls_sts(tran
         assert f"tiny-sts-secret-{n}" not in text and f"tiny-sts-token-{n}" not in text
         assert text.count(REDACTED) == 2
         assert len(sts.calls) == n
+
+
+def test_a_role_that_no_object_uses_any_more_is_dropped(fake, base_env):
+    import gc
+    with TinySTS() as sts:
+        inv = Invoker(_cfg(endpoint_url=fake.url, role_arn=ROLE, role_session_name="dropped",
+                           sts_endpoint_url=sts.url))
+        inv.invoke(b"{}")
+        sessions = clients.stats()["sessions"]
+        assert "session=dropped" in clients.in_use()
+        del inv
+        gc.collect()
+        assert clients.stats()["sessions"] == sessions - 1
+        assert "session=dropped" not in clients.in_use()

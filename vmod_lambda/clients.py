@@ -205,9 +205,12 @@ def release(shared: Shared, limit: int):
             del _shared[skey]
         sess = shared._session
         sess.users -= 1
-        if sess.users <= 0 and _sessions.get(sess.id) is sess and sess.source != _source():
+        if (sess.users <= 0 and _sessions.get(sess.id) is sess
+                and (sess.source != _source() or sess.spec is not None)):
             # A session nobody uses and no new object would get (its files or environment
-            # changed): dropped. The current one stays for the next VCL.
+            # changed), or one of a profile or role that no object uses any more: dropped. The
+            # current chain's stays for the next VCL (a reload loads the new VCL before it
+            # discards the old one, so a spec in both keeps its session and credentials).
             del _sessions[sess.id]
     shared.close()
     _notify()

@@ -39,7 +39,7 @@ STS_READ_TIMEOUT = 10.0
 
 # https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRole.html
 # RoleArn: an IAM role ARN (a path is allowed: role/path/name), 20-2048 characters.
-_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$", re.ASCII)
 # RoleSessionName: 2-64 of [\w+=,.@-].
 _SESSION_NAME = re.compile(r"^[\w+=,.@-]{2,64}$", re.ASCII)
 # ExternalId: 2-1224 of [\w+=,.@:/-].
