@@ -528,3 +528,21 @@ def test_a_role_that_no_object_uses_any_more_is_dropped(fake, base_env):
         gc.collect()
         assert clients.stats()["sessions"] == sessions - 1
         assert "session=dropped" not in clients.in_use()
+
+
+def test_varnishd_a_reload_with_the_same_role_keeps_its_credentials(fake):
+    with TinySTS() as sts:
+        args = f', role_arn = "{ROLE}", sts_endpoint_url = "{sts.url}"'
+        with Varnishd(_vcl(fake.url, "direct", args)) as v:
+            assert v.request("/fetch/1")[0] == 200
+            path = os.path.join(v.dir, "next.vcl")
+            with open(path, "w") as f:
+                f.write(_vcl(fake.url, "boto3", args))
+            os.chmod(path, 0o644)
+            v.adm("vcl.load", "next", path)
+            v.adm("vcl.use", "next")
+            v.adm("vcl.discard", "boot")
+            for i in range(3):
+                assert v.request(f"/fetch/{i + 2}")[0] == 200
+            assert len(sts.calls) == 1
+            assert {signed_with(h) for _, h, _ in fake.events} == {"ASIATINYSTS000001"}
