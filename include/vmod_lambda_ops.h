@@ -10,7 +10,7 @@
 #define VMOD_LAMBDA_OPS_H
 
 #define VMOD_LAMBDA_OPS_MAGIC	0x4c6d4264u
-#define VMOD_LAMBDA_OPS_VERSION	4u
+#define VMOD_LAMBDA_OPS_VERSION	5u
 
 struct vrt_ctx;
 struct vrt_backend_probe;
@@ -34,6 +34,12 @@ struct vmod_lambda_backend_args {
 	int				streaming;
 	const char			*qualifier;
 	const char			*client_context;
+	/* Credentials per object */
+	const char			*role_arn;
+	const char			*role_session_name;
+	const char			*external_id;
+	const char			*sts_endpoint_url;
+	const char			*profile;
 };
 
 struct vmod_lambda_ops {

@@ -23,6 +23,11 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         int streaming
         const char *qualifier
         const char *client_context
+        const char *role_arn
+        const char *role_session_name
+        const char *external_id
+        const char *sts_endpoint_url
+        const char *profile
 
     cdef struct vmod_lambda_ops:
         unsigned magic

@@ -417,6 +417,12 @@ vmod_backend__init(VRT_CTX, struct vmod_lambda_backend **objp, const char *vcl_n
 	args.streaming = a->streaming;
 	args.qualifier = a->valid_qualifier ? a->qualifier : NULL;
 	args.client_context = a->valid_client_context ? a->client_context : NULL;
+	/* Credentials per object */
+	args.role_arn = a->valid_role_arn ? a->role_arn : NULL;
+	args.role_session_name = a->valid_role_session_name ? a->role_session_name : NULL;
+	args.external_id = a->valid_external_id ? a->external_id : NULL;
+	args.sts_endpoint_url = a->valid_sts_endpoint_url ? a->sts_endpoint_url : NULL;
+	args.profile = a->valid_profile ? a->profile : NULL;
 	*objp = ops->backend_init(ctx, vcl_name, &args);
 }
 

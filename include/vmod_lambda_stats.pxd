@@ -22,6 +22,7 @@ cdef extern from "vmod_lambda_stats.h" nogil:
         uint64_t invalid
         uint64_t too_large
         uint64_t busy
+        uint64_t sts_fail
         uint64_t internal
         uint64_t inflight
         uint64_t queued

@@ -33,6 +33,7 @@ cdef enum:
     OC_TOO_LARGE = 8
     OC_INTERNAL = 9
     OC_BUSY = 10
+    OC_STS_FAIL = 11
     OC_WORD = 24
 
 cdef struct lambda_outcome:

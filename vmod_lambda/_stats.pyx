@@ -40,7 +40,7 @@ KIND_C[3] = "probe"
 _OC = {None: OC_NONE, "function_error": OC_FUNCTION_ERROR, "timeout": OC_TIMEOUT,
        "throttled": OC_THROTTLED, "err_4xx": OC_ERR_4XX, "err_5xx": OC_ERR_5XX,
        "conn_fail": OC_CONN_FAIL, "invalid": OC_INVALID, "too_large": OC_TOO_LARGE,
-       "internal": OC_INTERNAL, "busy": OC_BUSY}
+       "internal": OC_INTERNAL, "busy": OC_BUSY, "sts_fail": OC_STS_FAIL}
 
 
 cdef lambda_vsc *stats_acquire(str name) except NULL:
@@ -139,6 +139,8 @@ cdef uint64_t *_oc_counter(lambda_vsc *v, int oc) noexcept nogil:
         return &v.internal
     if oc == OC_BUSY:
         return &v.busy
+    if oc == OC_STS_FAIL:
+        return &v.sts_fail
     return NULL
 
 

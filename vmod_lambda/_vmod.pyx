@@ -21,6 +21,7 @@ from lambda_compat cimport lambda_log, lambda_fail, VMOD_LAMBDA_BUILD_ID
 from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LAMBDA_OPS_MAGIC,
                               VMOD_LAMBDA_OPS_VERSION)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
+from posix_thread cimport pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock
 from vmod_lambda._director cimport director_attach, director_detach
 from vmod_lambda._response cimport lambda_lines, lines_clear
 from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, stats_internal,
@@ -143,7 +144,9 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
             a.timeout if a.has_timeout else None, _pystr(a.response_format),
             a.pool_size if a.has_pool_size else None, _pystr(a.event_format),
             bool(a.multi_value), _pystr(a.transport), bool(a.log_tail), bool(a.streaming),
-            _pystr(a.qualifier), _pystr(a.client_context))
+            _pystr(a.qualifier), _pystr(a.client_context),
+            _pystr(a.role_arn), _pystr(a.role_session_name), _pystr(a.external_id),
+            _pystr(a.sts_endpoint_url), _pystr(a.profile))
     except ConfigError as e:
         _fail_msg(ctx, str(e))
         return NULL
@@ -630,12 +633,47 @@ _KEEP.append(_knobs().encode("utf-8", "replace"))
 KNOBS = _KEEP[2]
 
 
+# The credential sets the live objects sign with (clients.in_use(): never a secret), for
+# lambda.status(): rewritten by clients.py whenever the set changes (with the GIL), read without it.
+cdef pthread_mutex_t CREDS_MTX
+cdef char CREDS[MSG_LEN]
+pthread_mutex_init(&CREDS_MTX, NULL)
+CREDS[0] = 0
+
+
+def _creds_changed():
+    from vmod_lambda import clients
+    cdef bytes b = ("credentials=" + clients.in_use()).encode("utf-8", "replace")
+    cdef size_t n
+    cdef const char *p
+    if len(b) >= MSG_LEN:
+        b = b[:MSG_LEN - 4] + b"..."
+    n = len(b)
+    p = b
+    with nogil:
+        pthread_mutex_lock(&CREDS_MTX)
+        memcpy(CREDS, p, n)
+        CREDS[n] = 0
+        pthread_mutex_unlock(&CREDS_MTX)
+
+
+def _listen_creds():
+    from vmod_lambda import clients
+    clients.listeners.append(_creds_changed)
+    _creds_changed()
+
+
+_listen_creds()
+
+
 cdef const char *ops_status(const vrt_ctx *ctx) noexcept nogil:
-    cdef char buf[2 * MSG_LEN]
+    cdef char buf[3 * MSG_LEN]
     cdef int threads, wanted, queued
     pool_status(&threads, &wanted, &queued)
-    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s", threads, wanted, queued,
-             count_fds(), KNOBS)
+    pthread_mutex_lock(&CREDS_MTX)
+    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s %s", threads, wanted,
+             queued, count_fds(), KNOBS, CREDS)
+    pthread_mutex_unlock(&CREDS_MTX)
     return <const char *>WS_Copy(ctx.ws, buf, -1)
 
 

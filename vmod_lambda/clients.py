@@ -5,7 +5,9 @@ chain; a boto3 client and a transport (an SSL context, a pool of connections) co
 all that once per object made each lambda.backend() cost ~160 ms and ~10 MB at vcl.load. Here:
 
 - one boto3 session per credential source, that is per set of AWS_* (and proxy) environment
-  variables and state of the shared config and credentials files: in varnishd's child, one for its
+  variables and state of the shared config and credentials files, and per credentials.CredentialSpec
+  (an object's profile and assumed role: objects with the same spec share one refreshable
+  credential set, and one STS AssumeRole per refresh): in varnishd's child, one for its
   life, unless the files change; a new session then serves the objects of the next VCL, so keys
   rotated in the files are picked up by a vcl.load, as before. Its credential chain is resolved once,
   when it is created; refreshable credentials (instance and container roles, SSO,
@@ -30,6 +32,8 @@ import boto3
 from botocore.config import Config
 from botocore.credentials import Credentials
 
+from . import credentials as _credentials
+
 __all__ = ["ClientKey", "Shared", "acquire", "release", "track", "stats", "MAX_POOL_CONNECTIONS"]
 
 # urllib3 opens connections as calls need them and keeps this many idle: as many as calls can be in
@@ -41,8 +45,10 @@ _ENV_PREFIXES = ("AWS_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", 
                  "no_proxy", "REQUESTS_CA_BUNDLE")
 # boto3 sessions are not thread-safe while they create clients; clients are, once created.
 _lock = threading.RLock()
-_sessions = {}              # credential source -> _Session
-_shared = {}                # (ClientKey, credential source) -> Shared
+_sessions = {}              # (credential source, CredentialSpec) -> _Session
+_shared = {}                # (ClientKey, (credential source, CredentialSpec)) -> Shared
+# Called with no argument after the set of credential sets in use changed (lambda.status()).
+listeners = []
 
 
 @dataclass(frozen=True)
@@ -58,12 +64,22 @@ class ClientKey:
 
 
 class _Session:
-    """A boto3 session and the credentials its chain found (None: none)."""
+    """A boto3 session and the credentials its chain found (None: none); with a spec, the chain
+    of its profile, and for a role_arn the role's credentials (credentials.py), assumed with
+    them."""
 
-    def __init__(self, source):
+    def __init__(self, source, spec=None):
         self.source = source
-        self.session = boto3.session.Session()
-        self.credentials = self.session.get_credentials()
+        self.spec = spec
+        self.id = (source, spec)
+        profile = spec.profile if spec is not None else None
+        self.session = boto3.session.Session(profile_name=profile)
+        if spec is not None and spec.role_arn is not None:
+            # STS is called with this session's chain; the clients sign with the role's.
+            self.credentials = _credentials.assumed_role_credentials(spec, self.session)
+            self.session = _credentials.session_signing_with(self.credentials, profile)
+        else:
+            self.credentials = self.session.get_credentials()
         self.users = 0
 
 
@@ -150,19 +166,21 @@ def _source() -> tuple:
     return env, tuple(_file_state(f) for f in files)
 
 
-def acquire(key: ClientKey, limit: int, setup: Optional[Callable[[Shared], None]] = None) -> Shared:
+def acquire(key: ClientKey, limit: int, setup: Optional[Callable[[Shared], None]] = None,
+            spec=None) -> Shared:
     """The shared client for key, counted as used by one more user whose invocations in flight
-    are at most limit. setup(shared) runs once, when the client is created (event handlers,
-    registering the credentials for redaction). Raises what creating it raises (the caller names
-    the object)."""
-    source = _source()
+    are at most limit; spec: the user's credentials.CredentialSpec (None: the default chain).
+    setup(shared) runs once, when the client is created (event handlers, registering the
+    credentials for redaction). Raises what creating it raises (the caller names the object)."""
+    sid = (_source(), spec)
     with _lock:
-        sess = _sessions.get(source)
+        sess = _sessions.get(sid)
         if sess is None:
-            sess = _sessions[source] = _Session(source)
-        skey = (key, source)
+            sess = _sessions[sid] = _Session(*sid)
+        skey = (key, sid)
         shared = _shared.get(skey)
-        if shared is None:
+        created = shared is None
+        if created:
             shared = Shared(key, sess)
             if setup is not None:
                 setup(shared)
@@ -170,7 +188,9 @@ def acquire(key: ClientKey, limit: int, setup: Optional[Callable[[Shared], None]
             sess.users += 1
         shared.users += 1
         shared._set_limits(shared.limits + limit)
-        return shared
+    if created:
+        _notify()
+    return shared
 
 
 def release(shared: Shared, limit: int):
@@ -180,16 +200,37 @@ def release(shared: Shared, limit: int):
         shared._set_limits(shared.limits - limit)
         if shared.users > 0:
             return
-        skey = (shared.key, shared._session.source)
+        skey = (shared.key, shared._session.id)
         if _shared.get(skey) is shared:
             del _shared[skey]
         sess = shared._session
         sess.users -= 1
-        if sess.users <= 0 and _sessions.get(sess.source) is sess and sess.source != _source():
+        if (sess.users <= 0 and _sessions.get(sess.id) is sess
+                and (sess.source != _source() or sess.spec is not None)):
             # A session nobody uses and no new object would get (its files or environment
-            # changed): dropped. The current one stays for the next VCL.
-            del _sessions[sess.source]
+            # changed), or one of a profile or role that no object uses any more: dropped. The
+            # current chain's stays for the next VCL (a reload loads the new VCL before it
+            # discards the old one, so a spec in both keeps its session and credentials).
+            del _sessions[sess.id]
     shared.close()
+    _notify()
+
+
+def _notify():
+    for fn in list(listeners):
+        try:
+            fn()
+        except Exception:           # a listener's own failure: nothing to report to here
+            pass
+
+
+def in_use() -> str:
+    """The credential sets the live clients sign with, for lambda.status(): "chain" (the
+    default chain) and each spec (credentials.describe(): never a secret), comma-separated."""
+    with _lock:
+        specs = {s._session.spec for s in _shared.values() if s.users > 0}
+    names = sorted(_credentials.describe(sp) for sp in specs)
+    return ",".join(names) or "none"
 
 
 def track(owner, shared: Shared, limit: int):

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlsplit
 
+from . import credentials as _credentials
+from .credentials import CredentialSpec
+
 DEFAULT_TIMEOUT = 62.0
 MAX_TIMEOUT = 900.0          # Lambda's own maximum function timeout (15 minutes)
 DEFAULT_POOL_SIZE = 64
@@ -57,6 +60,8 @@ class BackendConfig:
     qualifier: Optional[str] = None
     # X-Amz-Client-Context as sent: base64 of the JSON given.
     client_context: Optional[str] = None
+    # Credentials per object (credentials.py): None for the default chain.
+    credentials: Optional[CredentialSpec] = None
 
     @property
     def connect_timeout(self) -> float:
@@ -66,7 +71,9 @@ class BackendConfig:
 def validate_backend(name, function_name, region, endpoint_url=None, timeout=None,
                      response_format="json", pool_size=None, event_format=DEFAULT_EVENT_FORMAT,
                      multi_value=False, transport=None, log_tail=False, streaming=False,
-                     qualifier=None, client_context=None) -> BackendConfig:
+                     qualifier=None, client_context=None,
+                     role_arn=None, role_session_name=None, external_id=None,
+                     sts_endpoint_url=None, profile=None) -> BackendConfig:
     """Check the arguments of `new <name> = lambda.backend(...)`; raise ConfigError or return them."""
     def fail(what):
         raise ConfigError(f"lambda.backend(): {name}: {what}")
@@ -91,15 +98,18 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
         fail("region must not be empty")
     if not _REGION.match(region):
         fail(f"region {region[:80]!r} is not an AWS region name (like us-east-1)")
-    if endpoint_url is not None:
-        parts = urlsplit(endpoint_url) if re.match(r"^[\x21-\x7e]+$", endpoint_url) else None
+    def check_url(arg, url):
+        parts = urlsplit(url) if re.match(r"^[\x21-\x7e]+$", url) else None
         try:
             port_ok = parts is not None and (parts.port is None or parts.port > 0)
         except ValueError:
             port_ok = False
         if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
                 or not port_ok or parts.query or parts.fragment):
-            fail(f"endpoint_url {endpoint_url[:120]!r} is not an http:// or https:// URL")
+            fail(f"{arg} {url[:120]!r} is not an http:// or https:// URL")
+
+    if endpoint_url is not None:
+        check_url("endpoint_url", endpoint_url)
     if timeout is None:
         timeout = DEFAULT_TIMEOUT
     if not timeout > 0:
@@ -126,10 +136,13 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
         fail(f"transport must be one of {', '.join(repr(t) for t in TRANSPORTS)} "
              f"(got {transport[:40]!r})")
     client_context = encode_client_context(client_context, fail)
+    # Credentials per object (credentials.py).
+    creds = _credentials.validate(fail, region, role_arn, role_session_name, external_id,
+                                  sts_endpoint_url, profile, check_url)
     return BackendConfig(name, function_name, region, endpoint_url, float(timeout),
                          response_format, int(pool_size), event_format, bool(multi_value),
                          transport, bool(log_tail), bool(streaming), base_name, qualifier,
-                         client_context)
+                         client_context, creds)
 
 
 def encode_client_context(text, fail):

@@ -100,7 +100,7 @@ class Invoker:
         # are one module-level object in varnishd (_vmod.pyx), so they never split a share there.
         key = clients.ClientKey(cfg.region, cfg.endpoint_url, cfg.connect_timeout, cfg.timeout,
                                 f"vmod-lambda/{VERSION}", variant=(id(hooks),))
-        shared = clients.acquire(key, cfg.pool_size, _setup_shared)
+        shared = clients.acquire(key, cfg.pool_size, _setup_shared, cfg.credentials)
         clients.track(self, shared, cfg.pool_size)
         self.client = shared.client
         self.anonymous = shared.anonymous

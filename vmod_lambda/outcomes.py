@@ -50,6 +50,8 @@ KINDS = {k.name: k for k in (
     Kind("payload", "invalid", "a payload that cannot be used: a response VCL cannot hold "
                                "(invalid), or one refused before it was sent (too_large)"),
     Kind("credentials", None, "no AWS credentials found"),
+    Kind("sts", "sts_fail", "the object's role_arn could not be assumed (STS AssumeRole failed): "
+                            "nothing was sent"),
     Kind("busy", "busy", "a probe found no free slot of the object's pool (pool_size) within its "
                          ".timeout"),
     Kind("internal", "internal", "a failure of vmod-lambda itself (also logged as an Error "

@@ -213,7 +213,7 @@ class Prober:
             resp = f"HTTP/1.1 {r.status} {r.reason or REASONS.get(r.status, '')}".rstrip()
         except InvokeError as e:
             err, rec = e, e.record
-            xmit = e.kind not in ("transport", "credentials", "payload", "busy", "internal")
+            xmit = e.kind not in ("transport", "credentials", "sts", "payload", "busy", "internal")
             recv = e.kind in ("function_error", "throttled", "service", "invalid_response")
             resp = str(e)
         except Exception as e:      # a probe never dies of a bad answer

@@ -193,7 +193,9 @@ def _known_secrets() -> list:
     out = []
     for creds in list(_credentials):
         try:
-            frozen = creds.get_frozen_credentials()
+            # An assumed role's credentials (credentials.py) as held: redacting never calls STS.
+            peek = getattr(creds, "peek", None)
+            frozen = peek() if peek is not None else creds.get_frozen_credentials()
         except Exception:       # refreshing failed: then nothing of it was sent either
             continue
         out.extend(v for v in (frozen.access_key, frozen.secret_key, frozen.token)

@@ -19,6 +19,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
                                  ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
                                  ReadTimeoutError)
 
+from ..credentials import StsError
 from .base import (CLOSED_BEFORE_ANSWER, NO_CREDENTIALS, NO_HOOKS, InvokeError, InvokeRequest,
                    InvokeResult, ResponseStream, StreamResult, Transport, cannot_connect,
                    connect_timed_out, function_error_reason, read_timed_out, service_error,
@@ -125,6 +126,9 @@ class Boto3Transport(Transport):
             raise InvokeError("transport", CLOSED_BEFORE_ANSWER) from None
         except NoCredentialsError:
             raise InvokeError("credentials", NO_CREDENTIALS) from None
+        except StsError as e:
+            # The object's role could not be assumed (credentials.py): nothing was sent.
+            raise InvokeError("sts", str(e)) from None
         except BotoCoreError as e:
             raise InvokeError("transport", f"{type(e).__name__}: {e}") from None
 

@@ -48,6 +48,7 @@ from collections import deque
 from typing import Optional
 from urllib.parse import quote, urlsplit
 
+from ..credentials import StsError
 from ..limits import MAX_RESPONSE_HEAD
 from .base import (CLOSED_BEFORE_ANSWER, NO_CREDENTIALS, NO_HOOKS, InvokeError, InvokeRequest,
                    InvokeResult, ResponseStream, StreamResult, Transport, cannot_connect,
@@ -710,6 +711,9 @@ class DirectTransport(Transport):
             raise InvokeError("transport", CLOSED_BEFORE_ANSWER) from None
         except NoCredentials:
             raise InvokeError("credentials", NO_CREDENTIALS) from None
+        except StsError as e:
+            # The object's role could not be assumed (credentials.py): nothing was sent.
+            raise InvokeError("sts", str(e)) from None
         except BadResponse as e:
             raise InvokeError("transport", f"invalid HTTP response from the Lambda endpoint: "
                               f"{e}") from None
