@@ -12,8 +12,7 @@ import subprocess
 
 import pytest
 
-HERE = os.path.dirname(__file__)
-ROOT = os.path.dirname(HERE)
+from support import ROOT, SUPPORT
 
 
 def pkg_config(*args):
@@ -35,7 +34,7 @@ def build(tmp_path_factory):
     made = {}
     for name, alloc in (("jemalloc", ["-Wl,--no-as-needed", "-l:libjemalloc.so.2"]), ("libc", [])):
         exe = str(out / f"driver_{name}")
-        r = subprocess.run([cc, *cflags, "-o", exe, os.path.join(HERE, "bigalloc_driver.c"),
+        r = subprocess.run([cc, *cflags, "-o", exe, os.path.join(SUPPORT, "bigalloc_driver.c"),
                             *alloc, *libs], capture_output=True, text=True)
         if r.returncode != 0 and name == "jemalloc" and "jemalloc" in r.stderr:
             continue                    # no libjemalloc.so.2 to link with: that case is skipped

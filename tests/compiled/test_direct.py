@@ -1,20 +1,16 @@
 """The direct transport (vmod_lambda/transport/direct.py): signs like botocore, behaves like the boto3
-transport (tests/test_transport.py runs the common test body over both).
+transport (tests/unit/test_transport.py runs the common test body over both).
 
 Signatures are compared byte for byte with botocore's SigV4Auth for the same request, credentials and
 time, and with what the boto3 transport itself sends. Outcomes (results and errors) are compared with
-the boto3 transport's for the same answers of a scripted loopback Lambda API.
+the boto3 transport's for the same answers of the scripted fake Lambda API (support.fake_lambda).
 """
 
 import base64
 import datetime
-import os
-import socket
 import ssl
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import botocore.auth
@@ -23,8 +19,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, RefreshableCredentials
 
-from lambda_emulator.eventstream import invoke_complete, payload_chunk
-from vmod_lambda import eventstream
+from support.fake_lambda import Action, FakeLambda, answer as reply, scripted
+from support.invokers import STREAM_BODY, make_invoker as invoker, read_stream
 from vmod_lambda.transport import direct
 from vmod_lambda.config import validate_backend
 from vmod_lambda.invoker import Hooks, InvokeError, Invoker
@@ -55,72 +51,6 @@ def fixed_time(monkeypatch):
                             lambda *a, **k: FIXED.replace(tzinfo=datetime.timezone.utc))
     except ImportError:
         pass
-
-
-class Scripted:
-    """A loopback Lambda API: records requests, answers each with the next (status, headers, body)."""
-
-    def __init__(self, tls_context=None):
-        self.answers = []
-        self.requests = []
-        self.connections = 0
-        self.close_after_answer = False     # close each connection after its answer (no header)
-        self.closed = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self):
-                super().setup()
-                outer.connections += 1
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append((self.path, dict(self.headers), body))
-                status, headers, payload = (outer.answers.pop(0) if outer.answers
-                                            else (200, {}, b"null"))
-                self.send_response(status)
-                headers = dict(headers)
-                headers.setdefault("x-amzn-RequestId", "the-request-id")
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                if outer.close_after_answer:
-                    self.close_connection = True
-
-            def finish(self):
-                super().finish()
-                outer.closed += 1
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        scheme = "http"
-        if tls_context is not None:
-            self.server.socket = tls_context.wrap_socket(self.server.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://localhost:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def api():
-    s = Scripted()
-    yield s
-    s.stop()
-
-
-def invoker(url, transport, **kw):
-    return Invoker(validate_backend("fn", kw.pop("function_name", "my-fn"), "us-east-1",
-                                    endpoint_url=url, transport=transport, **kw))
 
 
 def parse_head(head: bytes):
@@ -279,70 +209,25 @@ def outcome(inv, invocation_type):
         return ("error", e.kind, str(e), e.status, e.request_id)
 
 
+def raw_server(answers):
+    """The fake Lambda API answering each request with canned bytes (raw, close): then closing the
+    connection, or keeping it for the next request."""
+    srv = FakeLambda()
+    srv.script += [Action("raw", raw, keep=not close) for raw, close in answers]
+    return srv
+
+
 @pytest.mark.parametrize("answer", ANSWERS, ids=lambda a: str(a[0]))
 def test_same_outcome_as_the_boto3_transport(api, answer):
     invocation_type = "Event" if answer[0] == 202 else "RequestResponse"
+    api.request_id = "the-request-id"       # the same answer for both transports
     got = {}
     for transport in ("boto3", "direct"):
-        api.answers.append(answer)
+        api.script.append(reply(*answer))
         got[transport] = outcome(invoker(api.url, transport), invocation_type)
     assert got["direct"] == got["boto3"]
     assert got["direct"][0] == ("ok" if answer[0] < 300 and "X-Amz-Function-Error" not in answer[1]
                                 else "error")
-
-
-class RawServer:
-    """Answers each request with canned bytes, then keeps or closes the connection."""
-
-    def __init__(self, answers):
-        self.answers = list(answers)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.requests = 0
-        self.conns = []
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            with conn:
-                while self.answers:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                    if not data:
-                        break
-                    head, _, body = data.partition(b"\r\n\r\n")
-                    n = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
-                             if ln.lower().startswith(b"content-length:")][0])
-                    while len(body) < n:
-                        body += conn.recv(65536)
-                    self.requests += 1
-                    raw, close = self.answers.pop(0)
-                    conn.sendall(raw)
-                    if close:
-                        break
-
-    def stop(self):
-        # Wake the thread out of accept() or recv() and wait for it: nothing of this server may
-        # outlive the test (a thread blocked on a closed descriptor whose number gets reused).
-        for s in [self.sock] + self.conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        self.thread.join(5)
-        self.sock.close()
 
 
 @pytest.mark.parametrize("raw, payload", [
@@ -352,7 +237,7 @@ class RawServer:
     (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi", b"hi"),
 ])
 def test_response_framings(raw, payload):
-    srv = RawServer([(raw, False), (raw, False)])
+    srv = raw_server([(raw, False), (raw, False)])
     try:
         inv = invoker(srv.url, "direct")
         assert inv.invoke(b"{}").payload == payload
@@ -362,7 +247,7 @@ def test_response_framings(raw, payload):
 
 
 def test_body_delimited_by_close():
-    srv = RawServer([(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", True)])
+    srv = raw_server([(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", True)])
     try:
         assert invoker(srv.url, "direct").invoke(b"{}").payload == b"until the end"
     finally:
@@ -377,26 +262,26 @@ def test_body_delimited_by_close():
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
 ])
 def test_invalid_responses_are_transport_errors(raw):
-    srv = RawServer([(raw, True)])
+    srv = raw_server([(raw, True)])
     try:
         with pytest.raises(InvokeError) as e:
             invoker(srv.url, "direct").invoke(b"{}")
         assert e.value.kind == "transport"
         assert str(e.value).startswith("invalid HTTP response from the Lambda endpoint")
-        assert srv.requests == 1
+        assert srv.invocations == 1
     finally:
         srv.stop()
 
 
 def test_truncated_body_is_a_transport_error_and_not_retried():
-    srv = RawServer([(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", True),
+    srv = raw_server([(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", True),
                      (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True)])
     try:
         with pytest.raises(InvokeError) as e:
             invoker(srv.url, "direct").invoke(b"{}")
         assert e.value.kind == "transport"
         assert str(e.value) == "the Lambda endpoint closed the connection before it answered"
-        assert srv.requests == 1
+        assert srv.invocations == 1
     finally:
         srv.stop()
 
@@ -428,7 +313,7 @@ def test_a_failed_connect_is_tried_once_more_and_only_once(api, monkeypatch):
 
 def test_large_payloads_both_ways(api):
     big = bytes(range(256)) * (5 * 4096)      # 5 MiB
-    api.answers.append((200, {}, big))
+    api.script.append(reply(200, {}, big))
     res = invoker(api.url, "direct").invoke(big)
     assert res.payload == big
     assert api.requests[0][2] == big
@@ -447,14 +332,14 @@ def tls_api(tmp_path, monkeypatch):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(cert), str(key))
     monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
-    s = Scripted(tls_context=ctx)
+    s = scripted(tls_context=ctx)
     yield s
     s.stop()
 
 
 def test_https_endpoint_with_the_ca_bundle_of_the_config_chain(tls_api):
     for transport in ("boto3", "direct"):
-        tls_api.answers.append((200, {}, b'{"tls":true}'))
+        tls_api.script.append(reply(200, {}, b'{"tls":true}'))
         assert invoker(tls_api.url, transport).invoke(b"{}").payload == b'{"tls":true}'
     inv = invoker(tls_api.url, "direct")
     for _ in range(3):
@@ -471,21 +356,15 @@ def test_https_endpoint_with_an_unknown_certificate_fails(tls_api, monkeypatch):
     assert tls_api.requests == []
 
 
-def test_read_timeout_applies_to_every_read(api):
+def test_read_timeout_applies_to_every_read():
     # A slow answer: the kernel's SO_RCVTIMEO must turn into the timeout error, not a hang.
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    url = f"http://127.0.0.1:{srv.getsockname()[1]}"
-    accepted = []
-    threading.Thread(target=lambda: accepted.append(srv.accept()), daemon=True).start()
-    t0 = time.monotonic()
-    with pytest.raises(InvokeError) as e:
-        invoker(url, "direct", timeout=0.3).invoke(b"{}")
-    assert e.value.kind == "timeout"
-    assert str(e.value) == "timed out after 0.3s waiting for the function"
-    assert time.monotonic() - t0 < 5
-    srv.close()
+    with FakeLambda(lambda name, event: Action("hang", delay=3.0)) as srv:
+        t0 = time.monotonic()
+        with pytest.raises(InvokeError) as e:
+            invoker(srv.url, "direct", timeout=0.3).invoke(b"{}")
+        assert e.value.kind == "timeout"
+        assert str(e.value) == "timed out after 0.3s waiting for the function"
+        assert time.monotonic() - t0 < 5
 
 
 def test_a_proxied_endpoint_keeps_the_boto3_transport(api, monkeypatch):
@@ -509,31 +388,12 @@ def test_payload_may_be_any_bytes_like(api):
 
 # ------------------------------------------------------------------------ response streaming
 
-def read_stream(inv, payload=b"{}"):
-    """(payload bytes, InvokeComplete event) of an InvokeWithResponseStream call of inv."""
-    res = inv.invoke_stream(payload)
-    decoder = eventstream.LambdaStream()
-    data, complete = bytearray(), None
-    for raw in inv.read_stream(res.raw, 7):
-        for ev in decoder.feed(raw):
-            if ev.kind == "chunk":
-                data += ev.data
-            else:
-                complete = ev
-    decoder.close()
-    res.raw.release_conn()
-    return bytes(data), complete
-
-
-STREAM_BODY = payload_chunk(b"hello ") + payload_chunk(b"stream") + invoke_complete()
-
-
 def test_stream_request_is_signed_like_the_boto3_transports(fixed_time, api, monkeypatch):
     monkeypatch.setenv("AWS_SESSION_TOKEN", "the-session-token")
     kw = dict(function_name="arn:aws:lambda:us-east-1:123456789012:function:f:live", log_tail=True,
               client_context='{"custom": {"k": "v"}}')
     for transport in ("boto3", "direct"):
-        api.answers.append((200, {"Content-Type": "application/vnd.amazon.eventstream"},
+        api.script.append(reply(200, {"Content-Type": "application/vnd.amazon.eventstream"},
                             STREAM_BODY))
         assert read_stream(invoker(api.url, transport, **kw), b'{"s":1}')[0] == b"hello stream"
     (p1, h1, b1), (p2, h2, b2) = api.requests
@@ -562,19 +422,19 @@ def test_stream_body_framings_and_connection_reuse(framing):
     else:
         raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body
     close = framing == "close"
-    srv = RawServer([(raw, close), (raw, close)])
+    srv = raw_server([(raw, close), (raw, close)])
     try:
         inv = invoker(srv.url, "direct")
         assert read_stream(inv) == read_stream(inv)
-        assert srv.requests == 2
-        assert len(srv.conns) == (2 if close else 1)
+        assert srv.invocations == 2
+        assert srv.connections == (2 if close else 1)
     finally:
         srv.stop()
 
 
 def test_stream_over_https(tls_api):
     for transport in ("boto3", "direct"):
-        tls_api.answers.append((200, {}, STREAM_BODY))
+        tls_api.script.append(reply(200, {}, STREAM_BODY))
         data, complete = read_stream(invoker(tls_api.url, transport))
         assert data == b"hello stream" and complete.error_code is None
 

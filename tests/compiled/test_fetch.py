@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from test_invoker import ScriptedLambda, invoker  # noqa: F401 (fixtures and helpers)
+from support.fake_lambda import Action
+from support.invokers import make_invoker as invoker
 from vmod_lambda._request import Request
 from vmod_lambda.fetch import client_ip, handle
 from vmod_lambda.invoker import InvokeError
@@ -13,13 +14,6 @@ from vmod_lambda.invoker import InvokeError
 HEADERS = [("Host", "shop.example"), ("X-Forwarded-For", "10.0.0.1, 192.0.2.7"),
            ("Cookie", "a=1; b=2")]
 HEAD = Request("GET", "/a/b?x=1&x=2", "HTTP/1.1", HEADERS)
-
-
-@pytest.fixture
-def api():
-    s = ScriptedLambda()
-    yield s
-    s.stop()
 
 
 def test_request_record_keeps_order_and_repeats():
@@ -44,7 +38,7 @@ def test_source_ip_is_the_entry_varnish_appended():
     ("alb", lambda e: "elb" in e["requestContext"] and e["queryStringParameters"]["x"] == "2"),
 ])
 def test_the_event_sent_is_in_the_configured_format(api, fmt, probe):
-    api.actions.append(("ok", b'{"statusCode":201,"headers":{"X-A":"1"},"body":"made"}'))
+    api.script.append(Action("payload", b'{"statusCode":201,"headers":{"X-A":"1"},"body":"made"}'))
     r = handle(invoker(api.url, event_format=fmt), HEAD)
     event = json.loads(api.requests[0][2])
     assert probe(event)
@@ -74,7 +68,7 @@ def test_event_over_the_limit_is_answered_413_without_invoking(api):
     (b'not json', "invalid response: payload is not valid JSON"),
 ])
 def test_invalid_responses_fail_with_the_request_id(api, payload, reason):
-    api.actions.append(("ok", payload))
+    api.script.append(Action("payload", payload))
     with pytest.raises(InvokeError) as e:
         handle(invoker(api.url), HEAD)
     assert e.value.kind == "invalid_response"
@@ -83,7 +77,8 @@ def test_invalid_responses_fail_with_the_request_id(api, payload, reason):
 
 
 def test_function_errors_propagate(api):
-    api.actions.append(("error", "Unhandled", b'{"errorType":"E","errorMessage":"m"}'))
+    api.script.append(Action("payload", b'{"errorType":"E","errorMessage":"m"}',
+                             headers={"X-Amz-Function-Error": "Unhandled"}))
     with pytest.raises(InvokeError) as e:
         handle(invoker(api.url), HEAD)
     assert e.value.kind == "function_error"

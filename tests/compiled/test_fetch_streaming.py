@@ -3,23 +3,22 @@ local emulator over real HTTP, without varnishd: the head from the prelude, the 
 and every way the stream can fail."""
 
 import json
-import os
 import time
 
 import pytest
 
 from vmod_lambda.config import validate_backend
 from lambda_emulator import Emulator, FunctionConfig
+from support import HANDLERS
 from vmod_lambda._request import Request
 from vmod_lambda.fetch import StreamedFetch
 from vmod_lambda.invoker import InvokeError, Invoker
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 HEAD = Request("GET", "/s", "HTTP/1.1", [("Host", "x")])
 
 
 def th(handler, **kw):
-    return FunctionConfig(f"handlers_emulator:{handler}", path=[TESTS], **kw)
+    return FunctionConfig(f"handlers_emulator:{handler}", path=[HANDLERS], **kw)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The Lambda emulator (lambda_emulator), driven with real boto3 as against AWS Lambda.
 
-Every request goes to 127.0.0.1. Handlers: examples/app.py and tests/handlers_emulator.py.
+Every request goes to 127.0.0.1. Handlers: examples/app.py and tests/support/handlers/handlers_emulator.py.
 """
 
 import base64
@@ -19,14 +19,15 @@ import boto3
 import pytest
 from botocore.config import Config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import HANDLERS, ROOT
+from support.http_helpers import exchange
+
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from lambda_emulator import (Emulator, EmulatorConfigError, FunctionConfig,  # noqa: E402
                              MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, load_config)
 
-TESTS = os.path.join(ROOT, "tests")
 EXAMPLES = os.path.join(ROOT, "examples")
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -37,7 +38,7 @@ def app(handler, **kw):
 
 
 def th(handler, **kw):
-    return FunctionConfig(f"handlers_emulator:{handler}", path=[TESTS], **kw)
+    return FunctionConfig(f"handlers_emulator:{handler}", path=[HANDLERS], **kw)
 
 
 FUNCTIONS = {
@@ -89,12 +90,6 @@ def invoke(client, name, payload=None, **kw):
 
 def tail(resp):
     return base64.b64decode(resp["LogResult"]).decode("utf-8", "replace")
-
-
-def raw_request(conn, method, path, body=None, headers=None):
-    conn.request(method, path, body=body, headers=headers or {})
-    resp = conn.getresponse()
-    return resp, resp.read()
 
 
 # -- RequestResponse, Event, DryRun
@@ -430,7 +425,7 @@ def test_context_object_fields(client):
 def test_stats_count_invocations_errors_and_reset(emu, client):
     conn = http.client.HTTPConnection("127.0.0.1", emu.port, timeout=10)
     try:
-        resp, _ = raw_request(conn, "POST", "/emulator/reset")
+        resp, _ = exchange(conn, "POST", "/emulator/reset")
         assert resp.status == 200
         invoke(client, "echo", {})
         invoke(client, "echo", {})
@@ -438,16 +433,16 @@ def test_stats_count_invocations_errors_and_reset(emu, client):
         invoke(client, "echo", {}, InvocationType="DryRun")
         with pytest.raises(client.exceptions.ResourceNotFoundException):
             client.invoke(FunctionName="unknown")
-        resp, raw = raw_request(conn, "GET", "/emulator/stats")
+        resp, raw = exchange(conn, "GET", "/emulator/stats")
         stats = json.loads(raw)
         assert resp.status == 200
         assert stats["invocations"]["echo"] == 2 and stats["invocations"]["fail"] == 1
         assert stats["errors"] == dict.fromkeys(FUNCTIONS, 0) | {"fail": 1}
         assert sum(stats["invocations"].values()) == 3
-        resp, raw = raw_request(conn, "POST", "/emulator/reset")
+        resp, raw = exchange(conn, "POST", "/emulator/reset")
         assert json.loads(raw)["invocations"] == dict.fromkeys(FUNCTIONS, 0)
         assert emu.stats()["errors"]["fail"] == 0
-        resp, _ = raw_request(conn, "POST", "/emulator/stats")
+        resp, _ = exchange(conn, "POST", "/emulator/stats")
         assert resp.status == 405
     finally:
         conn.close()
@@ -481,11 +476,11 @@ def test_bad_requests_get_4xx_json_and_keep_the_connection_usable(emu):
             ("POST", invocations, b"[1,", {}, 400, "InvalidRequestContentException"),
         ]
         for method, path, body, headers, status, code in cases:
-            resp, raw = raw_request(conn, method, path, body, headers)
+            resp, raw = exchange(conn, method, path, body, headers)
             assert (resp.status, resp.getheader("x-amzn-ErrorType")) == (status, code), path
             assert json.loads(raw)["Type"] == "User"
             assert UUID_RE.match(resp.getheader("x-amzn-RequestId"))
-            resp, raw = raw_request(conn, "POST", invocations, b'{"ok": 1}')
+            resp, raw = exchange(conn, "POST", invocations, b'{"ok": 1}')
             assert (resp.status, raw) == (200, b'{"ok": 1}')
         assert emu.stats()["connections"] == connections + 1      # all on one connection
     finally:
@@ -568,7 +563,7 @@ def test_config_file_paths_are_relative_to_it(tmp_path):
 def test_command_line_serves_config_and_stops_on_sigterm(tmp_path):
     cfg = tmp_path / "functions.json"
     cfg.write_text(json.dumps({"functions": {
-        "ctx": {"handler": "handlers_emulator:context_info", "path": [TESTS],
+        "ctx": {"handler": "handlers_emulator:context_info", "path": [HANDLERS],
                 "environment": {"FROM_CONFIG": "yes"}}}}))
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.Popen(

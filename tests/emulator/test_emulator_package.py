@@ -20,7 +20,7 @@ import pytest
 
 import lambda_emulator
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
 EXAMPLES = os.path.join(ROOT, "examples")
 STAGE = os.environ.get("VMOD_LAMBDA_STAGE", "/var/tmp/vmod-lambda-test")
 

@@ -5,7 +5,6 @@ import base64
 import http.client
 import json
 import os
-import sys
 import time
 
 import boto3
@@ -14,18 +13,16 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.eventstream import ChecksumMismatch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.join(ROOT, "tests")
-EXAMPLES = os.path.join(ROOT, "examples")
-sys.path.insert(0, TESTS)
+from vmod_lambda import eventstream
+from lambda_emulator import Emulator, FunctionConfig
+from support import HANDLERS, ROOT
+from support.handlers.handlers_emulator import big_chunks
 
-from vmod_lambda import eventstream  # noqa: E402
-from lambda_emulator import Emulator, FunctionConfig  # noqa: E402
-from handlers_emulator import big_chunks  # noqa: E402
+EXAMPLES = os.path.join(ROOT, "examples")
 
 
 def th(handler, **kw):
-    return FunctionConfig(f"handlers_emulator:{handler}", path=[TESTS], **kw)
+    return FunctionConfig(f"handlers_emulator:{handler}", path=[HANDLERS], **kw)
 
 
 FUNCTIONS = {

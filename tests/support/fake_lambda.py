@@ -1,11 +1,15 @@
-"""A hostile Lambda Invoke API on loopback, for the tests that put varnishd in front of bad endpoints.
+"""The one scriptable fake Lambda Invoke API on loopback, for the tests of every layer.
 
-It answers `POST /2015-03-31/functions/{name}/invocations` with whatever a test asks for, picked per
-invocation by a `route(function_name, event_bytes) -> Action` callable: a payload (any bytes, any
-size), a Lambda error status, or misbehaviour at the transport level (reset, close, trickle, hang,
-garbage instead of HTTP). Stateless per request, so concurrent invocations are fine.
+It answers `POST /2015-03-31/functions/{name}/invocations` (and any other POST path) with whatever a
+test asks for: a payload (any bytes, any size, any status and headers, after a delay), a Lambda error
+status, or misbehaviour at the transport level (reset, close, trickle, hang, garbage instead of HTTP,
+canned bytes on a kept connection). The answer to each invocation is the next Action of `script`
+(a queue, for tests that script a sequence), else what `route(function_name, event_bytes)` picks
+(stateless per request, so concurrent invocations are fine), else a 200 with `null`.
 
-Listens on 127.0.0.1 only. Standard library only.
+It counts invocations, connections accepted (`connections`) and closed (`closed`); with keep_events
+it records each request as `events` (function name, headers, body) and `requests` (path, headers,
+body). Listens on 127.0.0.1 only (https://localhost with a tls_context). Standard library only.
 """
 
 import json
@@ -17,7 +21,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional
 
-__all__ = ["Action", "FakeLambda", "event_path"]
+from support.http_helpers import raw_request  # noqa: F401 (a client: re-exported for older imports)
+
+__all__ = ["Action", "FakeLambda", "answer", "event_path"]
 
 
 @dataclass
@@ -32,13 +38,17 @@ class Action:
       "partial"  send the status line, headers with Content-Length of payload, half the body, RST
       "trickle"  send the whole response one byte every `delay` seconds
       "hang"     read the request, send nothing for `delay` seconds, then close
-      "raw"      send `payload` verbatim (not HTTP, or broken HTTP), then close
+      "raw"      send `payload` verbatim (not HTTP, or broken HTTP), then close; with keep=True
+                 leave the connection open for the next request instead (canned HTTP answers)
+    A "payload" waits `delay` seconds before it answers; a Connection: close header among its
+    headers closes the connection after the answer.
     """
     kind: str = "payload"
     payload: bytes = b""
     status: int = 200
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
+    keep: bool = False
 
 
 def event_path(event: bytes) -> str:
@@ -52,17 +62,47 @@ def event_path(event: bytes) -> str:
     return doc.get("path") or doc.get("rawPath") or ""
 
 
+def answer(status: int, headers: Optional[dict], body: bytes) -> Action:
+    """A plain HTTP answer: status, headers (x-amzn-RequestId added unless given), body."""
+    return Action("payload", body, status, dict(headers or {}))
+
+
 class FakeLambda:
-    def __init__(self, route: Callable[[str, bytes], Action], tls_context=None):
+    def __init__(self, route: Optional[Callable[[str, bytes], Action]] = None, tls_context=None,
+                 keep_events: bool = False, request_id: str = "fake-request-id"):
+        """route: picks the Action of an invocation when the script is empty (default: 200 null).
+        request_id: the x-amzn-RequestId of the answers; "{n}" in it is the invocation's number
+        (1 for the first)."""
         self.route = route
+        self.script: list = []            # Actions, answered in order before route is asked
+        self.request_id = request_id
         self.invocations = 0
+        self.connections = 0              # connections accepted (TLS handshakes that failed too)
+        self.closed = 0                   # connections that ended
         self.events: list = []            # (function name, headers dict, event bytes) of each call
-        self.keep_events = False
+        self.requests: list = []          # (path, headers dict, body bytes) of each call
+        self.keep_events = keep_events
+        self.close_after_answer = False   # close each connection after its answer (no header)
         self._lock = threading.Lock()
+        self._open: set = set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with outer._lock:
+                    outer.connections += 1
+                    outer._open.add(self.connection)
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with outer._lock:
+                        outer.closed += 1
+                        outer._open.discard(self.connection)
 
             def log_message(self, *args):
                 pass
@@ -74,28 +114,40 @@ class FakeLambda:
                 name = parts[3] if len(parts) > 4 else ""
                 with outer._lock:
                     outer.invocations += 1
+                    self.number = outer.invocations
                     if outer.keep_events:
                         outer.events.append((name, dict(self.headers), event))
+                        outer.requests.append((self.path, dict(self.headers), event))
+                    action = outer.script.pop(0) if outer.script else None
                 try:
-                    action = outer.route(name, event)
+                    if action is None:
+                        action = outer.route(name, event) if outer.route else Action("payload", b"null")
                 except Exception as e:     # a bug in a test's route: answer something visible
                     action = Action("status", f"route failed: {e}".encode(), 500)
                 self._answer(action)
 
+            def _request_id(self):
+                return outer.request_id.format(n=self.number)
+
             def _answer(self, a: Action):
                 sock = self.connection
                 if a.kind == "payload":
+                    if a.delay:
+                        time.sleep(a.delay)
                     self.send_response(a.status)
-                    self.send_header("x-amzn-RequestId", "fake-request-id")
+                    if not any(k.lower() == "x-amzn-requestid" for k in a.headers):
+                        self.send_header("x-amzn-RequestId", self._request_id())
                     for k, v in a.headers.items():
                         self.send_header(k, v)
                     self.send_header("Content-Length", str(len(a.payload)))
                     self.end_headers()
                     self.wfile.write(a.payload)
+                    if outer.close_after_answer:
+                        self.close_connection = True
                 elif a.kind == "status":
                     body = json.dumps({"Type": "User", "message": a.payload.decode()}).encode()
                     self.send_response(a.status)
-                    self.send_header("x-amzn-RequestId", "fake-request-id")
+                    self.send_header("x-amzn-RequestId", self._request_id())
                     self.send_header("x-amzn-ErrorType", a.headers.get("type", "ServiceException"))
                     if "Retry-After" in a.headers:
                         self.send_header("Retry-After", a.headers["Retry-After"])
@@ -132,6 +184,9 @@ class FakeLambda:
                 elif a.kind == "hang":
                     time.sleep(a.delay)
                     self.close_connection = True
+                elif a.kind == "raw" and a.keep:
+                    self.wfile.write(a.payload)
+                    self.wfile.flush()
                 elif a.kind == "raw":
                     try:
                         sock.sendall(a.payload)
@@ -161,6 +216,14 @@ class FakeLambda:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+        # Wake the handlers still reading a kept connection: nothing of this server outlives the test.
+        with self._lock:
+            conns = list(self._open)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self):
         return self
@@ -169,65 +232,9 @@ class FakeLambda:
         self.stop()
 
 
-def raw_request(port: int, request: bytes, timeout: float = 60.0) -> tuple[int, list, bytes, bytes]:
-    """Send raw bytes to 127.0.0.1:port, read one HTTP/1.1 response.
-
-    Returns (status, [(name, value) as bytes], body, raw header block). status 0 when the connection
-    closed (or was reset) without a response. Content-Length and chunked bodies are read; anything else until close.
-    """
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        try:
-            s.sendall(request)
-        except (BrokenPipeError, ConnectionResetError):
-            pass                # refused mid-request: the answer, if any, is still there to read
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                if buf.startswith(b"HTTP/1.1 ") and b"\r\n" in buf:
-                    return int(buf.split(b" ")[1]), [], b"", buf
-                return 0, [], b"", buf
-            buf += chunk
-        head, _, rest = buf.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ")[1])
-        headers = []
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers.append((name, value.strip()))
-        lower = {n.lower(): v for n, v in headers}
-        if b"content-length" in lower:
-            want = int(lower[b"content-length"])
-            while len(rest) < want:
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                rest += chunk
-            body = rest[:want]
-        elif lower.get(b"transfer-encoding", b"").lower() == b"chunked":
-            body = b""
-            while True:
-                while b"\r\n" not in rest:
-                    rest += s.recv(1 << 20)
-                size_line, _, rest = rest.partition(b"\r\n")
-                size = int(size_line.split(b";")[0], 16)
-                while len(rest) < size + 2:
-                    chunk = s.recv(1 << 20)
-                    if not chunk:
-                        raise ConnectionError("chunked body truncated")
-                    rest += chunk
-                if size == 0:
-                    break
-                body += rest[:size]
-                rest = rest[size + 2:]
-        else:
-            body = rest
-            while True:
-                chunk = s.recv(1 << 20)
-                if not chunk:
-                    break
-                body += chunk
-        return status, headers, body, head
+def scripted(**kw) -> FakeLambda:
+    """A FakeLambda for scripted tests: records every request, numbers its request ids (req-1, ...).
+    Script it with `fake.script.append(Action(...))`; unscripted calls get 200 `null`."""
+    kw.setdefault("keep_events", True)
+    kw.setdefault("request_id", "req-{n}")
+    return FakeLambda(**kw)

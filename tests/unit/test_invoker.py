@@ -1,80 +1,17 @@
-"""vmod_lambda.invoker against real HTTP endpoints: moto's server and a scripted local Lambda API."""
+"""vmod_lambda.invoker against real HTTP endpoints: moto's server and the scripted fake Lambda API
+(the `api` fixture of tests/conftest.py)."""
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-from vmod_lambda.config import TRANSPORTS, validate_backend
-from vmod_lambda.invoker import MAX_PAYLOAD, InvokeError, Invoker, clean_reason
-
-
-class ScriptedLambda:
-    """A loopback Lambda API that answers each invocation with the next scripted action."""
-
-    def __init__(self):
-        self.actions = []
-        self.requests = []
-        self.connections = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self):
-                super().setup()
-                outer.connections += 1
-
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.requests.append((self.path, dict(self.headers), body))
-                action = outer.actions.pop(0) if outer.actions else ("ok", b"null")
-                kind = action[0]
-                if kind == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if kind == "sleep":
-                    time.sleep(action[1])
-                    action = ("ok", b"late")
-                status, headers, payload = {
-                    "ok": lambda: (200, {}, action[1]),
-                    "close": lambda: (200, {"Connection": "close"}, action[1]),
-                    "error": lambda: (200, {"X-Amz-Function-Error": action[1]}, action[2]),
-                    "status": lambda: (action[1], {"x-amzn-ErrorType": action[2]}, action[3]),
-                }[kind]()
-                self.send_response(status)
-                headers.setdefault("x-amzn-RequestId", f"req-{len(outer.requests)}")
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-                if kind == "close":
-                    self.close_connection = True
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def api():
-    s = ScriptedLambda()
-    yield s
-    s.stop()
+from support.fake_lambda import Action
+from support.invokers import make_invoker
+from vmod_lambda.config import TRANSPORTS
+from vmod_lambda.invoker import MAX_PAYLOAD, InvokeError, clean_reason
 
 
 _transport = TRANSPORTS[0]
@@ -90,12 +27,11 @@ def transport(request):
 
 def invoker(url, **kw):
     kw.setdefault("transport", _transport)
-    return Invoker(validate_backend("fn", kw.pop("function_name", "my-fn"), "us-east-1",
-                                    endpoint_url=url, **kw))
+    return make_invoker(url, **kw)
 
 
 def test_request_is_a_signed_requestresponse_invocation(api):
-    api.actions.append(("ok", b'{"a":1}'))
+    api.script.append(Action("payload", b'{"a":1}'))
     res = invoker(api.url).invoke(b'{"q":"x"}')
     assert res.payload == b'{"a":1}'
     assert res.request_id == "req-1"
@@ -121,7 +57,8 @@ def test_arn_with_qualifier_is_sent_quoted_in_the_path_with_the_qualifier_as_par
 
 
 def test_function_error_carries_type_message_and_request_id(api):
-    api.actions.append(("error", "Unhandled", b'{"errorType":"ValueError","errorMessage":"boom"}'))
+    api.script.append(Action("payload", b'{"errorType":"ValueError","errorMessage":"boom"}',
+                             headers={"X-Amz-Function-Error": "Unhandled"}))
     with pytest.raises(InvokeError) as e:
         invoker(api.url).invoke(b"{}")
     assert e.value.kind == "function_error"
@@ -135,7 +72,8 @@ def test_function_error_carries_type_message_and_request_id(api):
     (413, "RequestTooLargeException", "service"),
 ])
 def test_service_errors(api, status, code, kind):
-    api.actions.append(("status", status, code, b'{"message":"said the service"}'))
+    api.script.append(Action("payload", b'{"message":"said the service"}', status,
+                             {"x-amzn-ErrorType": code}))
     with pytest.raises(InvokeError) as e:
         invoker(api.url).invoke(b"{}")
     assert e.value.kind == kind
@@ -145,7 +83,7 @@ def test_service_errors(api, status, code, kind):
 
 
 def test_read_timeout_is_not_retried(api):
-    api.actions.append(("sleep", 1.0))
+    api.script.append(Action("payload", b"late", delay=1.0))
     inv = invoker(api.url, timeout=0.3)
     with pytest.raises(InvokeError) as e:
         inv.invoke(b"{}")
@@ -156,7 +94,7 @@ def test_read_timeout_is_not_retried(api):
 
 
 def test_connection_dropped_after_sending_is_not_retried(api):
-    api.actions.append(("drop",))
+    api.script.append(Action("close"))
     with pytest.raises(InvokeError) as e:
         invoker(api.url).invoke(b"{}")
     assert e.value.kind == "transport"
@@ -166,7 +104,7 @@ def test_connection_dropped_after_sending_is_not_retried(api):
 def test_idle_connection_closed_by_the_endpoint_is_not_reused(api):
     inv = invoker(api.url)
     for i in range(3):
-        api.actions.append(("close", str(i).encode()))
+        api.script.append(Action("payload", str(i).encode(), headers={"Connection": "close"}))
         assert inv.invoke(b"{}").payload == str(i).encode()
         time.sleep(0.05)
     assert api.connections == 3
@@ -175,7 +113,7 @@ def test_idle_connection_closed_by_the_endpoint_is_not_reused(api):
 def test_keepalive_connection_is_reused(api):
     inv = invoker(api.url)
     for i in range(3):
-        api.actions.append(("ok", b"x"))
+        api.script.append(Action("payload", b"x"))
         inv.invoke(b"{}")
     assert api.connections == 1
 
@@ -219,7 +157,7 @@ def test_no_credentials_with_an_endpoint_url_signs_with_empty_keys(monkeypatch, 
     with empty credentials, as movableink's vmod-lambda does."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    api.actions.append(("ok", b'"hi"'))
+    api.script.append(Action("payload", b'"hi"'))
     inv = invoker(api.url)
     assert inv.anonymous
     assert inv.invoke(b"{}").payload == b'"hi"'
@@ -255,10 +193,11 @@ def test_reasons_never_carry_credentials_an_endpoint_echoed(api):
     # Regression (issue 8): an endpoint that echoed the request's Authorization header in its
     # error message had it, and the credentials, written to VSL by the FetchError/VCL_Error line.
     inv = invoker(api.url)
-    api.actions.append(("status", 403, "InvalidSignatureException", json.dumps({
+    api.script.append(Action("payload", json.dumps({
         "message": "Authorization: AWS4-HMAC-SHA256 Credential=AKIDVMODLAMBDATEST/20250101/"
                    "us-east-1/lambda/aws4_request, SignedHeaders=host, Signature=" + "ab" * 32 +
-                   " secret vmod-lambda-test-secret key AKIAIOSFODNN7EXAMPLE"}).encode()))
+                   " secret vmod-lambda-test-secret key AKIAIOSFODNN7EXAMPLE"}).encode(), 403,
+        {"x-amzn-ErrorType": "InvalidSignatureException"}))
     with pytest.raises(InvokeError) as e:
         inv.invoke(b"{}")
     text = str(e.value)

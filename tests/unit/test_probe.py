@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from test_invoker import ScriptedLambda, invoker
+from support.fake_lambda import Action, scripted
+from support.invokers import make_invoker as invoker
 from vmod_lambda.probe import ProbeSpec, ProbeState, Prober
 
 
@@ -56,9 +57,9 @@ def test_probe_request_records():
 
 
 def test_prober_pokes_the_function_and_reports():
-    api = ScriptedLambda()
+    api = scripted()
     try:
-        api.actions += [("ok", b'{"statusCode":200}'), ("ok", b'{"statusCode":503}')]
+        api.script += [Action("payload", b'{"statusCode":200}'), Action("payload", b'{"statusCode":503}')]
         reports = []
         p = Prober("app", invoker(api.url), ProbeSpec(url="/hz", window=2, threshold=1, initial=0),
                    lambda healthy, went, line: reports.append((healthy, went, line)))
@@ -88,9 +89,9 @@ class Slots:
 
 
 def test_each_poke_takes_and_gives_back_a_slot_of_the_pool():
-    api = ScriptedLambda()
+    api = scripted()
     try:
-        api.actions += [("ok", b'{"statusCode":200}')]
+        api.script += [Action("payload", b'{"statusCode":200}')]
         slots = Slots("ok")
         reports = []
         p = Prober("app", invoker(api.url), ProbeSpec(url="/hz", timeout=1.5, threshold=1, initial=0),
@@ -103,7 +104,7 @@ def test_each_poke_takes_and_gives_back_a_slot_of_the_pool():
 
 
 def test_a_poke_without_a_free_slot_fails_without_invoking():
-    api = ScriptedLambda()
+    api = scripted()
     try:
         slots = Slots("busy")
         seen = []

@@ -5,24 +5,23 @@ Invoke API (tests/fake_lambda.py). Invoke, async invoke, InvokeWithResponseStrea
 call fails: function errors, 429, 5xx, timeouts, refused and cut connections, broken streams."""
 
 import json
-import os
 import socket
 
 import pytest
 
-from fake_lambda import Action, FakeLambda
+from support.fake_lambda import Action, FakeLambda
 from lambda_emulator import Emulator, FunctionConfig
+from support import HANDLERS
 from vmod_lambda import eventstream
 from vmod_lambda.config import TRANSPORTS, validate_backend
 from vmod_lambda.invoker import InvocationRecord, Invoker
 from vmod_lambda.limits import MAX_PAYLOAD
 from vmod_lambda.transport.base import InvokeError, InvokeRequest, ResponseStream, Transport
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def fn(handler, **kw):
-    return FunctionConfig(handler, path=[TESTS], **kw)
+    return FunctionConfig(handler, path=[HANDLERS], **kw)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
-from varnish_harness import Varnishd, require_stage
+from support import HANDLERS, ROOT
+from support.http_helpers import raw_request
+from support.varnish_harness import Varnishd, require_stage
 
-HERE = os.path.dirname(__file__)
-EXAMPLE = os.path.join(HERE, "..", "examples", "cluster")
+EXAMPLE = os.path.join(ROOT, "examples", "cluster")
 NODES = ("node1", "node2", "node3")
 
 
@@ -50,19 +51,10 @@ def site_vcl(ports, endpoint):
 
 def http_get(port, path):
     """(status, X-Cluster-Owner, body) of one GET on a fresh connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: cluster.test\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:])}
-    return status, headers.get("x-cluster-owner"), body
+    status, headers, body, _ = raw_request(
+        port, f"GET {path} HTTP/1.1\r\nHost: cluster.test\r\nConnection: close\r\n\r\n".encode())
+    owner = {k.strip().lower(): v for k, v in headers}.get(b"x-cluster-owner")
+    return status, None if owner is None else owner.decode("latin-1"), body
 
 
 def wait_all_healthy(nodes, names, timeout=20):
@@ -100,7 +92,7 @@ def cluster():
     emu = Emulator({"app": FunctionConfig("handlers_cluster:page", timeout=10,
                                           reserved_concurrency=40,
                                           environment={"CLUSTER_LOG": log})},
-                   paths=[HERE])
+                   paths=[HANDLERS])
     emu.start()
     with open(os.path.join(EXAMPLE, "cluster.vcl")) as f:
         main = f.read()

@@ -19,9 +19,9 @@ import time
 
 import pytest
 
-from varnish_harness import STAGE, require_stage
+from support.varnish_harness import STAGE, require_stage
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
 
 
 def free_port() -> int:

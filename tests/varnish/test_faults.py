@@ -20,8 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fake_lambda import Action, FakeLambda, event_path, raw_request
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda, event_path
+from support.http_helpers import raw_request
+from support.varnish_harness import Varnishd, require_stage
 
 TIMEOUT = 1.0
 SLACK = 6.0          # a loaded, shared machine: generous, but far below "hung"

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from varnish_harness import Varnishd, require_stage
+from support.varnish_harness import Varnishd, require_stage
 
 pytest.importorskip("mangum")
 pytest.importorskip("starlette")

@@ -17,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fake_lambda import Action, FakeLambda, event_path, raw_request
-from hostile_corpus import CASES, Fail, Ok
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda, event_path
+from support.http_helpers import raw_request
+from support.hostile_corpus import CASES, Fail, Ok
+from support.varnish_harness import Varnishd, require_stage
 
 FORMATS = ("json", "http")
 OBJECT = {"json": "hj", "http": "hh"}

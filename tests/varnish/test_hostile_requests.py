@@ -13,8 +13,9 @@ import threading
 
 import pytest
 
-from fake_lambda import Action, FakeLambda, event_path, raw_request
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda, event_path
+from support.http_helpers import raw_request
+from support.varnish_harness import Varnishd, require_stage
 
 FORMATS = {"v1": "1.0", "v2": "2.0", "alb": "alb"}
 

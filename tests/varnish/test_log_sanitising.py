@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from fake_lambda import Action, FakeLambda, event_path
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda, event_path
+from support.varnish_harness import Varnishd, require_stage
 from vmod_lambda.invoker import InvokeError
 
 EVIL_ID = "\x1b[2J\x1b]0;pwned\x07req-1"

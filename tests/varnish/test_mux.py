@@ -21,8 +21,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from fake_lambda import Action, FakeLambda, event_path
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda, event_path
+from support.varnish_harness import Varnishd, require_stage
 
 
 def answer(path: str) -> bytes:

@@ -1,22 +1,21 @@
 """varnishd in front of the emulator with log_tail = true: the function's own log lines and its REPORT
 line reach varnishlog (credentials redacted), and the billed duration and cold starts are counted."""
 
-import os
 import subprocess
 
 import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
-from varnish_harness import Varnishd, require_stage
+from support import HANDLERS
+from support.varnish_harness import Varnishd, require_stage
 
-HERE = os.path.dirname(__file__)
 
 
 @pytest.fixture(scope="module")
 def emulator():
     require_stage()
     emu = Emulator({"chatty": FunctionConfig("handlers_varnish:chatty_page", timeout=10)},
-                   paths=[HERE])
+                   paths=[HANDLERS])
     emu.start()
     yield emu
     emu.stop()

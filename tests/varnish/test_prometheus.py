@@ -20,11 +20,11 @@ import urllib.request
 import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
-from varnish_harness import Varnishd, require_stage
+from support import HANDLERS, ROOT
+from support.varnish_harness import Varnishd, require_stage
 
-HERE = os.path.dirname(__file__)
 EXPORTER = "prometheus-varnish-exporter"
-VSC = os.path.join(HERE, "..", "include", "VSC_lambda.vsc")
+VSC = os.path.join(ROOT, "include", "VSC_lambda.vsc")
 GAUGES = {"inflight", "queued", "happy"}
 
 
@@ -110,7 +110,7 @@ def setup():
                     "`make test-prometheus` installs it and runs this test")
     require_stage()
     emu = Emulator({"page": FunctionConfig("handlers_metrics:page", timeout=10,
-                                           reserved_concurrency=10)}, paths=[HERE])
+                                           reserved_concurrency=10)}, paths=[HANDLERS])
     emu.start()
     try:
         with Varnishd(VCL.format(url=emu.url)) as v:

@@ -22,8 +22,10 @@ import time
 
 import pytest
 
-from fake_lambda import Action, FakeLambda, event_path, raw_request
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda, event_path
+from support.http_helpers import raw_request
+from support import HANDLERS, ROOT
+from support.varnish_harness import Varnishd, require_stage
 
 AKID = "AKIDSECURITYTESTKEY1"
 SECRET = "sEcReT/security+test/0123456789abcdefghij"
@@ -182,11 +184,10 @@ def test_client_headers_are_data_in_the_event_never_invoke_headers(env_creds):
 
 
 def test_emulator_listens_on_loopback_only_by_default():
-    here = os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.Popen([sys.executable, "-m", "lambda_emulator", "--port", "0", "-q",
-                             "--path", here, "info=handlers_emulator:context_info"],
+                             "--path", HANDLERS, "info=handlers_emulator:context_info"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=os.path.dirname(here))
+                            cwd=ROOT)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), url

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fake_lambda import Action, FakeLambda, event_path
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda, event_path
+from support.varnish_harness import Varnishd, require_stage
 
 TIMEOUT = 1.0
 MARGIN = 0.1            # the caller's documented slack (vmod_lambda.vcc, "Timeouts")

@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fake_lambda import Action, FakeLambda
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda
+from support.varnish_harness import Varnishd, require_stage
 
 BODY_MB = 5
 CLIENTS = 8

@@ -1,21 +1,20 @@
 """varnishd with this VMOD in front of the local Lambda emulator: caching and request coalescing."""
 
-import os
 import threading
 
 import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
-from varnish_harness import Varnishd, require_stage
+from support import HANDLERS
+from support.varnish_harness import Varnishd, require_stage
 
-HERE = os.path.dirname(__file__)
 
 
 @pytest.fixture(scope="module")
 def emulator():
     require_stage()
     emu = Emulator({"page": FunctionConfig("handlers_varnish:slow_page", timeout=10,
-                                           reserved_concurrency=50)}, paths=[HERE])
+                                           reserved_concurrency=50)}, paths=[HANDLERS])
     emu.start()
     yield emu
     emu.stop()

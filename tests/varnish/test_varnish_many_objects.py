@@ -9,9 +9,9 @@ import re
 import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
-from varnish_harness import Varnishd, require_stage
+from support import HANDLERS
+from support.varnish_harness import Varnishd, require_stage
 
-HERE = os.path.dirname(__file__)
 N = 1000
 
 # varnishadm waits 5 s for an answer by default: a load of a large VCL on a loaded machine (the VCL
@@ -29,7 +29,7 @@ def emulator():
     require_stage()
     # Two of the thousand functions exist: the first and the last object's.
     emu = Emulator({f"fn{i}": FunctionConfig("handlers_emulator:context_info", timeout=10)
-                    for i in (0, N - 1)}, paths=[HERE])
+                    for i in (0, N - 1)}, paths=[HANDLERS])
     emu.start()
     yield emu
     emu.stop()
@@ -143,7 +143,7 @@ def test_threads_follow_the_invocations_in_flight_and_shrink_back(emulator):
     import time
     emu = Emulator({"sleepy": FunctionConfig("handlers_emulator:sleep_pid", timeout=30,
                                              reserved_concurrency=40)},
-                   paths=[HERE])
+                   paths=[HANDLERS])
     emu.start()
     vcl = f"""vcl 4.1;
 import lambda;

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
-from varnish_harness import Varnishd, require_stage
+from support import HANDLERS
+from support.varnish_harness import Varnishd, require_stage
 from vmod_lambda.config import TRANSPORTS
 
-HERE = os.path.dirname(__file__)
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
@@ -28,7 +28,7 @@ def transport(request):
 def emulator():
     require_stage()
     emu = Emulator({"page": FunctionConfig("handlers_varnish:stream_page", timeout=300,
-                                           reserved_concurrency=20)}, paths=[HERE])
+                                           reserved_concurrency=20)}, paths=[HANDLERS])
     emu.start()
     yield emu
     emu.stop()
