@@ -1,4 +1,4 @@
-"""The python loader's bigalloc hook outside varnishd (tests/bigalloc_driver.c).
+"""The python loader's bigalloc hook outside varnishd (tests/support/bigalloc_driver.c).
 
 The driver is the loader's source plus checks, linked like the loaders: with jemalloc first (the
 hook sends big raw allocations to a private arena; every check of the driver runs) and without it

@@ -1,4 +1,5 @@
-"""Run a real varnishd with the staged fresh build, for pytest tests that need Varnish end to end.
+"""Run a real varnishd with the staged fresh build, for the tests that need Varnish end to end
+(tests/varnish/) and for the benchmarks (bench/run.py, bench/objects.py, bench/profile.py).
 
 `make stage` puts the build in $VMOD_LAMBDA_STAGE (default /var/tmp/vmod-lambda-test), where the jailed
 child can read it; tests that use this harness are skipped with a clear reason when it is missing.
@@ -14,28 +15,41 @@ import time
 import urllib.request
 from typing import Optional
 
-import pytest
-
 STAGE = os.environ.get("VMOD_LAMBDA_STAGE", "/var/tmp/vmod-lambda-test")
 VMODDIR = subprocess.run(["pkg-config", "--variable=vmoddir", "varnishapi"], capture_output=True,
                          text=True).stdout.strip() if shutil.which("pkg-config") else ""
 
 
-def require_stage():
-    if not os.path.exists(os.path.join(STAGE, "vmods", "libvmod_lambda.so")):
-        pytest.skip(f"no staged build in {STAGE}: run `make stage` (make test does)")
+def _skip(reason: str):
+    try:
+        import pytest   # here, not above: the benchmarks use this module, pytest or not
+    except ImportError:
+        raise RuntimeError(reason) from None
+    pytest.skip(reason)
+
+
+def require_stage(stage: Optional[str] = None):
+    """Skip the test when the staged build or varnishd is missing."""
+    stage = stage or STAGE
+    if not os.path.exists(os.path.join(stage, "vmods", "libvmod_lambda.so")):
+        _skip(f"no staged build in {stage}: run `make stage` (make test does)")
     if not shutil.which("varnishd"):
-        pytest.skip("varnishd is not installed")
+        _skip("varnishd is not installed")
 
 
 class Varnishd:
     """varnishd -F on 127.0.0.1:<free port> with the given VCL; a context manager."""
 
     def __init__(self, vcl: str, params: Optional[dict] = None, env: Optional[dict] = None,
-                 listen: str = "127.0.0.1:0", args: tuple = (), files: Optional[dict] = None):
+                 listen: str = "127.0.0.1:0", args: tuple = (), files: Optional[dict] = None,
+                 stage: Optional[str] = None, storage: str = "malloc,64m", unset: tuple = (),
+                 start_timeout: float = 60):
         """files: more files next to the VCL (name -> text), for its includes; args: more
-        varnishd arguments (e.g. ("-i", "node1"))."""
-        require_stage()
+        varnishd arguments (e.g. ("-i", "node1")); stage: the staged build (default
+        $VMOD_LAMBDA_STAGE); unset: environment variables the child must not inherit; env: more
+        (or other) variables, applied last."""
+        stage = stage or STAGE
+        require_stage(stage)
         self.dir = tempfile.mkdtemp(prefix="vmod-lambda-varnishd-")
         os.chmod(self.dir, 0o755)
         for name, text in {**(files or {}), "main.vcl": vcl}.items():
@@ -46,13 +60,13 @@ class Varnishd:
         self.vcl_path = os.path.join(self.dir, "main.vcl")
         self.workdir = os.path.join(self.dir, "n")
         args = ["varnishd", "-F", "-n", self.workdir, "-a", listen, "-T", "127.0.0.1:0",
-                "-f", self.vcl_path, "-s", "malloc,64m",
-                "-p", f"vmod_path={STAGE}/vmods:{VMODDIR}", *args]
+                "-f", self.vcl_path, "-s", storage,
+                "-p", f"vmod_path={stage}/vmods:{VMODDIR}", *args]
         for k, v in (params or {}).items():
             args += ["-p", f"{k}={v}"]
-        self.env = dict(os.environ)
+        self.env = {k: v for k, v in os.environ.items() if k not in unset}
         self.env.update({
-            "VMOD_LAMBDA_HOME": STAGE,
+            "VMOD_LAMBDA_HOME": stage,
             "AWS_ACCESS_KEY_ID": "AKIDVMODLAMBDATEST",
             "AWS_SECRET_ACCESS_KEY": "vmod-lambda-test-secret",
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -63,7 +77,7 @@ class Varnishd:
         self.log = open(os.path.join(self.dir, "varnishd.log"), "w+")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         try:
-            self._wait_ready()
+            self._wait_ready(start_timeout)
         except BaseException:
             self.stop()
             raise
@@ -78,8 +92,8 @@ class Varnishd:
             raise RuntimeError(f"varnishadm {' '.join(cmd)}: {r.stdout}{r.stderr}")
         return r.stdout
 
-    def _wait_ready(self):
-        deadline = time.monotonic() + 60
+    def _wait_ready(self, timeout: float):
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.log.seek(0)
@@ -94,7 +108,7 @@ class Varnishd:
             except (RuntimeError, subprocess.TimeoutExpired, ValueError, IndexError):
                 pass
             time.sleep(0.2)
-        raise RuntimeError("varnishd did not start within 60 s")
+        raise RuntimeError(f"varnishd did not start within {timeout:g} s")
 
     def request(self, path: str, method: str = "GET", data: bytes = None, headers=None):
         """(status, headers as a list of (name, value), body) of one request; never raises on 4xx/5xx."""

@@ -7,7 +7,7 @@ LF or NUL, no hop-by-hop headers); and round trips hold where they exist (a requ
 from the event byte for byte; a response serialised in either format parses back to itself).
 
 Runtime is kept modest for the default test run (300 examples per property); a longer campaign:
-VMOD_LAMBDA_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest tests/test_fuzz.py
+VMOD_LAMBDA_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest tests/unit/test_fuzz.py
 """
 
 import base64

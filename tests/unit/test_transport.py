@@ -1,7 +1,7 @@
 """The transports (vmod_lambda/transport/) through their one interface: the same test body runs over
 "direct" and "boto3" (as aiohttp runs one suite over its C and Python parsers), against real local
 endpoints: the emulator (lambda_emulator, with its fault hooks for response streams) and a hostile
-Invoke API (tests/fake_lambda.py). Invoke, async invoke, InvokeWithResponseStream, and every way a
+Invoke API (tests/support/fake_lambda.py). Invoke, async invoke, InvokeWithResponseStream, and every way a
 call fails: function errors, 429, 5xx, timeouts, refused and cut connections, broken streams."""
 
 import json

@@ -293,7 +293,7 @@ def _settle(v, timeout=15):
 
 
 # 12 in the default run (each load starts 84 workers and 3 boto3 clients: about 2 s); more with
-# VMOD_LAMBDA_RELOADS=100 .venv/bin/python -m pytest -s tests/test_faults.py -k reloads
+# VMOD_LAMBDA_RELOADS=100 .venv/bin/python -m pytest -s tests/varnish/test_faults.py -k reloads
 RELOADS_TOTAL = int(os.environ.get("VMOD_LAMBDA_RELOADS", "12"))
 
 
@@ -368,7 +368,7 @@ def test_many_vcl_reloads_under_load(env):
 def test_missing_credentials_with_an_endpoint_url_sign_with_empty_keys():
     """An empty credential chain and an endpoint_url: every fetch is invoked, signed with empty
     keys, as movableink's vmod-lambda does (without endpoint_url the calls fail before anything is
-    sent: vtc/lambda_b00032.vtc, tests/test_invoker.py)."""
+    sent: vtc/lambda_b00032.vtc, tests/unit/test_invoker.py)."""
     require_stage()
     with FakeLambda(route) as fake, \
             Varnishd(vcl(fake.url, f"http://127.0.0.1:{closed_port()}"),

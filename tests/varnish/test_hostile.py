@@ -1,7 +1,7 @@
 """Hostile Lambda responses through a real varnishd, in both response formats.
 
-Each payload of tests/hostile_corpus.py is returned by a local Invoke API (tests/fake_lambda.py) to a
-varnishd running the fresh build, once through an object with response_format = "json" and once
+Each payload of tests/support/hostile_corpus.py is returned by a local Invoke API
+(tests/support/fake_lambda.py) to a varnishd running the fresh build, once through an object with response_format = "json" and once
 through one with response_format = "http". Per case and format: the documented outcome (a failed
 fetch, a 503 made by Varnish, and a FetchError line saying why; or the sanitised response), no
 injected header ever reaches the client, and no header is silently lost. After the whole corpus: the

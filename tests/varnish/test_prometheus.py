@@ -11,19 +11,16 @@ test-prometheus` installs it and runs this file."""
 import os
 import re
 import shutil
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
 from support import HANDLERS, ROOT
+from support.prometheus import EXPORTER, Exporter
 from support.varnish_harness import Varnishd, require_stage
 
-EXPORTER = "prometheus-varnish-exporter"
 VSC = os.path.join(ROOT, "include", "VSC_lambda.vsc")
 GAUGES = {"inflight", "queued", "happy"}
 
@@ -33,54 +30,6 @@ def vsc_counters():
     with open(VSC) as f:
         text = f.read()
     return dict(re.findall(r"^\.\. varnish_vsc:: (\w+)\n\t:type:\t(\w+)", text, re.M))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def parse_exposition(text):
-    """{name: type} and {(name, labels): value} of Prometheus' text format."""
-    types, samples = {}, {}
-    for line in text.splitlines():
-        m = re.match(r"# TYPE (\S+) (\S+)$", line)
-        if m:
-            types[m.group(1)] = m.group(2)
-            continue
-        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", line)
-        if m:
-            samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
-    return types, samples
-
-
-class Exporter:
-    def __init__(self, workdir):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/metrics"
-        self.proc = subprocess.Popen([EXPORTER, "-n", workdir, "-raw",
-                                      "-web.listen-address", f"127.0.0.1:{self.port}"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                self.scrape()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{EXPORTER} did not start: {self.proc.stdout.read()}")
-                time.sleep(0.2)
-
-    def scrape(self):
-        with urllib.request.urlopen(self.url, timeout=10) as r:
-            return parse_exposition(r.read().decode())
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 VCL = """vcl 4.1;

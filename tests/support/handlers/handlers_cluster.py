@@ -1,4 +1,4 @@
-"""The function behind the cluster tests (tests/test_cluster.py): a cacheable page per URL, each
+"""The function behind the cluster tests (tests/varnish/test_cluster.py): a cacheable page per URL, each
 invocation appended to the file $CLUSTER_LOG (one line per invocation: the path), so the test can
 count invocations per URL across the three Varnish nodes."""
 

@@ -1,4 +1,4 @@
-"""Lambda handlers for tests/test_emulator.py; they run in the emulator's worker processes."""
+"""Lambda handlers for tests/emulator/test_emulator.py; they run in the emulator's worker processes."""
 
 import logging
 import os

@@ -1,4 +1,4 @@
-"""The function behind the Prometheus tests and the dashboard snapshot (tests/test_prometheus.py,
+"""The function behind the Prometheus tests and the dashboard snapshot (tests/varnish/test_prometheus.py,
 examples/grafana/snapshot.py): a page whose path picks its behaviour."""
 
 import time

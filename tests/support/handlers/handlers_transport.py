@@ -1,4 +1,4 @@
-"""Lambda handlers for tests/test_transport.py; they run in the emulator's worker processes."""
+"""Lambda handlers for tests/unit/test_transport.py; they run in the emulator's worker processes."""
 
 import time
 

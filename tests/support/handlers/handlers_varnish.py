@@ -19,7 +19,7 @@ def chatty_page(event, context):
     return {"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": "chatty"}
 
 
-# ---- streaming backends (tests/test_varnish_streaming.py): parameters in the query string
+# ---- streaming backends (tests/varnish/test_varnish_streaming.py): parameters in the query string
 
 from lambda_emulator import HttpResponseStream, streamify_response  # noqa: E402
 
