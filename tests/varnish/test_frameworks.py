@@ -27,6 +27,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from support import ROOT
 from support.varnish_harness import Varnishd, require_stage
 
 pytest.importorskip("mangum")
@@ -39,8 +40,7 @@ pytest.importorskip("flask")
 
 from lambda_emulator import Emulator, FunctionConfig  # noqa: E402
 
-APPS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                    "frameworks")
+APPS = os.path.join(ROOT, "examples", "frameworks")
 
 # Exactly what every app serves for /image.png.
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\xff\xfe\x00"
