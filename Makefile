@@ -3,6 +3,7 @@
 #   make               build libvmod_lambda.so, the python loaders and the Cython modules into build/
 #   make install       the VMOD into Varnish's vmod dir, the Python side into $(PREFIX)
 #   make test          pytest (tests/) and varnishtest (vtc/) against the fresh build
+#   make pytest TESTS=tests/unit   one layer of tests (unit, compiled, varnish, emulator: docs/TESTS.md)
 #   make check         every test: `make test`, the docs are current, install, the installed VMOD
 #   make docs          docs/vmod_lambda.rst and docs/vmod_lambda.3 from vmod_lambda.vcc
 #   make soak          20 minutes of mixed traffic, the child's RSS must stay within 10% (not in test)
@@ -142,9 +143,11 @@ installcheck:
 	echo "varnishtest (installed): $$(grep -c '^#.* passed' $(BUILD)/vtc-installed.log) passed, $$(grep -c '^#.* FAILED' $(BUILD)/vtc-installed.log) failed"; \
 	exit $$rc
 
-# The pytest tests that start varnishd (tests/varnish_harness.py) load the build staged in $(STAGE).
+# The pytest tests that start varnishd (tests/support/varnish_harness.py) load the build staged in $(STAGE).
+# TESTS: every layer by default, or some of them (tests/unit tests/compiled tests/varnish tests/emulator).
+TESTS        ?= tests
 pytest:
-	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q $(TESTS)
 
 VTC_JOBS ?= 2
 vtc:
@@ -154,15 +157,15 @@ vtc:
 	exit $$rc
 
 # Prometheus (README, Monitoring): Debian's prometheus-varnish-exporter against varnishd with the fresh
-# build (tests/test_prometheus.py, skipped by `make test` where the package is missing). Installs the
-# package (root); Debian enables its service, which starts an exporter on :9131 where services run.
+# build (tests/varnish/test_prometheus.py, skipped by `make test` where the package is missing). Installs
+# the package (root); Debian enables its service, which starts an exporter on :9131 where services run.
 test-prometheus: stage
 	@command -v prometheus-varnish-exporter >/dev/null 2>&1 || { \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			prometheus-varnish-exporter >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			prometheus-varnish-exporter >/dev/null; }; }
-	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests/test_prometheus.py
+	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q tests/varnish/test_prometheus.py
 
 # docs/grafana-vmod-lambda.png: examples/grafana/vmod-lambda.json's panels from a real 45 s scrape.
 grafana-snapshot: test-prometheus

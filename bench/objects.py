@@ -1,6 +1,6 @@
 """Many objects in one VCL (issue 21): what `vcl.load` of N lambda.backend objects costs a running child.
 
-Starts varnishd with the staged build (tests/varnish_harness.py) serving a plain VCL, then, for each N,
+Starts varnishd with the staged build (tests/support/varnish_harness.py) serving a plain VCL, then, for each N,
 loads a VCL whose vcl_init creates N objects (`lambda.backend("fnI", "us-east-1", endpoint_url = ...)`,
 nothing else), as an operator would, and reports the time `vcl.load` took, the child's RSS and threads
 after it, and after `vcl.discard`. --cycles C then loads and discards the largest VCL C times and reports
@@ -80,7 +80,7 @@ def settle(pid: int, seconds: float = 1.0) -> dict:
 
 
 def run(counts, cycles: int, transport: str, params: dict) -> dict:
-    from varnish_harness import Varnishd
+    from support.varnish_harness import Varnishd
     endpoint = "http://127.0.0.1:9"        # discard port: nothing listens, nothing is sent
     results = {"counts": [], "cycles": [], "transport": transport}
     with Varnishd(BASE_VCL, params=params) as v:
@@ -201,7 +201,8 @@ def section(res: dict) -> str:
     base = res["base"]
     return "\n".join([
         SECTION, "",
-        "`make bench-objects` (bench/objects.py): varnishd with the staged build (tests/varnish_harness.py, "
+        "`make bench-objects` (bench/objects.py): varnishd with the staged build "
+        "(tests/support/varnish_harness.py, "
         "default `cli_timeout`) serving a plain VCL; for each N, `vcl.load` of a VCL whose `vcl_init` "
         f"creates N objects (`lambda.backend(\"fnI\", \"us-east-1\", endpoint_url = ...)`, transport "
         f"`{res['transport']}`, nothing else), the child's RSS and threads 1 s after the load and 2 s "

@@ -431,7 +431,7 @@ METHOD = """## Method
   path and get a fixed Lambda response JSON whose body is the same 22 bytes with the same headers, so
   the origin does the same work; the 100 ms function is nginx's echo module (`echo_sleep 0.1`), the
   5 MB bodies a static file (native) and the same text as the body of a Lambda response JSON.
-- varnishd: the staged build (VMOD_LAMBDA_HOME and vmod_path as tests/varnish_harness.py sets them,
+- varnishd: the staged build (VMOD_LAMBDA_HOME and vmod_path as tests/support/varnish_harness.py sets them,
   fake credentials, default jail, `-s malloc,256m`, default thread pools), one VCL routing by URL
   (bench/run.py `vcl()`): `lambda.backend` objects with `pool_size` 64 (320 for the 100 ms function)
   and one with `transport = "boto3"` for each Lambda case so both transports are measured side by side.

@@ -3,7 +3,7 @@
 
 One nginx is the origin of every case: native cases fetch /native/..., Lambda cases POST the Invoke API
 path and get a fixed Lambda response JSON (bench/nginx.conf.in). One varnishd runs the staged build
-(VMOD_LAMBDA_HOME, vmod_path and fake credentials as tests/varnish_harness.py sets them) with the VCL
+(started by the tests' harness, tests/support/varnish_harness.py, with fake credentials) with the VCL
 below; wrk drives it from the same machine. Every case runs ROUNDS times, interleaved, for a fixed
 duration; the results go to bench/results/<stamp>.json, then bench/report.py writes BENCHMARKS.md
 and the chart and prints the ratios against the targets of issue 5.
@@ -18,7 +18,6 @@ sections from bench/benchmarks.json.
 
 import argparse
 import datetime
-import http.client
 import inspect
 import json
 import os
@@ -49,6 +48,10 @@ TRICKLE_LINE = ("0123456789abcdef" * 64)[:1023]     # + "\n": the 1 KiB chunks o
 BIG_MIB = 100               # the streamed body of the throughput cases
 
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests"))     # the tests' support package: harness, HTTP helpers
+
+from support.http_helpers import timed_get  # noqa: E402
+from support.varnish_harness import Varnishd  # noqa: E402
 
 
 def log(msg):
@@ -399,47 +402,19 @@ sub vcl_synth {{
 """
 
 
-class Varnish:
+class Varnish(Varnishd):
+    """The benchmarks' varnishd: the tests' harness with the staged build of --stage, 256 MB of
+    malloc storage, the benchmark's fake credentials and nothing of the caller's AWS or loader
+    settings; AWS_CA_BUNDLE only for the https:// origin's certificate (case group k)."""
+
     def __init__(self, workdir, stage, vcl_text, ca_bundle=None):
-        self.dir = os.path.join(workdir, "varnish")
-        os.makedirs(self.dir)
-        os.chmod(workdir, 0o755)
-        os.chmod(self.dir, 0o755)
-        self.vcl_path = os.path.join(self.dir, "bench.vcl")
-        with open(self.vcl_path, "w") as f:
-            f.write(vcl_text)
-        os.chmod(self.vcl_path, 0o644)
-        self.workdir = os.path.join(self.dir, "n")
-        self.port = free_port()
-        vmoddir = subprocess.run(["pkg-config", "--variable=vmoddir", "varnishapi"],
-                                 capture_output=True, text=True).stdout.strip()
-        args = ["varnishd", "-F", "-n", self.workdir, "-a", f"127.0.0.1:{self.port}",
-                "-T", "127.0.0.1:0", "-f", self.vcl_path, "-s", "malloc,256m",
-                "-p", f"vmod_path={stage}/vmods:{vmoddir}"]
-        env = dict(os.environ)
-        for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL",
-                  "AWS_ENDPOINT_URL_LAMBDA", "VMOD_LAMBDA_LOADER", "VMOD_LAMBDA_NO_DEEPBIND"):
-            env.pop(k, None)
-        env.update(FAKE_AWS)
-        env.pop("AWS_CA_BUNDLE", None)
-        if ca_bundle:
-            env["AWS_CA_BUNDLE"] = ca_bundle     # the https:// origin's certificate (case group k)
-        env["VMOD_LAMBDA_HOME"] = stage
-        self.log = open(os.path.join(self.dir, "varnishd.log"), "w+")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 90
-        while True:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"varnishd exited: {self.log.read()[-3000:]}")
-            r = subprocess.run(["varnishadm", "-n", self.workdir, "status"], capture_output=True,
-                               text=True)
-            if "running" in r.stdout:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("varnishd did not start within 90 s")
-            time.sleep(0.2)
-        self.url = f"http://127.0.0.1:{self.port}"
+        unset = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL",
+                 "AWS_ENDPOINT_URL_LAMBDA", "VMOD_LAMBDA_LOADER", "VMOD_LAMBDA_NO_DEEPBIND",
+                 "AWS_CA_BUNDLE")
+        env = dict(FAKE_AWS, **({"AWS_CA_BUNDLE": ca_bundle} if ca_bundle else {}))
+        os.chmod(workdir, 0o755)        # the jailed child reads the CA bundle below it
+        super().__init__(vcl_text, env=env, stage=stage, storage="malloc,256m", unset=unset,
+                         start_timeout=90)
 
     def child_pid(self):
         kids = [p for p in children(self.proc.pid) if os.path.exists(f"/proc/{p}")]
@@ -452,21 +427,6 @@ class Varnish:
             except OSError:
                 pass
         return kids[0] if kids else None
-
-    def panicked(self):
-        r = subprocess.run(["varnishadm", "-n", self.workdir, "panic.show"], capture_output=True,
-                           text=True)
-        return "Panic at" in r.stdout
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 # ------------------------------------------------------------------------------------------------ wrk
@@ -580,30 +540,6 @@ def measure(v, ng, case, duration):
         "loadavg_before": load0, "loadavg_after": loadavg(),
     })
     return res
-
-
-def timed_get(port, path, method="GET", body=None, headers=None, timeout=180):
-    """One request on a new connection: status, ms to the response head, to the first byte of the
-    body, to its end, and the body's size (chunked decoding by http.client)."""
-    t0 = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        t_head = time.monotonic()
-        data = resp.read1(65536)
-        t_first = time.monotonic() if data else None
-        n = len(data)
-        while data:
-            data = resp.read1(1 << 20)
-            n += len(data)
-        t_end = time.monotonic()
-        status = resp.status
-    finally:
-        conn.close()
-    ms = lambda t: None if t is None else (t - t0) * 1000.0      # noqa: E731
-    return {"status": status, "head_ms": ms(t_head), "first_byte_ms": ms(t_first),
-            "total_ms": ms(t_end), "bytes": n}
 
 
 TRICKLE_CASES = [

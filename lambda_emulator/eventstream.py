@@ -9,7 +9,7 @@ Each message is::
 prelude_crc is the CRC-32 of the first 8 bytes, message_crc the CRC-32 of everything before it. A
 header is name_length:u8, name, type:u8, value (this writer uses 0/1: true/false, no value; 4: i32;
 6: bytes and 7: string, both u16 length + data). The reader side (the Decoder, LambdaStream and
-PreludeParser that run in the VMOD) is vmod_lambda/eventstream.py; tests/test_eventstream.py checks
+PreludeParser that run in the VMOD) is vmod_lambda/eventstream.py; tests/unit/test_eventstream.py checks
 the two against each other and against botocore's parser.
 """
 

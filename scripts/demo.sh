@@ -5,7 +5,7 @@
 #
 # Settings (environment): DEMO_PORT (Varnish, 6081), DEMO_LAMBDA_PORT (the emulator, 9001),
 # DEMO_WORKDIR (/tmp/vmod-lambda-demo), DEMO_STAGE (a staged build to use instead of the installed
-# one: tests/test_demo.py runs the walkthrough that way).
+# one: tests/varnish/test_demo.py runs the walkthrough that way).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$here/.venv}

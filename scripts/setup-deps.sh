@@ -12,7 +12,7 @@ set -eu
 VENV=${1:-.venv}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-# git: the fresh-machine check clones; curl: the demo walkthrough (tests/test_demo.py) runs its lines.
+# git: the fresh-machine check clones; curl: the demo walkthrough (tests/varnish/test_demo.py) runs its lines.
 APT_PKGS="varnish libvarnishapi-dev python3 python3-dev python3-venv gcc make pkg-config libjemalloc2 libssl-dev git curl"
 missing=""
 for p in $APT_PKGS; do

@@ -9,7 +9,8 @@ under 1 MB), timeouts. Bounded: it stops after --duration seconds. After the war
 --warmup seconds), every RSS sample must stay within --tolerance (10%) of the first sample after
 warm-up; threads and descriptors must not grow. Prints a table and PASS or FAIL (exit 1).
 
-Everything listens on 127.0.0.1; uses tests/fake_lambda.py and tests/varnish_harness.py.
+Everything listens on 127.0.0.1; uses the tests' support package (tests/support/: fake_lambda,
+varnish_harness).
 """
 
 import argparse
@@ -22,9 +23,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from fake_lambda import Action, FakeLambda, event_path, raw_request  # noqa: E402
-from hostile_corpus import CASES  # noqa: E402
-import varnish_harness  # noqa: E402
+from support.fake_lambda import Action, FakeLambda, event_path  # noqa: E402
+from support.http_helpers import raw_request  # noqa: E402
+from support.hostile_corpus import CASES  # noqa: E402
+from support import varnish_harness  # noqa: E402
 
 SMALL_CASES = [i for i, c in enumerate(CASES) if not callable(c.payload) and len(c.payload) < 1 << 20]
 BODIES = {n: ("x" * n) for n in (1024, 8192, 65536)}

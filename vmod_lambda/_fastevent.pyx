@@ -11,7 +11,7 @@ the URL and a URL in origin form ("/..."). For anything else fast_event_v1() ret
 events.py maps the request (reading the same record), as before.
 
 The output is byte for byte what events.build_event("1.0", ...) (or "1.0-compat", with compat)
-produces for the same request, request id and time (tests/test_fastevent.py compares them on generated requests): key order,
+produces for the same request, request id and time (tests/compiled/test_fastevent.py compares them on generated requests): key order,
 compact separators, the JSON escapes of printable ASCII (only '"' and '\\'), header names
 lower-cased and grouped in order of first appearance, "+" in the query as a space, the last
 X-Forwarded-For entry as the source IP, null for no query / user agent / proxy path ("1.0-compat":

@@ -18,13 +18,14 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.join(HERE, "..", "..")
-sys.path[:0] = [TOP, os.path.join(TOP, "tests")]
+sys.path[:0] = [TOP, os.path.join(TOP, "tests")]      # tests/support: harness, exporter, handlers
 
 import numpy as np  # noqa: E402
 
 from lambda_emulator import Emulator, FunctionConfig  # noqa: E402
-from test_prometheus import Exporter  # noqa: E402
-from varnish_harness import Varnishd  # noqa: E402
+from support import HANDLERS  # noqa: E402
+from support.prometheus import Exporter  # noqa: E402
+from support.varnish_harness import Varnishd  # noqa: E402
 
 OBJECT = "app"
 MEMORY_MB = 512
@@ -98,7 +99,7 @@ def main(out):
         dash = json.load(f)
     emu = Emulator({"page": FunctionConfig("handlers_metrics:page", timeout=10, memory_size=MEMORY_MB,
                                            reserved_concurrency=10)},
-                   paths=[os.path.join(TOP, "tests")])
+                   paths=[HANDLERS])
     emu.start()
     try:
         with Varnishd(VCL.format(url=emu.url)) as v:

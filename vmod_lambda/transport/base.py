@@ -5,7 +5,7 @@
 A transport carries the Lambda Invoke API calls of one object (one `Invoker`, invoker.py) to its
 endpoint: `boto3` (botocore's whole request pipeline, boto3.py) or `direct` (our SigV4 signature
 and keep-alive HTTP/1.1 connections, direct.py). Both give the same results and the same errors,
-and tests/test_transport.py runs one test body over both.
+and tests/unit/test_transport.py runs one test body over both.
 
     invoke_gen(request, record)     RequestResponse (or Event), as a generator of socket work that
                                     the multiplexed worker drives (see `multiplexed`); returns an

@@ -24,7 +24,7 @@ run() does that work in the calling thread; the worker pool (_handoff.pyx) runs 
 calls with one poll(). A build without _netio does TLS with Python's ssl module.
 
 The signature is byte for byte the one botocore's SigV4Auth computes for the same request,
-credentials and time (tests/test_direct.py checks it, with and without a session token). DirectClient
+credentials and time (tests/compiled/test_direct.py checks it, with and without a session token). DirectClient
 raises the exceptions below; DirectTransport (the interface of base.py) turns them into InvokeError
 exactly like the boto3 transport's.
 
@@ -649,7 +649,7 @@ class DirectStream(ResponseStream):
 
 class DirectTransport(Transport):
     """The interface (base.Transport) over a DirectClient: the same outcomes as the boto3
-    transport's for the same answers (tests/test_transport.py)."""
+    transport's for the same answers (tests/unit/test_transport.py)."""
 
     name = "direct"
 
