@@ -3,7 +3,7 @@ external_id, sts_endpoint_url, profile.
 
 Everything on loopback: STS is moto's server (behind a small counting proxy) or a tiny local STS
 that answers AssumeRole with credentials of our choosing (a short expiry, AccessDenied); Lambda is
-tests/fake_lambda.py's FakeLambda, which records each invocation's headers: the invoke must be
+tests/support/fake_lambda.py's FakeLambda, which records each invocation's headers: the invoke must be
 signed with the assumed key id (Authorization: ... Credential=<AKID>/...) and carry its
 X-Amz-Security-Token. Both transports run every case.
 """
@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fake_lambda import Action, FakeLambda
-from varnish_harness import Varnishd, require_stage
+from support.fake_lambda import Action, FakeLambda
+from support.varnish_harness import Varnishd, require_stage
 from vmod_lambda import clients, credentials
 from vmod_lambda.config import ConfigError, validate_backend
 from vmod_lambda.invoker import InvokeError, Invoker
