@@ -417,6 +417,8 @@ vmod_backend__init(VRT_CTX, struct vmod_lambda_backend **objp, const char *vcl_n
 	args.streaming = a->streaming;
 	args.qualifier = a->valid_qualifier ? a->qualifier : NULL;
 	args.client_context = a->valid_client_context ? a->client_context : NULL;
+	args.trace = a->trace;
+	args.tenant_header = a->valid_tenant_header ? a->tenant_header : NULL;
 	*objp = ops->backend_init(ctx, vcl_name, &args);
 }
 
@@ -442,7 +444,7 @@ vmod_backend_invoke(VRT_CTX, struct vmod_lambda_backend *o, struct VARGS(backend
 		return (NULL);
 	}
 	return (ops->backend_invoke(ctx, o, a->payload, a->valid_fallback ? a->fallback : NULL,
-	    a->valid_qualifier ? a->qualifier : NULL));
+	    a->valid_qualifier ? a->qualifier : NULL, a->valid_tenant_id ? a->tenant_id : NULL));
 }
 
 VCL_BOOL
@@ -455,7 +457,8 @@ vmod_backend_invoke_async(VRT_CTX, struct vmod_lambda_backend *o,
 		return (0);
 	}
 	return (ops->backend_invoke_async(ctx, o, a->payload,
-	    a->valid_qualifier ? a->qualifier : NULL) != 0);
+	    a->valid_qualifier ? a->qualifier : NULL,
+	    a->valid_tenant_id ? a->tenant_id : NULL) != 0);
 }
 
 VCL_STRING
@@ -498,4 +501,20 @@ vmod_status(VRT_CTX)
 	if (ops == NULL)
 		return ("not started");
 	return (ops->status(ctx));
+}
+
+VCL_STRING
+vmod_error(VRT_CTX)
+{
+	if (ops == NULL)
+		return ("");
+	return (ops->error(ctx));
+}
+
+VCL_DURATION
+vmod_retry_after(VRT_CTX)
+{
+	if (ops == NULL)
+		return (0.0);
+	return (ops->retry_after(ctx));
 }

@@ -57,6 +57,10 @@ class BackendConfig:
     qualifier: Optional[str] = None
     # X-Amz-Client-Context as sent: base64 of the JSON given.
     client_context: Optional[str] = None
+    # X-Amzn-Trace-Id from the request's own or its traceparent (trace.py).
+    trace: bool = True
+    # The bereq header whose value is the fetch's X-Amz-Tenant-Id (lower case), or None.
+    tenant_header: Optional[str] = None
 
     @property
     def connect_timeout(self) -> float:
@@ -66,7 +70,8 @@ class BackendConfig:
 def validate_backend(name, function_name, region, endpoint_url=None, timeout=None,
                      response_format="json", pool_size=None, event_format=DEFAULT_EVENT_FORMAT,
                      multi_value=False, transport=None, log_tail=False, streaming=False,
-                     qualifier=None, client_context=None) -> BackendConfig:
+                     qualifier=None, client_context=None, trace=True,
+                     tenant_header=None) -> BackendConfig:
     """Check the arguments of `new <name> = lambda.backend(...)`; raise ConfigError or return them."""
     def fail(what):
         raise ConfigError(f"lambda.backend(): {name}: {what}")
@@ -126,10 +131,18 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
         fail(f"transport must be one of {', '.join(repr(t) for t in TRANSPORTS)} "
              f"(got {transport[:40]!r})")
     client_context = encode_client_context(client_context, fail)
+    if tenant_header is not None:
+        from .headers import request_dropped
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}", tenant_header):
+            fail(f"tenant_header {tenant_header[:80]!r} is not a header name")
+        if request_dropped([(tenant_header, "")]):
+            fail(f"tenant_header {tenant_header!r} names a header that never reaches the "
+                 "function (the header policy drops it)")
+        tenant_header = tenant_header.lower()
     return BackendConfig(name, function_name, region, endpoint_url, float(timeout),
                          response_format, int(pool_size), event_format, bool(multi_value),
                          transport, bool(log_tail), bool(streaming), base_name, qualifier,
-                         client_context)
+                         client_context, bool(trace), tenant_header)
 
 
 def encode_client_context(text, fail):

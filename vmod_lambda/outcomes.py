@@ -49,6 +49,8 @@ KINDS = {k.name: k for k in (
     Kind("invalid_response", "invalid", "the answer is not a valid response for the object"),
     Kind("payload", "invalid", "a payload that cannot be used: a response VCL cannot hold "
                                "(invalid), or one refused before it was sent (too_large)"),
+    Kind("invalid_request", "invalid", "a call that cannot be sent as it is: a missing or invalid "
+                                       "tenant id (tenant_header, invoke(tenant_id)); not sent"),
     Kind("credentials", None, "no AWS credentials found"),
     Kind("busy", "busy", "a probe found no free slot of the object's pool (pool_size) within its "
                          ".timeout"),
