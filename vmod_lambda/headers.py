@@ -82,14 +82,16 @@ def response_dropped(headers) -> set:
 
 def manual_table() -> str:
     """The table of the manual (vmod_lambda.vcc), from ROWS."""
-    w = (max(len(r.header) for r in ROWS), 8, 16)
+    def cell(h):
+        return h if h.startswith("(") else f"``{h}``"
+    w = (max(len(cell(r.header)) for r in ROWS), 8, 16)
     sep = f"{'=' * w[0]} {'=' * w[1]} {'=' * w[2]}"
     lines = [sep, f"{'header':<{w[0]}} {'to event':<{w[1]}} {'from function':<{w[2]}}".rstrip(),
              sep]
-    lines += [f"{r.header:<{w[0]}} {r.request:<{w[1]}} {r.response:<{w[2]}}".rstrip()
+    lines += [f"{cell(r.header):<{w[0]}} {r.request:<{w[1]}} {r.response:<{w[2]}}".rstrip()
               for r in ROWS]
     lines.append(sep)
     lines.append("")
-    lines += [f"* {(r.header + ' ... ' + _HOP[-1]) if r.header == _HOP[0] else r.header}: "
+    lines += [f"* {(cell(r.header) + ' ... ' + cell(_HOP[-1])) if r.header == _HOP[0] else cell(r.header)}: "
               f"{r.why}." for r in ROWS if r.header not in _HOP[1:]]
     return "\n".join(lines)
