@@ -35,7 +35,7 @@ sub vcl_init {
 }
 
 sub vcl_recv {
-    if (req.url ~ "^/invoke") {
+    if (req.url ~ "^/invoke" || req.url == "/status") {
         return (synth(200));
     }
     if (req.url ~ "^/untraced") {
@@ -57,6 +57,10 @@ sub vcl_backend_error {
 }
 
 sub vcl_synth {
+    if (req.url == "/status") {
+        set resp.http.status = lambda.status();
+        return (deliver);
+    }
     if (req.url == "/invoke/tenant") {
         set resp.http.r = app.invoke("x", fallback = "fb", tenant_id = req.http.X-Tenant);
     } else {
@@ -179,3 +183,9 @@ def test_invoke_tenant_id(env):
     assert sent is None
     assert rh["r"] == "fb" and rh["cause"] == "[invalid]"
     assert "the tenant id has a character Lambda does not accept" in _vsl(v, "VCL_Error")
+
+
+def test_status_shows_the_settings(env):
+    v, fake = env
+    _, rh, _ = v.request("/status")
+    assert dict(rh)["status"].endswith(" trace=off:untraced tenant_header=tenant:x-tenant")

@@ -29,6 +29,8 @@ from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, 
                                  OC_TIMEOUT, OC_BUSY, OC_INVALID, OC_TOO_LARGE, OC_INTERNAL,
                                  task_note, task_error, task_retry_after)
 from vmod_lambda._request cimport http_header_dup
+from posix_thread cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
+                           pthread_mutex_unlock)
 from cache cimport http, SLT_Error
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
@@ -188,6 +190,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.pool_size = cfg.pool_size
     o.streaming = cfg.streaming
     o.trace = cfg.trace
+    _settings_set(<size_t>o, name, cfg)
     o.mux = inv.multiplexed
     # Payload format 1.0 ("1.0-compat", the default, or "1.0"): common requests mapped in C on the
     # fetch thread (_fastevent.pyx), unless VMOD_LAMBDA_FAST_EVENT=0 (FAST_EVENT below).
@@ -237,6 +240,7 @@ cdef void ops_backend_fini(void *p) noexcept with gil:
     if o == NULL or o.magic != OBJ_MAGIC:
         return
     pool_size = o.pool_size
+    _settings_set(<size_t>o, None, None)
     director_detach(o)
     if limiter_retire(&o.lim):
         _obj_free(o)
@@ -673,12 +677,52 @@ _KEEP.append(_knobs().encode("utf-8", "replace"))
 KNOBS = _KEEP[2]
 
 
+# The live objects' settings that status() shows (trace off, tenant_header), as one line kept up to
+# date by the constructor and the destructor (CLI thread, GIL held) and read by status() under
+# SETTINGS_MTX. Objects with the defaults are not listed.
+cdef enum:
+    SETTINGS_LEN = 1024
+cdef pthread_mutex_t SETTINGS_MTX
+cdef char SETTINGS[SETTINGS_LEN]
+_SETTINGS = {}          # object address -> (name, its words)
+pthread_mutex_init(&SETTINGS_MTX, NULL)
+SETTINGS[0] = 0
+
+
+cdef void _settings_set(size_t key, str name, cfg) noexcept:
+    """Note (or, name None: forget) the settings of the object at key and rebuild the line:
+    ` trace=off:<names>` and ` tenant_header=<name>:<header>,...` (cut at SETTINGS_LEN)."""
+    cdef bytes b
+    try:
+        if name is None:
+            _SETTINGS.pop(key, None)
+        else:
+            _SETTINGS[key] = (name, cfg.trace, cfg.tenant_header)
+        items = sorted(_SETTINGS.values())
+        off = ",".join(n for n, t, _ in items if not t)
+        tenants = ",".join(f"{n}:{h}" for n, _, h in items if h)
+        line = (f" trace=off:{off}" if off else "") + \
+               (f" tenant_header={tenants}" if tenants else "")
+        b = line.encode("utf-8", "replace")[:SETTINGS_LEN - 4]
+        if len(b) == SETTINGS_LEN - 4:
+            b += b"..."
+        with nogil:
+            pthread_mutex_lock(&SETTINGS_MTX)
+        memcpy(SETTINGS, <const char *>b, len(b))
+        SETTINGS[len(b)] = 0
+        pthread_mutex_unlock(&SETTINGS_MTX)
+    except BaseException as e:
+        stats_internal(NULL, NULL, "the settings line of lambda.status()", e)
+
+
 cdef const char *ops_status(const vrt_ctx *ctx) noexcept nogil:
-    cdef char buf[2 * MSG_LEN]
+    cdef char buf[2 * MSG_LEN + SETTINGS_LEN]
     cdef int threads, wanted, queued
     pool_status(&threads, &wanted, &queued)
-    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s", threads, wanted, queued,
-             count_fds(), KNOBS)
+    pthread_mutex_lock(&SETTINGS_MTX)
+    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s%s", threads, wanted,
+             queued, count_fds(), KNOBS, SETTINGS)
+    pthread_mutex_unlock(&SETTINGS_MTX)
     return <const char *>WS_Copy(ctx.ws, buf, -1)
 
 
