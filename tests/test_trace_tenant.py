@@ -16,6 +16,9 @@ TP_AMZN = "Root=1-0af76519-16cd43dd8448eb211c80319c;Parent=b7ad6b7169203331;Samp
 
 
 def _ok(name, event):
+    if name == "streamer":
+        return Action("status", b"Rate exceeded", 429,
+                      {"type": "TooManyRequestsException", "Retry-After": "3"})
     return Action("payload", json.dumps({"statusCode": 200, "body": "ok"}).encode())
 
 
@@ -32,6 +35,9 @@ sub vcl_init {
                                   transport = "%(transport)s", trace = false);
     new tenant = lambda.backend("tenant", "us-east-1", "%(url)s", transport = "%(transport)s",
                                 tenant_header = "X-Tenant");
+    new streamer = lambda.backend("streamer", "us-east-1", "%(url)s",
+                                  transport = "%(transport)s", streaming = true,
+                                  tenant_header = "X-Tenant");
 }
 
 sub vcl_recv {
@@ -42,6 +48,8 @@ sub vcl_recv {
         set req.backend_hint = untraced.backend();
     } elsif (req.url ~ "^/tenant") {
         set req.backend_hint = tenant.backend();
+    } elsif (req.url ~ "^/stream") {
+        set req.backend_hint = streamer.backend();
     } else {
         set req.backend_hint = app.backend();
     }
@@ -54,6 +62,7 @@ sub vcl_backend_response {
 
 sub vcl_backend_error {
     set beresp.http.cause = lambda.error();
+    set beresp.http.retry = lambda.retry_after();
 }
 
 sub vcl_synth {
@@ -188,4 +197,17 @@ def test_invoke_tenant_id(env):
 def test_status_shows_the_settings(env):
     v, fake = env
     _, rh, _ = v.request("/status")
-    assert dict(rh)["status"].endswith(" trace=off:untraced tenant_header=tenant:x-tenant")
+    assert dict(rh)["status"].endswith(
+        " trace=off:untraced tenant_header=streamer:x-tenant,tenant:x-tenant")
+
+
+def test_streamed_fetch_sends_both_and_says_why_it_failed(env):
+    v, fake = env
+    status, rh, sent = _headers_of_call(fake, v, "/stream", {"X-Tenant": "acme",
+                                                             "traceparent": TP})
+    assert sent["x-amz-tenant-id"] == "acme"
+    assert sent["x-amzn-trace-id"] == TP_AMZN
+    assert status == 503
+    assert rh["cause"] == "throttled" and rh["retry"] == "3.000"
+    status, rh, sent = _headers_of_call(fake, v, "/stream")
+    assert status == 503 and sent is None and rh["cause"] == "invalid"
