@@ -211,3 +211,13 @@ def test_streamed_fetch_sends_both_and_says_why_it_failed(env):
     assert rh["cause"] == "throttled" and rh["retry"] == "3.000"
     status, rh, sent = _headers_of_call(fake, v, "/stream")
     assert status == 503 and sent is None and rh["cause"] == "invalid"
+
+
+def test_tenant_id_is_signed_trace_id_is_not(env):
+    """As botocore does (its model's TenantId is a signed header; auth.py leaves X-Amzn-Trace-Id
+    out of the signature, so the X-Ray daemon or a proxy may rewrite it)."""
+    v, fake = env
+    _, _, sent = _headers_of_call(fake, v, "/tenant", {"X-Tenant": "acme", "traceparent": TP})
+    signed = sent["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert "x-amz-tenant-id" in signed
+    assert "x-amzn-trace-id" not in signed and sent["x-amzn-trace-id"] == TP_AMZN
