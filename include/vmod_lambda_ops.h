@@ -10,7 +10,7 @@
 #define VMOD_LAMBDA_OPS_H
 
 #define VMOD_LAMBDA_OPS_MAGIC	0x4c6d4264u
-#define VMOD_LAMBDA_OPS_VERSION	5u
+#define VMOD_LAMBDA_OPS_VERSION	6u
 
 struct vrt_ctx;
 struct vrt_backend_probe;
@@ -40,6 +40,8 @@ struct vmod_lambda_backend_args {
 	const char			*external_id;
 	const char			*sts_endpoint_url;
 	const char			*profile;
+	int				trace;
+	const char			*tenant_header;
 };
 
 struct vmod_lambda_ops {
@@ -52,9 +54,9 @@ struct vmod_lambda_ops {
 			    const struct vmod_lambda_backend_args *);
 	void		(*backend_fini)(void *obj);
 	const char	*(*backend_invoke)(const struct vrt_ctx *, void *obj, const char *payload,
-			    const char *fallback, const char *qualifier);
+			    const char *fallback, const char *qualifier, const char *tenant_id);
 	int		(*backend_invoke_async)(const struct vrt_ctx *, void *obj, const char *payload,
-			    const char *qualifier);
+			    const char *qualifier, const char *tenant_id);
 	const char	*(*backend_get_function_name)(const struct vrt_ctx *, void *obj);
 	const char	*(*backend_get_region)(const struct vrt_ctx *, void *obj);
 	const struct director *(*backend_backend)(const struct vrt_ctx *, void *obj);
@@ -62,6 +64,10 @@ struct vmod_lambda_ops {
 	/* lambda.selftest(), lambda.status() */
 	const char	*(*selftest)(const struct vrt_ctx *);
 	const char	*(*status)(const struct vrt_ctx *);
+
+	/* lambda.error(), lambda.retry_after(): the task's last call */
+	const char	*(*error)(const struct vrt_ctx *);
+	double		(*retry_after)(const struct vrt_ctx *);
 };
 
 /* Exported by the python loader. Returns NULL and writes a message to err on failure. */

@@ -28,6 +28,8 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         const char *external_id
         const char *sts_endpoint_url
         const char *profile
+        int trace
+        const char *tenant_header
 
     cdef struct vmod_lambda_ops:
         unsigned magic
@@ -36,10 +38,13 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         void *(*backend_init)(const vrt_ctx *, const char *, const vmod_lambda_backend_args *) noexcept
         void (*backend_fini)(void *) noexcept
         const char *(*backend_invoke)(const vrt_ctx *, void *, const char *, const char *,
-                                      const char *) noexcept
-        int (*backend_invoke_async)(const vrt_ctx *, void *, const char *, const char *) noexcept
+                                      const char *, const char *) noexcept
+        int (*backend_invoke_async)(const vrt_ctx *, void *, const char *, const char *,
+                                    const char *) noexcept
         const char *(*backend_get_function_name)(const vrt_ctx *, void *) noexcept
         const char *(*backend_get_region)(const vrt_ctx *, void *) noexcept
         const director *(*backend_backend)(const vrt_ctx *, void *) noexcept
         const char *(*selftest)(const vrt_ctx *) noexcept
         const char *(*status)(const vrt_ctx *) noexcept
+        const char *(*error)(const vrt_ctx *) noexcept
+        double (*retry_after)(const vrt_ctx *) noexcept

@@ -423,6 +423,8 @@ vmod_backend__init(VRT_CTX, struct vmod_lambda_backend **objp, const char *vcl_n
 	args.external_id = a->valid_external_id ? a->external_id : NULL;
 	args.sts_endpoint_url = a->valid_sts_endpoint_url ? a->sts_endpoint_url : NULL;
 	args.profile = a->valid_profile ? a->profile : NULL;
+	args.trace = a->trace;
+	args.tenant_header = a->valid_tenant_header ? a->tenant_header : NULL;
 	*objp = ops->backend_init(ctx, vcl_name, &args);
 }
 
@@ -448,7 +450,7 @@ vmod_backend_invoke(VRT_CTX, struct vmod_lambda_backend *o, struct VARGS(backend
 		return (NULL);
 	}
 	return (ops->backend_invoke(ctx, o, a->payload, a->valid_fallback ? a->fallback : NULL,
-	    a->valid_qualifier ? a->qualifier : NULL));
+	    a->valid_qualifier ? a->qualifier : NULL, a->valid_tenant_id ? a->tenant_id : NULL));
 }
 
 VCL_BOOL
@@ -461,7 +463,8 @@ vmod_backend_invoke_async(VRT_CTX, struct vmod_lambda_backend *o,
 		return (0);
 	}
 	return (ops->backend_invoke_async(ctx, o, a->payload,
-	    a->valid_qualifier ? a->qualifier : NULL) != 0);
+	    a->valid_qualifier ? a->qualifier : NULL,
+	    a->valid_tenant_id ? a->tenant_id : NULL) != 0);
 }
 
 VCL_STRING
@@ -504,4 +507,20 @@ vmod_status(VRT_CTX)
 	if (ops == NULL)
 		return ("not started");
 	return (ops->status(ctx));
+}
+
+VCL_STRING
+vmod_error(VRT_CTX)
+{
+	if (ops == NULL)
+		return ("");
+	return (ops->error(ctx));
+}
+
+VCL_DURATION
+vmod_retry_after(VRT_CTX)
+{
+	if (ops == NULL)
+		return (0.0);
+	return (ops->retry_after(ctx));
 }

@@ -38,6 +38,8 @@ cdef extern from "vmod_lambda_compat.h" nogil:
         ws *ws
         busyobj *bo
         vtim_real now
+        void *http_req          # struct http *: the client request (NULL outside client subs)
+        void *http_bereq        # struct http *: the backend request (NULL outside backend subs)
 
     cdef enum vcl_event_e:
         VCL_EVENT_LOAD
@@ -46,6 +48,11 @@ cdef extern from "vmod_lambda_compat.h" nogil:
         VCL_EVENT_DISCARD
 
     void VRT_fail(const vrt_ctx *ctx, const char *fmt, ...)
+
+    cdef struct vmod_priv:
+        void *priv
+    vmod_priv *VRT_priv_task(const vrt_ctx *ctx, const void *vmod_id)
+    vmod_priv *VRT_priv_task_get(const vrt_ctx *ctx, const void *vmod_id)
 
 cdef extern from "vmod_lambda_compat.h" nogil:
     ctypedef double VCL_TIME

@@ -48,7 +48,8 @@ from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_accou
                                  stats_internal, stats_vsl, KIND_FETCH, KIND_PROBE,
                                  lambda_outcome, stats_prepare, stats_commit, outcome_set,
                                  outcome_clear, outcome_line, OC_NONE, OC_TIMEOUT, OC_BUSY,
-                                 OC_INVALID, OC_TOO_LARGE, OC_INTERNAL)
+                                 OC_INVALID, OC_TOO_LARGE, OC_INTERNAL, task_note,
+                                 task_note_cause)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, submit_wait, submit_detached,
                                    submit_result, monotonic_now, to_timespec, SUBMIT_DONE,
                                    SUBMIT_BUSY, SUBMIT_TIMEOUT, SUBMIT_ABANDONED, limiter_pin,
@@ -264,9 +265,10 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     if not VRT_Healthy(ctx, d, NULL):
         # Sick by probe or by backend.set_health: fail at once, invoke nothing.
         _fetch_error(bo, o, "backend is sick: not invoked")
+        task_note_cause(ctx, "sick")
         return -1
     if o.streaming:
-        return _gethdrs_stream(bo, o)
+        return _gethdrs_stream(ctx, bo, o)
     job = <fetch_job *>calloc(1, sizeof(fetch_job))
     if job == NULL:
         _fetch_error(bo, o, "out of memory")
@@ -303,12 +305,12 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
                 _fetch_error(bo, o, "out of workspace (workspace_backend) for the response")
                 outcome_set(&job.oc, 1, OC_INVALID, "invalid_response")
             else:
-                _fetch_done(bo, o, &job.oc, head_bytes, body_len, &job.resp)
+                _fetch_done(ctx, bo, o, &job.oc, head_bytes, body_len, &job.resp)
                 return 0        # the VFP reads the job, finish() frees it
-            _fetch_done(bo, o, &job.oc, head_bytes, body_len, NULL)
+            _fetch_done(ctx, bo, o, &job.oc, head_bytes, body_len, NULL)
             _job_free(<lambda_job *>job)
             return -1
-        _fetch_done(bo, o, &job.oc, head_bytes, body_len, NULL)
+        _fetch_done(ctx, bo, o, &job.oc, head_bytes, body_len, NULL)
         snprintf(reason, MSG_LEN, "%s", <const char *>job.err if job.err != NULL else NO_RESULT)
         _fetch_error(bo, o, reason)
         _job_free(<lambda_job *>job)
@@ -335,20 +337,23 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     else:
         outcome_set(&oc, 1, OC_INTERNAL, "internal")
         snprintf(reason, MSG_LEN, "the worker pool is not running")
-    _fetch_done(bo, o, &oc, head_bytes, body_len, NULL)
+    _fetch_done(ctx, bo, o, &oc, head_bytes, body_len, NULL)
     _fetch_error(bo, o, reason)
     if job != NULL:
         _job_free(<lambda_job *>job)
     return -1
 
 
-cdef void _fetch_done(busyobj *bo, lambda_obj *o, const lambda_outcome *oc, size_t head_bytes,
-                      size_t body_len, const lambda_response *resp) noexcept nogil:
+cdef void _fetch_done(const vrt_ctx *ctx, busyobj *bo, lambda_obj *o, const lambda_outcome *oc,
+                      size_t head_bytes, size_t body_len,
+                      const lambda_response *resp) noexcept nogil:
     """On the fetch thread, once it applied the result: the fetch's one outcome, counted and
-    logged (resp: the response delivered, whose bytes count; NULL: none)."""
+    logged (resp: the response delivered, whose bytes count; NULL: none), and the task's last
+    (lambda.error())."""
     cdef char line[LINE_LEN]
     cdef unsigned i
     stats_commit(o.vsc, KIND_FETCH, oc)
+    task_note(ctx, oc)
     if o.vsc != NULL and oc.sent:
         lambda_stat_add(&o.vsc.bereq_hdrbytes, head_bytes)
         lambda_stat_add(&o.vsc.bereq_bodybytes, body_len)
@@ -703,6 +708,8 @@ cdef void _run_stream(stream_job *sj) noexcept:
     except BaseException as e:
         stats_internal(o.vsc, o.vcl_name, "counting a streamed fetch", e)
     if err is not None:
+        # The cause, for lambda.error() in vcl_backend_error (read once the failure is published).
+        stats_prepare(&sj.f.oc, err, rec, o.vcl_name, o.function_name)
         _chan_fail(sj, str(err))
     elif rc == 1:
         with nogil:
@@ -785,7 +792,7 @@ cdef double _tmo(double v, double fallback) noexcept nogil:
     return v
 
 
-cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
+cdef int _gethdrs_stream(const vrt_ctx *ctx, busyobj *bo, lambda_obj *o) noexcept nogil:
     cdef stream_job *sj
     cdef submit_result rc
     cdef char reason[MSG_LEN]
@@ -829,6 +836,7 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
     if rc != SUBMIT_DONE:
         if rc == SUBMIT_BUSY:
             stats_busy(o.vsc)
+            task_note_cause(ctx, "busy")
             snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d "
                      "invocations in flight (pool_size) to finish", first_byte, o.pool_size)
         else:
@@ -849,7 +857,9 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
         ok = 1
     elif sj.failed:
         snprintf(reason, MSG_LEN, "%s", _err_text(sj))
+        task_note(ctx, &sj.f.oc)    # the worker's, written before it published the failure
     else:
+        task_note_cause(ctx, "timeout")
         snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for the first byte of the "
                  "response stream", first_byte)
     pthread_mutex_unlock(&sj.mtx)

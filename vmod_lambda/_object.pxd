@@ -29,3 +29,4 @@ cdef struct lambda_obj:
     int probe_healthy           # the probe's verdict, read by healthy() without a lock
     double probe_changed
     lambda_vsc *vsc             # lambda.<vcl_name>.* counters (_stats), shared by name
+    int trace                   # invoke() sends the task's X-Amzn-Trace-Id (trace.py)

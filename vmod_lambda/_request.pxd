@@ -28,11 +28,17 @@ cdef struct lambda_request:
     size_t body_cap
     size_t body_seen            # bytes the client sent, also beyond the limit (then body is dropped)
 
-# Copy the head of hp into r (r zeroed, or cleared): 0, or -1 out of memory.
+# Copy the head of hp into r (r zeroed, or cleared): 0, or -1 out of memory. The request side of
+# the header policy (headers.py) applies here: the headers it drops are not in the record.
 cdef int request_collect(lambda_request *r, const http *hp) noexcept nogil
 # Append body bytes (a VRB_Iterate/ObjIterate callback's data): 0, or -1 out of memory. Beyond
 # MAX_REQUEST_BODY nothing more is kept, only counted (body_seen): the fetch answers 413.
 cdef int request_body_append(lambda_request *r, const char *p, size_t n) noexcept nogil
+# The value of the first header named lname (lower case, n bytes): 1, or 0 without one.
+cdef int request_header(const lambda_request *r, const char *lname, size_t n,
+                        lambda_span *out) noexcept nogil
+# A malloc'd copy of the first value of the header lname (lower case, n bytes) of hp, or NULL.
+cdef char *http_header_dup(const http *hp, const char *lname, size_t n) noexcept nogil
 cdef bint request_body_dropped(const lambda_request *r) noexcept nogil
 cdef void request_clear(lambda_request *r) noexcept nogil
 

@@ -12,10 +12,130 @@ from libc.string cimport memcpy, memchr, memset
 from cache cimport http, txt, HTTP_HDR_METHOD, HTTP_HDR_URL, HTTP_HDR_PROTO, HTTP_HDR_FIRST
 
 from vmod_lambda import limits as _limits
+from vmod_lambda import headers as _policy
 
 # limits.MAX_REQUEST_BODY, set once here (no initializers on C globals: see DESIGN).
 cdef size_t MAX_BODY
 MAX_BODY = _limits.MAX_REQUEST_BODY
+
+# The request side of the header policy (headers.py, one table both ways), as C data, set once
+# here: the names and name prefixes of the headers that never reach the event.
+cdef enum:
+    POLICY_MAX = 32
+    CONNECTION_MAX = 16         # Connection headers looked at (more: only the first ones count)
+cdef const char *DROP_NAME[POLICY_MAX]
+cdef size_t DROP_LEN[POLICY_MAX]
+cdef int NDROP
+cdef const char *DROP_PREFIX[POLICY_MAX]
+cdef size_t DROP_PREFIX_LEN[POLICY_MAX]
+cdef int NDROP_PREFIX
+_POLICY_KEEP = [n.encode("ascii") for n in sorted(_policy.REQUEST_DROP)] + \
+    [n.encode("ascii") for n in _policy.REQUEST_DROP_PREFIXES]
+
+
+cdef void _policy_init() noexcept:
+    global NDROP, NDROP_PREFIX
+    cdef bytes b
+    cdef int i = 0
+    NDROP = 0
+    NDROP_PREFIX = 0
+    for b in _POLICY_KEEP:
+        if i < len(_policy.REQUEST_DROP):
+            if NDROP < POLICY_MAX:
+                DROP_NAME[NDROP] = b
+                DROP_LEN[NDROP] = len(b)
+                NDROP += 1
+        elif NDROP_PREFIX < POLICY_MAX:
+            DROP_PREFIX[NDROP_PREFIX] = b
+            DROP_PREFIX_LEN[NDROP_PREFIX] = len(b)
+            NDROP_PREFIX += 1
+        i += 1
+
+
+_policy_init()
+
+
+cdef inline char _lower(char c) noexcept nogil:
+    return c + 32 if c'A' <= c <= c'Z' else c
+
+
+cdef bint _ieq(const char *a, size_t an, const char *b, size_t bn) noexcept nogil:
+    """a and b (b lower case) equal, ignoring the case of a."""
+    cdef size_t i
+    if an != bn:
+        return False
+    for i in range(an):
+        if _lower(a[i]) != b[i]:
+            return False
+    return True
+
+
+cdef bint _ieq2(const char *a, size_t an, const char *b, size_t bn) noexcept nogil:
+    """a and b equal, ignoring case on both sides."""
+    cdef size_t i
+    if an != bn:
+        return False
+    for i in range(an):
+        if _lower(a[i]) != _lower(b[i]):
+            return False
+    return True
+
+
+cdef bint _listed(lambda_span name, const lambda_span *conn, int nconn) noexcept nogil:
+    """name is one of the comma-separated tokens of the Connection values conn."""
+    cdef int k
+    cdef const char *p
+    cdef const char *e
+    cdef const char *a
+    cdef const char *z
+    for k in range(nconn):
+        p = conn[k].p
+        e = p + conn[k].n
+        while p < e:
+            a = p
+            while p < e and p[0] != c',':
+                p += 1
+            z = p
+            while a < z and _blank(a[0]):
+                a += 1
+            while z > a and _blank(z[-1]):
+                z -= 1
+            if z > a and _ieq2(name.p, name.n, a, <size_t>(z - a)):
+                return True
+            p += 1
+    return False
+
+
+cdef bint _policy_drops(lambda_span name, const lambda_span *conn, int nconn) noexcept nogil:
+    cdef int i
+    for i in range(NDROP):
+        if _ieq(name.p, name.n, DROP_NAME[i], DROP_LEN[i]):
+            return True
+    for i in range(NDROP_PREFIX):
+        if name.n >= DROP_PREFIX_LEN[i] and _ieq(name.p, DROP_PREFIX_LEN[i], DROP_PREFIX[i],
+                                                 DROP_PREFIX_LEN[i]):
+            return True
+    return nconn > 0 and _listed(name, conn, nconn)
+
+
+cdef void _apply_policy(lambda_request *r) noexcept nogil:
+    """Drop from the record the headers the header policy keeps from the event (headers.py):
+    hop-by-hop ones, those named in Connection, Proxy-*. The order of the others is kept."""
+    cdef lambda_span conn[CONNECTION_MAX]
+    cdef int nconn = 0
+    cdef unsigned i, k = 0
+    for i in range(r.nheaders):
+        if nconn < CONNECTION_MAX and _ieq(r.headers[i].name.p, r.headers[i].name.n,
+                                           "connection", 10):
+            conn[nconn] = r.headers[i].value
+            nconn += 1
+    for i in range(r.nheaders):
+        if _policy_drops(r.headers[i].name, conn, nconn):
+            continue
+        if k != i:
+            r.headers[k] = r.headers[i]
+        k += 1
+    r.nheaders = k
 
 
 cdef inline bint _blank(char c) noexcept nogil:
@@ -87,6 +207,7 @@ cdef int request_collect(lambda_request *r, const http *hp) noexcept nogil:
         else:
             _line(r, w, n)
         w += n
+    _apply_policy(r)
     return 0
 
 
@@ -113,6 +234,50 @@ cdef int request_body_append(lambda_request *r, const char *p, size_t n) noexcep
     r.body_len += n
     r.body[r.body_len] = 0
     return 0
+
+
+cdef int request_header(const lambda_request *r, const char *lname, size_t n,
+                        lambda_span *out) noexcept nogil:
+    """The value of the first header named lname (lower case, n bytes): 1, or 0 without one."""
+    cdef unsigned i
+    for i in range(r.nheaders):
+        if _ieq(r.headers[i].name.p, r.headers[i].name.n, lname, n):
+            out[0] = r.headers[i].value
+            return 1
+    return 0
+
+
+cdef char *http_header_dup(const http *hp, const char *lname, size_t n) noexcept nogil:
+    """A malloc'd copy of the value of the first header of hp named lname (lower case, n bytes;
+    blanks around the value removed), or NULL without one (or out of memory): invoke() reads the
+    trace headers of its task's req or bereq with it."""
+    cdef unsigned u
+    cdef const txt *t
+    cdef const char *a
+    cdef const char *z
+    cdef const char *colon
+    cdef char *out
+    if hp == NULL:
+        return NULL
+    for u in range(HTTP_HDR_FIRST, hp.nhd):
+        t = &hp.hd[u]
+        if t.b == NULL:
+            continue
+        colon = <const char *>memchr(t.b, c':', <size_t>(t.e - t.b))
+        if colon == NULL or not _ieq(t.b, <size_t>(colon - t.b), lname, n):
+            continue
+        a = colon + 1
+        z = t.e
+        while a < z and _blank(a[0]):
+            a += 1
+        while z > a and _blank(z[-1]):
+            z -= 1
+        out = <char *>malloc(<size_t>(z - a) + 1)
+        if out != NULL:
+            memcpy(out, a, <size_t>(z - a))
+            out[z - a] = 0
+        return out
+    return NULL
 
 
 cdef bint request_body_dropped(const lambda_request *r) noexcept nogil:
@@ -190,6 +355,7 @@ cdef class Request:
             _line(&self.own, w, n)
             self.own.head_bytes += n + 1
             w += n
+        _apply_policy(&self.own)
         if body is None:
             self.own.body_seen = body_len
         elif len(body):
@@ -225,6 +391,15 @@ cdef class Request:
         cdef unsigned i
         return [(_text(r.headers[i].name), _text(r.headers[i].value))
                 for i in range(r.nheaders)]
+
+    def header(self, str name):
+        """The value of the first header called name (any case), or None: read from the record,
+        as collected (the trace and tenant headers of a fetch, fetch.py)."""
+        cdef bytes b = name.lower().encode("ascii", "replace")
+        cdef lambda_span v
+        if not request_header(self._get(), b, len(b), &v):
+            return None
+        return _text(v)
 
     @property
     def body(self):

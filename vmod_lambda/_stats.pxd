@@ -47,6 +47,7 @@ cdef struct lambda_outcome:
     uint64_t time_ms
     uint64_t billed_ms
     int cold
+    double retry_after          # seconds of a throttled answer's Retry-After (0: none)
     # The record's fields after the outcome word ("function=... version=...") as lines.line[0],
     # then the function's log tail, one line each; empty when nothing was prepared.
     lambda_lines lines
@@ -58,6 +59,14 @@ cdef void outcome_clear(lambda_outcome *out) noexcept nogil
 cdef void stats_commit(lambda_vsc *v, int kind, const lambda_outcome *out) noexcept nogil
 cdef int outcome_line(char *buf, size_t n, const char *obj, const char *function, int kind,
                       const lambda_outcome *out) noexcept nogil
+
+# The task's last outcome (lambda.error(), lambda.retry_after()): noted by the caller with its
+# outcome, read by the VCL functions.
+from vrt cimport vrt_ctx
+cdef void task_note(const vrt_ctx *ctx, const lambda_outcome *out) noexcept nogil
+cdef void task_note_cause(const vrt_ctx *ctx, const char *cause) noexcept nogil
+cdef const char *task_error(const vrt_ctx *ctx) noexcept nogil
+cdef double task_retry_after(const vrt_ctx *ctx) noexcept nogil
 
 cdef lambda_vsc *stats_acquire(str name) except NULL
 cdef void stats_release(str name) noexcept

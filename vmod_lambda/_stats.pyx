@@ -10,9 +10,10 @@ GIL) and Varnish threads (without) update them.
 
 from libc.stdio cimport snprintf
 from libc.stdlib cimport malloc
-from libc.string cimport memcpy, strncpy
+from libc.string cimport memcpy, memset, strncpy
 
-from cache cimport SLT_Error
+from cache cimport SLT_Error, WS_Alloc
+from vrt cimport vrt_ctx, vmod_priv, VRT_priv_task, VRT_priv_task_get
 from lambda_compat cimport lambda_log
 
 from vmod_lambda._response cimport lambda_lines, lines_fill, lines_clear
@@ -41,6 +42,24 @@ _OC = {None: OC_NONE, "function_error": OC_FUNCTION_ERROR, "timeout": OC_TIMEOUT
        "throttled": OC_THROTTLED, "err_4xx": OC_ERR_4XX, "err_5xx": OC_ERR_5XX,
        "conn_fail": OC_CONN_FAIL, "invalid": OC_INVALID, "too_large": OC_TOO_LARGE,
        "internal": OC_INTERNAL, "busy": OC_BUSY, "sts_fail": OC_STS_FAIL}
+
+# The cause of each OC_* as lambda.error() says it: its counter's name (inverse of _OC).
+cdef enum:
+    OC_NAMES_MAX = 32
+cdef const char *OC_NAMES[OC_NAMES_MAX]
+_OC_KEEP = []
+
+
+cdef void _oc_names_init() noexcept:
+    cdef bytes b
+    for name, oc in _OC.items():
+        if name is not None and 0 <= oc < OC_NAMES_MAX:
+            b = name.encode("ascii")
+            _OC_KEEP.append(b)
+            OC_NAMES[oc] = b
+
+
+_oc_names_init()
 
 
 cdef lambda_vsc *stats_acquire(str name) except NULL:
@@ -192,6 +211,10 @@ cdef list _vsl_lines(str obj_name, str function_name, object rec):
               f"time={rec.duration * 1000.0:.3f}ms",
               f"request_id={clean_token(rec.request_id)}",
               f"version={clean_token(rec.executed_version)}"]
+    trace_id = getattr(rec, "trace_id", None)
+    if trace_id:
+        # (trace.py lets only printable ASCII without spaces through: one field)
+        fields.append(f"trace={trace_id[:256]}")
     lines = [" ".join(fields)]
     if rec.log_result:
         lines += [f"lambda: {obj_name}: log: {line}" for line in tail_lines(rec.log_result)]
@@ -222,6 +245,7 @@ cdef void stats_prepare(lambda_outcome *out, object err, object rec, const char 
         if err is None:
             outcome_set(out, 0, OC_NONE, "ok")
         else:
+            out.retry_after = float(getattr(err, "retry_after", 0.0) or 0.0)
             w = _outcome(getattr(err, "kind", "internal"),
                          getattr(err, "status", None)).encode("ascii", "replace")
             outcome_set(out, 1, _OC.get(_counter_name(getattr(err, "kind", "internal"),
@@ -286,3 +310,75 @@ cdef int outcome_line(char *buf, size_t n, const char *obj, const char *function
     return snprintf(buf, n, "lambda: %s: %s %s function=%s qualifier=- status=- time=%.3fms "
                     "request_id=- version=-", obj, KIND_C[kind], out.word, function,
                     <double>out.time_ms if out.sent else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The task's last outcome, for lambda.error() and lambda.retry_after() (vmod_lambda.vcc): kept in
+# the task's PRIV_TASK under a key of this module (the same in the fetch's gethdrs and in
+# vcl_backend_error, which share the busyobj's task; in a client task, the req's), on the task's
+# workspace: nothing to free.
+
+cdef struct task_state:
+    char cause[OC_WORD]
+    double retry_after
+
+cdef char TASK_KEY          # its address is the key
+cdef const char *NO_CAUSE = ""
+
+
+cdef task_state *_task(const vrt_ctx *ctx, bint create) noexcept nogil:
+    cdef vmod_priv *p
+    cdef task_state *t
+    if ctx == NULL or ctx.ws == NULL:
+        return NULL
+    p = VRT_priv_task(ctx, &TASK_KEY) if create else VRT_priv_task_get(ctx, &TASK_KEY)
+    if p == NULL:
+        return NULL
+    t = <task_state *>p.priv
+    if t == NULL and create:
+        t = <task_state *>WS_Alloc(ctx.ws, sizeof(task_state))
+        if t != NULL:
+            memset(t, 0, sizeof(task_state))
+            p.priv = t
+    return t
+
+
+cdef void task_note(const vrt_ctx *ctx, const lambda_outcome *out) noexcept nogil:
+    """The caller's outcome of a call is the task's last (stats_commit's callers)."""
+    cdef task_state *t = _task(ctx, True)
+    cdef const char *cause
+    if t == NULL:
+        return
+    if not out.failed:
+        t.cause[0] = 0
+        return
+    cause = OC_NAMES[out.counter] if 0 < out.counter < OC_NAMES_MAX else NULL
+    if cause == NULL:
+        cause = <const char *>out.word      # a failure without a counter of its own
+    strncpy(t.cause, cause, OC_WORD - 1)
+    t.cause[OC_WORD - 1] = 0
+    if out.counter == OC_THROTTLED:
+        t.retry_after = out.retry_after
+
+
+cdef void task_note_cause(const vrt_ctx *ctx, const char *cause) noexcept nogil:
+    """A call that failed before it had an outcome to count (a sick backend)."""
+    cdef lambda_outcome oc
+    memset(&oc, 0, sizeof(oc))
+    outcome_set(&oc, 1, OC_NONE, cause)
+    task_note(ctx, &oc)
+
+
+cdef const char *task_error(const vrt_ctx *ctx) noexcept nogil:
+    """lambda.error(): the cause of the task's last call through this VMOD, "" when it succeeded
+    (or there was none). Points into the task's workspace."""
+    cdef task_state *t = _task(ctx, False)
+    if t == NULL:
+        return NO_CAUSE
+    return t.cause
+
+
+cdef double task_retry_after(const vrt_ctx *ctx) noexcept nogil:
+    """lambda.retry_after(): seconds of the last throttled answer's Retry-After in this task."""
+    cdef task_state *t = _task(ctx, False)
+    return t.retry_after if t != NULL else 0.0

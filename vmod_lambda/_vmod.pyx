@@ -27,7 +27,12 @@ from vmod_lambda._response cimport lambda_lines, lines_clear
 from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, stats_internal,
                                  KIND_INVOKE, KIND_ASYNC, lambda_outcome, stats_prepare,
                                  stats_commit, outcome_set, outcome_clear, outcome_line,
-                                 OC_TIMEOUT, OC_BUSY, OC_INVALID, OC_TOO_LARGE, OC_INTERNAL)
+                                 OC_TIMEOUT, OC_BUSY, OC_INVALID, OC_TOO_LARGE, OC_INTERNAL,
+                                 task_note, task_error, task_retry_after)
+from vmod_lambda._request cimport http_header_dup
+from posix_thread cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
+                           pthread_mutex_unlock)
+from cache cimport http, SLT_Error
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
                                    pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
@@ -37,6 +42,7 @@ from vmod_lambda.config import ConfigError, validate_backend
 import os
 
 from vmod_lambda.invoker import Hooks, InvokeError, Invoker
+from vmod_lambda.trace import trace_header as _trace_header
 from vmod_lambda._handoff import _blocking_begin, _blocking_end
 
 # What the transports need from the worker pool (_handoff.pyx), handed to each object's Invoker.
@@ -84,6 +90,9 @@ cdef struct invoke_job:
     size_t out_len
     char *err                   # reason when not ok
     lambda_outcome oc           # the outcome as the worker saw it, for the caller to decide
+    char *trace_amzn            # the task's X-Amzn-Trace-Id and traceparent (NULL: none, or
+    char *traceparent           # the object's trace is off)
+    char *tenant_id             # X-Amz-Tenant-Id (NULL: none)
 
 
 cdef char *_cstr(str s) noexcept:
@@ -98,6 +107,12 @@ cdef char *_cstr(str s) noexcept:
 
 cdef str _pystr(const char *s):
     return None if s == NULL else s.decode("utf-8", "replace")
+
+
+def _log_error(str line):
+    """An Error record outside any transaction (Invoker.warn_once: once per object)."""
+    cdef bytes b = line.encode("utf-8", "replace")
+    lambda_log(NULL, SLT_Error, b)
 
 
 cdef void _fail_msg(const vrt_ctx *ctx, str msg) noexcept:
@@ -146,7 +161,8 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
             bool(a.multi_value), _pystr(a.transport), bool(a.log_tail), bool(a.streaming),
             _pystr(a.qualifier), _pystr(a.client_context),
             _pystr(a.role_arn), _pystr(a.role_session_name), _pystr(a.external_id),
-            _pystr(a.sts_endpoint_url), _pystr(a.profile))
+            _pystr(a.sts_endpoint_url), _pystr(a.profile), bool(a.trace),
+            _pystr(a.tenant_header))
     except ConfigError as e:
         _fail_msg(ctx, str(e))
         return NULL
@@ -159,6 +175,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
         _fail_msg(ctx, f"lambda.backend(): {name}: cannot create the Lambda client: "
                        f"{type(e).__name__}: {e}")
         return NULL
+    inv.log = _log_error
     if inv.anonymous:
         # Once per object, here: its invocations (probes included) then go out without a word.
         lambda_log(ctx, SLT_Notice, f"lambda: {name}: no AWS credentials found; endpoint_url is "
@@ -175,6 +192,8 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.timeout = cfg.timeout
     o.pool_size = cfg.pool_size
     o.streaming = cfg.streaming
+    o.trace = cfg.trace
+    _settings_set(<size_t>o, name, cfg)
     o.mux = inv.multiplexed
     # Payload format 1.0 ("1.0-compat", the default, or "1.0"): common requests mapped in C on the
     # fetch thread (_fastevent.pyx), unless VMOD_LAMBDA_FAST_EVENT=0 (FAST_EVENT below).
@@ -224,6 +243,7 @@ cdef void ops_backend_fini(void *p) noexcept with gil:
     if o == NULL or o.magic != OBJ_MAGIC:
         return
     pool_size = o.pool_size
+    _settings_set(<size_t>o, None, None)
     director_detach(o)
     if limiter_retire(&o.lim):
         _obj_free(o)
@@ -256,6 +276,9 @@ cdef void _invoke_job_free(lambda_job *j) noexcept nogil:
     cdef invoke_job *job = <invoke_job *>j
     free(job.payload)
     free(job.qualifier)
+    free(job.trace_amzn)
+    free(job.traceparent)
+    free(job.tenant_id)
     outcome_clear(&job.oc)
     free(job.out)
     free(job.err)
@@ -297,10 +320,16 @@ def _invoke_call(_InvokeRef ref):
     cdef bytes data
     rec = None
     try:
-        res = yield from (<object>job.obj.invoker).invoke_gen(
+        inv = <object>job.obj.invoker
+        trace_id = None
+        if job.trace_amzn != NULL or job.traceparent != NULL:
+            trace_id, problem = _trace_header(_pystr(job.trace_amzn), _pystr(job.traceparent))
+            if problem is not None:
+                inv.warn_once("trace", f"trace: {problem}")
+        res = yield from inv.invoke_gen(
             PyBytes_FromStringAndSize(job.payload, job.payload_len),
             "Event" if job.async_ else "RequestResponse", _pystr(job.qualifier),
-            deadline=job.base.deadline)
+            deadline=job.base.deadline, trace_id=trace_id, tenant_id=_pystr(job.tenant_id))
         rec = res.record
         if job.async_:
             if res.status != 202:
@@ -358,10 +387,12 @@ cdef const char *_ws_copy(const vrt_ctx *ctx, const char *src, size_t n) noexcep
 
 cdef void _invoke_done(const vrt_ctx *ctx, lambda_obj *o, int kind,
                        const lambda_outcome *oc) noexcept nogil:
-    """On the VCL thread, once it applied the result: the call's one outcome, counted and logged."""
+    """On the VCL thread, once it applied the result: the call's one outcome, counted and logged,
+    and the task's last (lambda.error())."""
     cdef char line[LINE_LEN]
     cdef unsigned i
     stats_commit(o.vsc, kind, oc)
+    task_note(ctx, oc)
     outcome_line(line, LINE_LEN, o.vcl_name, o.function_name, kind, oc)
     lambda_log(ctx, SLT_VCL_Log, line)
     for i in range(1, oc.lines.n):
@@ -463,9 +494,11 @@ cdef int _qualifier_ok(const char *q) noexcept nogil:
 
 
 cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
-                         const char *qualifier, int async_, char *reason) noexcept nogil:
+                         const char *qualifier, int async_, char *reason,
+                         const char *tenant_id) noexcept nogil:
     """One invocation from VCL: the result (EMPTY for async), or NULL with reason filled."""
     cdef invoke_job *job
+    cdef const http *hp
     reason[0] = 0
     if qualifier != NULL and not _qualifier_ok(qualifier):
         snprintf(reason, MSG_LEN, "qualifier \"%.128s\" is not a version, $LATEST or an alias "
@@ -485,12 +518,26 @@ cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
             snprintf(reason, MSG_LEN, "out of memory")
             _invoke_job_free(<lambda_job *>job)
             return NULL
+    if tenant_id != NULL:
+        job.tenant_id = strdup(tenant_id)     # checked on the worker (trace.tenant_problem)
+        if job.tenant_id == NULL:
+            snprintf(reason, MSG_LEN, "out of memory")
+            _invoke_job_free(<lambda_job *>job)
+            return NULL
+    if o.trace:
+        # The trace headers of the task's request: bereq in backend subroutines, req in client
+        # ones, none in vcl_init (trace.py makes the X-Amzn-Trace-Id on the worker).
+        hp = <const http *>(ctx.http_bereq if ctx.http_bereq != NULL else ctx.http_req)
+        job.trace_amzn = http_header_dup(hp, "x-amzn-trace-id", 15)
+        if job.trace_amzn == NULL:
+            job.traceparent = http_header_dup(hp, "traceparent", 11)
     return _run_text_job(ctx, job, &o.lim, o.timeout, payload if payload != NULL else EMPTY,
                          reason)
 
 
 cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *payload,
-                                    const char *fallback, const char *qualifier) noexcept nogil:
+                                    const char *fallback, const char *qualifier,
+                                    const char *tenant_id) noexcept nogil:
     cdef lambda_obj *o = <lambda_obj *>p
     cdef char reason[MSG_LEN]
     cdef char msg[MSG_LEN + 128]
@@ -501,7 +548,7 @@ cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *pay
     if o == NULL or o.magic != OBJ_MAGIC:
         lambda_fail(ctx, "lambda: invoke: called on an object that does not exist")
         return NULL
-    r = _invoke(ctx, o, payload, qualifier, 0, reason)
+    r = _invoke(ctx, o, payload, qualifier, 0, reason, tenant_id)
     if r != NULL:
         return r
     snprintf(msg, sizeof(msg), "lambda: %s: invoke: %s", o.vcl_name, reason)
@@ -513,7 +560,7 @@ cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *pay
 
 
 cdef int ops_backend_invoke_async(const vrt_ctx *ctx, void *p, const char *payload,
-                                  const char *qualifier) noexcept nogil:
+                                  const char *qualifier, const char *tenant_id) noexcept nogil:
     cdef lambda_obj *o = <lambda_obj *>p
     cdef char reason[MSG_LEN]
     cdef char msg[MSG_LEN + 128]
@@ -523,7 +570,7 @@ cdef int ops_backend_invoke_async(const vrt_ctx *ctx, void *p, const char *paylo
     if o == NULL or o.magic != OBJ_MAGIC:
         lambda_log(ctx, SLT_VCL_Error, "lambda: invoke_async: called on an object that does not exist")
         return 0
-    if _invoke(ctx, o, payload, qualifier, 1, reason) != NULL:
+    if _invoke(ctx, o, payload, qualifier, 1, reason, tenant_id) != NULL:
         return 1
     snprintf(msg, sizeof(msg), "lambda: %s: invoke_async: %s", o.vcl_name, reason)
     lambda_log(ctx, SLT_VCL_Error, msg)
@@ -666,15 +713,67 @@ def _listen_creds():
 _listen_creds()
 
 
+# The live objects' settings that status() shows (trace off, tenant_header), as one line kept up to
+# date by the constructor and the destructor (CLI thread, GIL held) and read by status() under
+# SETTINGS_MTX. Objects with the defaults are not listed.
+cdef enum:
+    SETTINGS_LEN = 1024
+cdef pthread_mutex_t SETTINGS_MTX
+cdef char SETTINGS[SETTINGS_LEN]
+_SETTINGS = {}          # object address -> (name, its words)
+pthread_mutex_init(&SETTINGS_MTX, NULL)
+SETTINGS[0] = 0
+
+
+cdef void _settings_set(size_t key, str name, cfg) noexcept:
+    """Note (or, name None: forget) the settings of the object at key and rebuild the line:
+    ` trace=off:<names>` and ` tenant_header=<name>:<header>,...` (cut at SETTINGS_LEN)."""
+    cdef bytes b
+    try:
+        if name is None:
+            _SETTINGS.pop(key, None)
+        else:
+            _SETTINGS[key] = (name, cfg.trace, cfg.tenant_header)
+        items = sorted(_SETTINGS.values())
+        off = ",".join(n for n, t, _ in items if not t)
+        tenants = ",".join(f"{n}:{h}" for n, _, h in items if h)
+        line = (f" trace=off:{off}" if off else "") + \
+               (f" tenant_header={tenants}" if tenants else "")
+        b = line.encode("utf-8", "replace")[:SETTINGS_LEN - 4]
+        if len(b) == SETTINGS_LEN - 4:
+            b += b"..."
+        with nogil:
+            pthread_mutex_lock(&SETTINGS_MTX)
+        memcpy(SETTINGS, <const char *>b, len(b))
+        SETTINGS[len(b)] = 0
+        pthread_mutex_unlock(&SETTINGS_MTX)
+    except BaseException as e:
+        stats_internal(NULL, NULL, "the settings line of lambda.status()", e)
+
+
 cdef const char *ops_status(const vrt_ctx *ctx) noexcept nogil:
-    cdef char buf[3 * MSG_LEN]
+    cdef char buf[3 * MSG_LEN + SETTINGS_LEN]
     cdef int threads, wanted, queued
     pool_status(&threads, &wanted, &queued)
     pthread_mutex_lock(&CREDS_MTX)
-    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s %s", threads, wanted,
-             queued, count_fds(), KNOBS, CREDS)
+    pthread_mutex_lock(&SETTINGS_MTX)
+    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s%s %s", threads, wanted,
+             queued, count_fds(), KNOBS, SETTINGS, CREDS)
+    pthread_mutex_unlock(&SETTINGS_MTX)
     pthread_mutex_unlock(&CREDS_MTX)
     return <const char *>WS_Copy(ctx.ws, buf, -1)
+
+
+cdef const char *ops_error(const vrt_ctx *ctx) noexcept nogil:
+    if ctx == NULL or ctx.magic != VRT_CTX_MAGIC:
+        return EMPTY
+    return task_error(ctx)
+
+
+cdef double ops_retry_after(const vrt_ctx *ctx) noexcept nogil:
+    if ctx == NULL or ctx.magic != VRT_CTX_MAGIC:
+        return 0.0
+    return task_retry_after(ctx)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -697,6 +796,8 @@ cdef void _fill_ops() noexcept:
     OPS.backend_backend = ops_backend_backend
     OPS.selftest = ops_selftest
     OPS.status = ops_status
+    OPS.error = ops_error
+    OPS.retry_after = ops_retry_after
     limiter_init(&SELFTEST_LIM, 4)
 
 

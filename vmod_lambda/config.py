@@ -62,6 +62,10 @@ class BackendConfig:
     client_context: Optional[str] = None
     # Credentials per object (credentials.py): None for the default chain.
     credentials: Optional[CredentialSpec] = None
+    # X-Amzn-Trace-Id from the request's own or its traceparent (trace.py).
+    trace: bool = True
+    # The bereq header whose value is the fetch's X-Amz-Tenant-Id (lower case), or None.
+    tenant_header: Optional[str] = None
 
     @property
     def connect_timeout(self) -> float:
@@ -73,7 +77,8 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
                      multi_value=False, transport=None, log_tail=False, streaming=False,
                      qualifier=None, client_context=None,
                      role_arn=None, role_session_name=None, external_id=None,
-                     sts_endpoint_url=None, profile=None) -> BackendConfig:
+                     sts_endpoint_url=None, profile=None, trace=True,
+                     tenant_header=None) -> BackendConfig:
     """Check the arguments of `new <name> = lambda.backend(...)`; raise ConfigError or return them."""
     def fail(what):
         raise ConfigError(f"lambda.backend(): {name}: {what}")
@@ -139,10 +144,18 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
     # Credentials per object (credentials.py).
     creds = _credentials.validate(fail, region, role_arn, role_session_name, external_id,
                                   sts_endpoint_url, profile, check_url)
+    if tenant_header is not None:
+        from .headers import request_dropped
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}", tenant_header):
+            fail(f"tenant_header {tenant_header[:80]!r} is not a header name")
+        if request_dropped([(tenant_header, "")]):
+            fail(f"tenant_header {tenant_header!r} names a header that never reaches the "
+                 "function (the header policy drops it)")
+        tenant_header = tenant_header.lower()
     return BackendConfig(name, function_name, region, endpoint_url, float(timeout),
                          response_format, int(pool_size), event_format, bool(multi_value),
                          transport, bool(log_tail), bool(streaming), base_name, qualifier,
-                         client_context, creds)
+                         client_context, creds, bool(trace), tenant_header)
 
 
 def encode_client_context(text, fail):

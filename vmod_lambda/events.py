@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import unquote, unquote_plus
 
+from . import headers as _policy
+
 __all__ = ["HttpRequest", "HttpResponse", "ResponseError", "build_event", "parse_response",
            "EVENT_FORMATS", "RESPONSE_FORMATS"]
 
@@ -414,8 +416,9 @@ _status_digits = re.compile(r"[0-9]{1,9}").fullmatch
 _status_line = re.compile(rb"HTTP/1\.[0-9] ([0-9]{3})(?: (.*))?", re.DOTALL).fullmatch
 _chunk_size = re.compile(rb"[0-9A-Fa-f]{1,16}").fullmatch
 
-_HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
-                         "trailer", "upgrade", "content-length"))
+# What of the function's headers never reaches beresp: the header policy, one table both ways
+# (headers.py; Content-Length is recomputed from the body by the caller).
+_HOP_BY_HOP = _policy.RESPONSE_DROP
 _JSON_CONTENT_TYPE = ("Content-Type", "application/json")
 
 
@@ -482,7 +485,8 @@ def _no_body(status: int) -> bool:
 
 
 def _finish_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Check every name and value, then drop hop-by-hop headers and Content-Length."""
+    """Check every name and value, then drop what the header policy drops (headers.py: hop-by-hop
+    headers, those named in Connection, Content-Length)."""
     lowered = []
     connection = None
     for name, value in headers:

@@ -21,6 +21,7 @@ from .invoker import InvocationRecord, InvokeError, Invoker
 from .transport.base import function_error_reason as _function_error_reason
 from .limits import MAX_PAYLOAD
 from .outcomes import event_too_large
+from .trace import trace_header
 
 __all__ = ["FetchResult", "handle", "StreamedFetch"]
 
@@ -69,6 +70,25 @@ def _event(cfg, request, body: bytes) -> bytes:
     return build_event(cfg.event_format, req, multi_value=cfg.multi_value)
 
 
+def call_headers(invoker: Invoker, request):
+    """(trace_id, tenant_id) of a fetch, read from its request record (vmod_lambda.vcc: *trace*,
+    *tenant_header*). Raises InvokeError("invalid_request") when the object has a tenant_header
+    and the request does not (nothing is sent); an invalid value fails in Invoker._request."""
+    cfg = invoker.cfg
+    trace_id = tenant_id = None
+    if cfg.trace:
+        trace_id, problem = trace_header(request.header("x-amzn-trace-id"),
+                                         request.header("traceparent"))
+        if problem is not None:
+            invoker.warn_once("trace", f"trace: {problem}")
+    if cfg.tenant_header is not None:
+        tenant_id = request.header(cfg.tenant_header)
+        if tenant_id is None:
+            raise InvokeError("invalid_request", f"the request has no {cfg.tenant_header} "
+                              "header (tenant_header): no tenant id; not sent")
+    return trace_id, tenant_id
+
+
 def handle(invoker: Invoker, request, timeout: Optional[float] = None) -> FetchResult:
     """Map, invoke, map back. request: the request record (_request.Request); its body is None
     when it was larger than the limit (body_len bytes). timeout: the read timeout instead of the
@@ -83,6 +103,7 @@ def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
     requests on the fetch thread), or None to build it here. deadline: the call's (monotonic
     time), see Invoker.invoke_gen()."""
     cfg = invoker.cfg
+    trace_id, tenant_id = call_headers(invoker, request)
     if event is None:
         body = request.body         # (a copy: read once)
         if body is None:
@@ -90,7 +111,8 @@ def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
         event = _event(cfg, request, body)
     if len(event) > MAX_PAYLOAD:
         return too_large("event", len(event))
-    res = yield from invoker.invoke_gen(event, timeout=timeout, deadline=deadline)
+    res = yield from invoker.invoke_gen(event, timeout=timeout, deadline=deadline,
+                                        trace_id=trace_id, tenant_id=tenant_id)
     try:
         resp = parse_response(cfg.response_format, res.payload)
     except ResponseError as e:
@@ -140,6 +162,7 @@ class StreamedFetch:
 
     def start(self) -> FetchResult:
         cfg = self.invoker.cfg
+        trace_id, tenant_id = call_headers(self.invoker, self.request)
         body = self.request.body
         if body is None:
             self._done = True
@@ -148,7 +171,7 @@ class StreamedFetch:
         if len(event) > MAX_PAYLOAD:
             self._done = True
             return too_large("event", len(event))
-        self.result = self.invoker.invoke_stream(event)
+        self.result = self.invoker.invoke_stream(event, trace_id=trace_id, tenant_id=tenant_id)
         self.request_id = self.result.request_id
         self._reader = self.invoker.read_stream(self.result.raw, STREAM_READ)
         expect = (self.result.content_type or "").split(";")[0].strip().lower() \

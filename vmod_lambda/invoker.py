@@ -22,10 +22,11 @@ from . import clients
 from .config import BackendConfig
 from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD
 from .outcomes import payload_too_large
+from .trace import tenant_problem
 from .transport.base import (NO_HOOKS, REDACTED, Hooks, InvokeError, InvokeRequest, InvokeResult,
                              StreamResult, clean_reason, clean_token, redact,
                              register_credentials)
-from .transport.boto3 import Boto3Transport
+from .transport.boto3 import Boto3Transport, trace_header, trace_params
 from .transport.direct import CONTENT_TYPE, DirectTransport
 
 __all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "StreamResult",
@@ -47,6 +48,7 @@ class InvocationRecord:
     executed_version: Optional[str] = None
     status: Optional[int] = None
     log_result: Optional[str] = None
+    trace_id: Optional[str] = None      # the X-Amzn-Trace-Id sent (None: none)
 
 
 def _proxied(url: str) -> bool:
@@ -74,6 +76,9 @@ def _setup_shared(shared):
         register_credentials(shared.credentials)
     for op in ("Invoke", "InvokeWithResponseStream"):
         shared.client.meta.events.register(f"before-call.lambda.{op}", _content_type)
+        # X-Amzn-Trace-Id of a call (trace.py): botocore's model has no member for it.
+        shared.client.meta.events.register(f"provide-client-params.lambda.{op}", trace_params)
+        shared.client.meta.events.register(f"before-call.lambda.{op}", trace_header)
 
 
 def _resize_direct(transport, limits: int):
@@ -95,6 +100,8 @@ class Invoker:
 
     def __init__(self, cfg: BackendConfig, hooks: Hooks = NO_HOOKS):
         self.cfg = cfg
+        self.log = None             # a callable taking one log line (warn_once)
+        self._warned = set()
         # The boto3 client and the transports are shared by every object with the same region,
         # endpoint, timeouts and hooks (clients.py): what is this object's own is cfg. The hooks
         # are one module-level object in varnishd (_vmod.pyx), so they never split a share there.
@@ -125,6 +132,16 @@ class Invoker:
         else:
             self.transport = self._boto3
 
+    def warn_once(self, key: str, message: str):
+        """Log message ("lambda: <object>: " before it) the first time this object meets the
+        problem key (a malformed traceparent: once per object, not per request), through log
+        (_vmod.pyx sets it: an Error record; None: not logged)."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        if self.log is not None:
+            self.log(f"lambda: {self.cfg.name}: {message}")
+
     @property
     def multiplexed(self) -> bool:
         """True when invoke_gen() yields its socket work (the direct transport, http:// or
@@ -132,8 +149,9 @@ class Invoker:
         return self.transport.multiplexed
 
     def _request(self, payload: bytes, invocation_type: str, qualifier: Optional[str],
-                 timeout: Optional[float] = None,
-                 deadline: Optional[float] = None) -> InvokeRequest:
+                 timeout: Optional[float] = None, deadline: Optional[float] = None,
+                 trace_id: Optional[str] = None,
+                 tenant_id: Optional[str] = None) -> InvokeRequest:
         """The call for payload with the object's settings (qualifier, when given, instead of
         the object's); raises InvokeError("payload") beyond Lambda's limits."""
         if invocation_type == "Event":
@@ -141,31 +159,42 @@ class Invoker:
                 raise InvokeError("payload", payload_too_large(len(payload), asynchronous=True))
         elif len(payload) > MAX_PAYLOAD:
             raise InvokeError("payload", payload_too_large(len(payload)))
+        if tenant_id is not None:
+            problem = tenant_problem(tenant_id)
+            if problem is not None:
+                raise InvokeError("invalid_request", f"the tenant id {problem}; not sent")
         cfg = self.cfg
         return InvokeRequest(
             cfg.base_name or cfg.function_name, payload, invocation_type,
             (qualifier if qualifier is not None else cfg.qualifier) or None,
             "Tail" if cfg.log_tail and invocation_type == "RequestResponse" else None,
-            cfg.client_context, timeout, deadline)
+            cfg.client_context, timeout, deadline, trace_id, tenant_id)
 
     def invoke(self, payload: bytes, invocation_type: str = "RequestResponse",
-               qualifier: Optional[str] = None) -> InvokeResult:
+               qualifier: Optional[str] = None, trace_id: Optional[str] = None,
+               tenant_id: Optional[str] = None) -> InvokeResult:
         """Invoke the function (RequestResponse, or Event: queued, answered with 202) with the
         object's qualifier, or with qualifier when given."""
-        return self.transport.run(self.invoke_gen(payload, invocation_type, qualifier))
+        return self.transport.run(self.invoke_gen(payload, invocation_type, qualifier,
+                                                   trace_id=trace_id, tenant_id=tenant_id))
 
     def invoke_gen(self, payload: bytes, invocation_type: str = "RequestResponse",
                    qualifier: Optional[str] = None, timeout: Optional[float] = None,
-                   deadline: Optional[float] = None):
+                   deadline: Optional[float] = None, trace_id: Optional[str] = None,
+                   tenant_id: Optional[str] = None):
         """invoke() as a generator of socket exchanges (see transport/direct.run()). The record
         of the invocation comes with its outcome: InvokeResult.record, or InvokeError.record
         (None when nothing was sent). timeout: the read timeout of this call instead of the
         object's (a probe's .timeout), direct transport only: boto3's client has one read timeout
         for every call. deadline: the call's end (time.monotonic(); its caller's, see
         _handoff.pyx): the direct transport stops reading then, however the endpoint trickles,
-        and the call fails with a timeout (the connection is closed)."""
-        request = self._request(payload, invocation_type, qualifier, timeout, deadline)
-        rec = InvocationRecord(invocation_type, request.qualifier, len(payload))
+        and the call fails with a timeout (the connection is closed). trace_id: the
+        X-Amzn-Trace-Id to send (trace.trace_header()), None: none; tenant_id: the
+        X-Amz-Tenant-Id, None: none (an invalid one fails the call before sending, "invalid_request")."""
+        request = self._request(payload, invocation_type, qualifier, timeout, deadline,
+                                trace_id, tenant_id)
+        rec = InvocationRecord(invocation_type, request.qualifier, len(payload),
+                               trace_id=trace_id)
         t0 = time.monotonic()
         try:
             res = yield from self.transport.invoke_gen(request, rec)
@@ -179,12 +208,16 @@ class Invoker:
 
     # -- InvokeWithResponseStream
 
-    def invoke_stream(self, payload: bytes, qualifier: Optional[str] = None) -> StreamResult:
+    def invoke_stream(self, payload: bytes, qualifier: Optional[str] = None,
+                      trace_id: Optional[str] = None,
+                      tenant_id: Optional[str] = None) -> StreamResult:
         """Start an InvokeWithResponseStream call; the caller reads result.raw with
         read_stream() and then calls its release_conn() (read to its end) or close(). Raises
         InvokeError as invoke() does."""
-        request = self._request(payload, "RequestResponse", qualifier)
-        rec = InvocationRecord("RequestResponse", request.qualifier, len(payload))
+        request = self._request(payload, "RequestResponse", qualifier, trace_id=trace_id,
+                                tenant_id=tenant_id)
+        rec = InvocationRecord("RequestResponse", request.qualifier, len(payload),
+                               trace_id=trace_id)
         t0 = time.monotonic()
         try:
             result = self.transport.invoke_stream(request, rec)

@@ -49,6 +49,8 @@ KINDS = {k.name: k for k in (
     Kind("invalid_response", "invalid", "the answer is not a valid response for the object"),
     Kind("payload", "invalid", "a payload that cannot be used: a response VCL cannot hold "
                                "(invalid), or one refused before it was sent (too_large)"),
+    Kind("invalid_request", "invalid", "a call that cannot be sent as it is: a missing or invalid "
+                                       "tenant id (tenant_header, invoke(tenant_id)); not sent"),
     Kind("credentials", None, "no AWS credentials found"),
     Kind("sts", "sts_fail", "the object's role_arn could not be assumed (STS AssumeRole failed): "
                             "nothing was sent"),

@@ -44,8 +44,8 @@ class EventInBody(Invoker):
         self.__dict__.update(base.__dict__)
         self._fixed = json.dumps(event).encode()
 
-    def invoke_stream(self, payload, qualifier=None):
-        return Invoker.invoke_stream(self, self._fixed, qualifier)
+    def invoke_stream(self, payload, qualifier=None, **kw):
+        return Invoker.invoke_stream(self, self._fixed, qualifier, **kw)
 
 
 def fetch(emu, name, event, **kw):

@@ -66,9 +66,12 @@ class InvokeError(Exception):
     (the Invoker sets it on the errors of its calls)."""
 
     def __init__(self, kind: str, reason: str, request_id: Optional[str] = None,
-                 status: Optional[int] = None, record: Optional[object] = None):
+                 status: Optional[int] = None, record: Optional[object] = None,
+                 retry_after: float = 0.0):
         super().__init__(reason)
         self.kind = kind
+        # Seconds of a throttled answer's Retry-After (0: none), for lambda.retry_after().
+        self.retry_after = retry_after
         self.reason = clean_reason(reason)
         self.request_id = clean_token(request_id) if request_id else None
         self.status = status
@@ -91,6 +94,8 @@ class InvokeRequest:
     client_context: Optional[str] = None          # X-Amz-Client-Context, base64
     timeout: Optional[float] = None               # this call's read timeout (None: the object's)
     deadline: Optional[float] = None              # time.monotonic() the call ends (None: none)
+    trace_id: Optional[str] = None                # X-Amzn-Trace-Id, unsigned (trace.py)
+    tenant_id: Optional[str] = None               # X-Amz-Tenant-Id (TenantId), validated
 
 
 @dataclass
@@ -260,7 +265,18 @@ def service_error(response: dict) -> InvokeError:
     kind = "throttled" if status == 429 or code == "TooManyRequestsException" else "service"
     msg = err.get("Message") or ""
     return InvokeError(kind, f"{code} (HTTP {status})" + (f": {msg}" if msg else ""),
-                       meta.get("RequestId") or None, status)
+                       meta.get("RequestId") or None, status,
+                       retry_after=retry_after(meta.get("HTTPHeaders") or {})
+                       if kind == "throttled" else 0.0)
+
+
+def retry_after(headers: dict) -> float:
+    """Seconds of a Retry-After header (lower-case names; delay-seconds, as Lambda sends it), 0.0
+    without one or for anything else (an HTTP date is not Lambda's form)."""
+    value = str(headers.get("retry-after") or "").strip()
+    if not value.isdigit() or len(value) > 9:
+        return 0.0
+    return float(int(value))
 
 
 # Reasons shared by both transports (tests pin them).

@@ -38,7 +38,34 @@ def _kwargs(request: InvokeRequest) -> dict:
         kwargs["ClientContext"] = request.client_context
     if request.log_type:
         kwargs["LogType"] = request.log_type
+    if request.tenant_id:
+        # A member of botocore's Invoke model (TenantId, header X-Amz-Tenant-Id), signed.
+        kwargs["TenantId"] = request.tenant_id
+    if request.trace_id:
+        # Not a member of the model: taken out of the parameters and sent as a header by the
+        # handlers invoker._setup_shared registers (trace_params, trace_header below).
+        kwargs[TRACE_PARAM] = request.trace_id
     return kwargs
+
+
+# The call parameter that carries an invocation's X-Amzn-Trace-Id to the handlers below.
+TRACE_PARAM = "VmodLambdaTraceId"
+
+
+def trace_params(params, context, **kwargs):
+    """provide-client-params handler of Invoke calls: the trace id out of the parameters (botocore
+    would refuse an unknown one) into the call's context. Returns None (keeps params)."""
+    trace_id = params.pop(TRACE_PARAM, None)
+    if trace_id:
+        context[TRACE_PARAM] = trace_id
+
+
+def trace_header(params, context, **kwargs):
+    """before-call handler of Invoke calls: the context's trace id as the X-Amzn-Trace-Id header
+    (botocore does not sign it: auth.py, SIGNED_HEADERS_BLACKLIST)."""
+    trace_id = context.get(TRACE_PARAM)
+    if trace_id:
+        params.setdefault("headers", {})["X-Amzn-Trace-Id"] = trace_id
 
 
 class Boto3Transport(Transport):

@@ -277,7 +277,8 @@ class DirectClient:
     def invoke_gen(self, function_name: str, payload: bytes,
                    invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
                    log_type: Optional[str] = None, client_context: Optional[str] = None,
-                   read_timeout: Optional[float] = None, deadline: Optional[float] = None):
+                   read_timeout: Optional[float] = None, deadline: Optional[float] = None,
+                   trace_id: Optional[str] = None, tenant_id: Optional[str] = None):
         """One Invoke call, as a generator: it yields each piece of socket work it needs (a
         _netio.Exchange or _netio.Wait), and takes its result back; see run(). The worker pool drives several
         of these at once, each exchange without the GIL (_handoff.pyx). read_timeout: for this
@@ -287,7 +288,7 @@ class DirectClient:
         if type(payload) is not bytes:
             payload = bytes(payload)
         head = self.request_head(function_name, payload, invocation_type, qualifier, log_type,
-                                 client_context)
+                                 client_context, trace_id=trace_id, tenant_id=tenant_id)
         timeout = self.read_timeout if read_timeout is None else read_timeout
         if self._ssl is None and _netio is not None:
             return (yield from self._exchange_c(head, payload, timeout, deadline or 0.0))
@@ -296,9 +297,12 @@ class DirectClient:
     def request_head(self, function_name: str, payload: bytes,
                      invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
                      log_type: Optional[str] = None, client_context: Optional[str] = None,
-                     stream: bool = False) -> bytes:
+                     stream: bool = False, trace_id: Optional[str] = None,
+                     tenant_id: Optional[str] = None) -> bytes:
         """The signed request line and headers of an Invoke call (InvokeWithResponseStream when
-        stream: the same headers, another path), as sent."""
+        stream: the same headers, another path), as sent. tenant_id: X-Amz-Tenant-Id, signed
+        (botocore's TenantId member); trace_id: X-Amzn-Trace-Id, not signed, as botocore does
+        (auth.py, SIGNED_HEADERS_BLACKLIST)."""
         creds = self.credentials
         if creds is None:
             raise NoCredentials()
@@ -319,6 +323,8 @@ class DirectClient:
         if client_context:
             extra.append(("X-Amz-Client-Context", client_context))
         extra.append(("X-Amz-Invocation-Type", invocation_type))
+        if tenant_id:
+            extra.append(("X-Amz-Tenant-Id", tenant_id))
         extra.append(("Content-Type", CONTENT_TYPE))
         signed, auth = sigv4_headers(self.signer, "POST", self.host, curi, cquery, extra, payload,
                                      creds, _utcnow())
@@ -331,6 +337,8 @@ class DirectClient:
             elif k == "x-amz-security-token":
                 lines.append(f"X-Amz-Security-Token: {v}")
         lines.append(f"Authorization: {auth}")
+        if trace_id:
+            lines.append(f"X-Amzn-Trace-Id: {trace_id}")
         lines.append(f"User-Agent: {self.user_agent}")
         lines.append(f"Content-Length: {len(payload)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -519,6 +527,7 @@ class DirectClient:
 
     def stream_gen(self, function_name: str, payload: bytes, qualifier: Optional[str] = None,
                    log_type: Optional[str] = None, client_context: Optional[str] = None,
+                   trace_id: Optional[str] = None, tenant_id: Optional[str] = None,
                    read_timeout: Optional[float] = None):
         """One InvokeWithResponseStream call up to the head of its answer, as a generator (of the
         socket waits of https:// endpoints; see run()). Returns (Response, DirectStream): an
@@ -527,7 +536,8 @@ class DirectClient:
         if type(payload) is not bytes:
             payload = bytes(payload)
         head = self.request_head(function_name, payload, "RequestResponse", qualifier, log_type,
-                                 client_context, stream=True)
+                                 client_context, stream=True, trace_id=trace_id,
+                                 tenant_id=tenant_id)
         timeout = self.read_timeout if read_timeout is None else read_timeout
         sock, _reused = self._checkout()
         try:
@@ -733,7 +743,7 @@ class DirectTransport(Transport):
             lambda: client.invoke_gen(request.function_name, request.payload,
                                       request.invocation_type, request.qualifier,
                                       request.log_type, request.client_context, request.timeout,
-                                      request.deadline),
+                                      request.deadline, request.trace_id, request.tenant_id),
             request.timeout)
         if r.status >= 300:
             raise self._service_error(r, "Invoke", rec)
@@ -753,7 +763,8 @@ class DirectTransport(Transport):
         client = self.client
         r, body = run(self._call(
             lambda: client.stream_gen(request.function_name, request.payload, request.qualifier,
-                                      request.log_type, request.client_context, request.timeout),
+                                      request.log_type, request.client_context,
+                                      request.trace_id, request.tenant_id, request.timeout),
             request.timeout))
         if body is None:
             raise self._service_error(r, "InvokeWithResponseStream", rec)
