@@ -148,6 +148,6 @@ def test_response_side(env, i, row):
 
 
 def test_the_manual_has_the_table():
-    with open(os.path.join(HERE, "..", "vmod_lambda.vcc")) as f:
+    with open(os.path.join(HERE, "..", "..", "vmod_lambda.vcc")) as f:
         manual = f.read()
     assert policy.manual_table() in manual

@@ -197,8 +197,9 @@ def test_invoke_tenant_id(env):
 def test_status_shows_the_settings(env):
     v, fake = env
     _, rh, _ = v.request("/status")
+    # the settings come before the credential sets (credentials=, the line's last part)
     assert dict(rh)["status"].endswith(
-        " trace=off:untraced tenant_header=streamer:x-tenant,tenant:x-tenant")
+        " trace=off:untraced tenant_header=streamer:x-tenant,tenant:x-tenant credentials=chain")
 
 
 def test_streamed_fetch_sends_both_and_says_why_it_failed(env):
