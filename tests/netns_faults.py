@@ -9,7 +9,8 @@ then healed:
              has it: `tc qdisc add dev lo root netem delay`)
   loss       30% of the packets to and from the endpoint's port dropped (nftables numgen)
   trickle    the endpoint sends its answer one byte every 0.5 s
-  reset      every packet to the endpoint's port answered with a TCP reset (nftables reject)
+  reset      half the connections refused with a TCP reset (nftables reject), the others reset
+             by the endpoint (SO_LINGER 0) 0.3 s into the call
   blackhole  every packet to and from the endpoint's port dropped (nftables drop)
 
 For each fault and each transport (direct, boto3), N backend fetches and N invoke() calls of objects
@@ -128,7 +129,8 @@ class Faults:
                       else "the endpoint waits 0.2-2 s (no netem in this kernel)"),
             "loss": "nftables: 30% of packets to/from the port dropped (numgen random)",
             "trickle": f"the endpoint sends one byte every {TRICKLE:g} s",
-            "reset": "nftables: packets to the port rejected with tcp reset",
+            "reset": ("nftables: half the connections refused with a tcp reset; the endpoint "
+                      "resets the others (SO_LINGER 0) 0.3 s into the call"),
             "blackhole": "nftables: packets to/from the port dropped",
         }[fault]
 
@@ -156,7 +158,10 @@ class Faults:
         elif fault == "trickle":
             self.mode = "trickle"
         elif fault == "reset":
-            self._nft(f"tcp dport {p} reject with tcp reset")
+            # Half the connections refused with a reset, the other half reset mid-call (route()).
+            self._nft(f"tcp dport {p} tcp flags & (syn | ack) == syn numgen random mod 2 == 0 "
+                      "reject with tcp reset")
+            self.mode = "reset"
         elif fault == "blackhole":
             self._nft(f"tcp dport {p} drop", f"tcp sport {p} drop")
         else:
@@ -342,6 +347,9 @@ def run_inside(n: int) -> dict:
                    if name == "fn" else b"INVOKED")
         if mode == "trickle":
             return Action("trickle", payload, delay=TRICKLE)
+        if mode == "reset":
+            time.sleep(0.3)
+            return Action("reset")
         if mode == "delay":
             time.sleep(rnd.uniform(0.2, 2.0))
         # Connection: close, so that the child keeps no idle connection between the phases and
