@@ -88,3 +88,40 @@ def test_vcl_discard_of_objects_with_stuck_calls_does_not_block_the_cli(report):
     assert d["longest_ping_s"] < 1.0, d
     # The workers of the stuck calls ended on their own once the calls' deadlines passed.
     assert d["threads_leaked"] <= 0, d
+
+
+class _Hang:
+    """discard_phase's faults where there is no namespace: the endpoint (on 127.0.0.1) takes the
+    calls and never answers them within their timeout, as a blackhole would."""
+
+    def __init__(self):
+        self.mode = "healthy"
+
+    def apply(self, fault):
+        self.mode = "hang"
+
+    def heal(self):
+        self.mode = "healthy"
+
+
+def test_vcl_discard_does_not_wait_for_stuck_calls_without_a_namespace():
+    # The same check as above on the host's loopback, so that it runs where `ip netns` does not.
+    from fake_lambda import Action, FakeLambda
+    from varnish_harness import Varnishd
+
+    faults = _Hang()
+
+    def route(name, event):
+        if faults.mode == "hang":
+            return Action("hang", delay=netns_faults.DISCARD_TIMEOUT + 1)
+        return Action("payload", b'{"statusCode":200,"body":"ok"}', headers={"Connection": "close"})
+
+    with FakeLambda(route) as fake, Varnishd(netns_faults.main_vcl(fake.url)) as v:
+        pid = netns_faults.child_pid(v)
+        d = netns_faults.discard_phase(v, fake.url, faults, pid)
+        assert d["threads_stuck"] >= d["threads_before"] + d["objects"] // 2, d
+        assert d["cli_s"] < 1.0, d
+        assert d["longest_ping_s"] < 1.0, d
+        assert "stuck" not in d["vcl_list"], d
+        assert d["threads_leaked"] <= 0, d
+        assert not v.panicked()
