@@ -5,8 +5,9 @@ namespace made for the run (`ip netns add vmodlambda-<pid>`, its own `lo`, nothi
 or route of the host is touched). Faults are applied to the endpoint's traffic inside that namespace,
 then healed:
 
-  delay      the endpoint waits 0.2-2 s before it answers (netem is used instead where the kernel
-             has it: `tc qdisc add dev lo root netem delay`)
+  delay      the endpoint waits 0.2-2 s before it answers (not netem: on the namespace's one `lo`
+             it would delay the client's own requests to varnishd as well; the kernel here has
+             none anyway)
   loss       30% of the packets to and from the endpoint's port dropped (nftables numgen)
   trickle    the endpoint sends its answer one byte every 0.5 s
   reset      half the connections refused with a TCP reset (nftables reject), the others reset
@@ -32,6 +33,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -94,6 +96,14 @@ def run_in_netns(timeout: float = 300.0) -> dict:
                                f"{r.stderr[-6000:]}")
         return json.loads(r.stdout.strip().splitlines()[-1])
     finally:
+        # Whatever still runs in the namespace was started by this run (a run that timed out
+        # leaves its varnishd there): ended by pid, then the namespace goes.
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
+        for pid in pids.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
@@ -125,8 +135,7 @@ class Faults:
 
     def mechanism(self, fault: str) -> str:
         return {
-            "delay": ("netem delay 400ms on lo (both ways)" if self.netem
-                      else "the endpoint waits 0.2-2 s (no netem in this kernel)"),
+            "delay": "the endpoint waits 0.2-2 s before it answers",
             "loss": "nftables: 30% of packets to/from the port dropped (numgen random)",
             "trickle": f"the endpoint sends one byte every {TRICKLE:g} s",
             "reset": ("nftables: half the connections refused with a tcp reset; the endpoint "
@@ -146,12 +155,7 @@ class Faults:
     def apply(self, fault: str):
         p = self.port
         if fault == "delay":
-            if self.netem:
-                # Everything on lo is delayed (the namespace has nothing else): the client's own
-                # requests too, which the harness slack covers.
-                sh("tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "400ms")
-            else:
-                self.mode = "delay"
+            self.mode = "delay"
         elif fault == "loss":
             self._nft(f"tcp dport {p} numgen random mod 100 < 30 drop",
                       f"tcp sport {p} numgen random mod 100 < 30 drop")
@@ -170,8 +174,6 @@ class Faults:
     def heal(self):
         self.mode = "healthy"
         sh("nft", "delete", "table", "inet", NFT_TABLE, check=False)
-        if self.netem:
-            sh("tc", "qdisc", "del", "dev", "lo", "root", check=False)
 
 
 MAIN_VCL = """vcl 4.1;
@@ -400,6 +402,7 @@ def run_inside(n: int) -> dict:
                         "failed_or_fallback": len(res) - len(ok),
                         "no_answer": sum(1 for r in res if r[2] == 0),
                         "max_s": round(max(times), 3),
+                        "slowest": sorted((round(r[1], 3), r[0], r[2]) for r in res)[-3:],
                         "overshoot_ms": round(max(0.0, max(times) - TIMEOUT - MARGIN) * 1000),
                         "leaked_fds": got[0] - base[0],
                         "leaked_threads": got[1] - base[1],
@@ -486,8 +489,9 @@ def markdown(r: dict) -> str:
              f"so a call's deadline is {r['deadline']:.1f} s; per fault and transport {r['n']} "
              f"backend fetches and {r['n']} invoke() calls (with a fallback), 10 at a time. "
              f"\"within\": the client had its answer (a 200, a 503 or the fallback) within the "
-             f"deadline plus {r['slack']:g} s of harness slack; overshoot: the longest wait past "
-             f"the deadline; leaked: the child's descriptors and threads (outside the worker pool, "
+             f"deadline plus {r['slack']:g} s of harness slack; longest and overshoot: the longest "
+             f"wait and how far it went past the deadline, on the client's clock (its HTTP exchange "
+             f"with varnishd and the loaded machine included); leaked: the child's descriptors and threads (outside the worker pool, "
              f"whose size follows the work) after healing and a healthy batch, against the "
              f"baseline ({r['baseline']['fds']} fds, {r['baseline']['threads']} threads).", "",
              "| fault | how | transport | sent | within | answered ok | failed / fallback | "
@@ -498,6 +502,14 @@ def markdown(r: dict) -> str:
                      f"{f['within']} | {f['answered_ok']} | {f['failed_or_fallback']} | "
                      f"{f['max_s']:.3f} s | {f['overshoot_ms']} ms | {f['leaked_fds']} | "
                      f"{f['leaked_threads']} |")
+    for f in r["faults"]:
+        if f["leaked_fds"] > 0 or f["leaked_threads"] > 0:
+            kinds = collections.Counter(re.sub(r"^tcp \d+->", "tcp ->", k)
+                                        for k in f["fds_not_in_baseline"])
+            lines += ["", f"Left behind by {f['fault']} ({f['transport']}) after healing: "
+                      f"{f['leaked_fds']} descriptors ("
+                      + ", ".join(f"{k} x{c}" for k, c in sorted(kinds.items())) + f"), "
+                      f"{f['leaked_threads']} threads."]
     d = r["discard"]
     lines += ["", f"Child: panics {r['panics']}, started {r['child_start']} time(s), died "
               f"{r['child_died']} time(s).", "",
