@@ -12,8 +12,9 @@ set -eu
 VENV=${1:-.venv}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-# git: the fresh-machine check clones; curl: the demo walkthrough (tests/varnish/test_demo.py) runs its lines.
-APT_PKGS="varnish libvarnishapi-dev python3 python3-dev python3-venv gcc make pkg-config libjemalloc2 libssl-dev git curl"
+# git: the fresh-machine check clones; curl: the demo walkthrough (tests/varnish/test_demo.py) runs its lines;
+# iproute2, nftables, procps: the network fault test (tests/varnish/test_netns_faults.py: ip netns, nft, pgrep).
+APT_PKGS="varnish libvarnishapi-dev python3 python3-dev python3-venv gcc make pkg-config libjemalloc2 libssl-dev git curl iproute2 nftables procps"
 missing=""
 for p in $APT_PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -2,7 +2,6 @@
 """The job queue between Varnish threads and the Python worker pool (see _handoff.pxd)."""
 
 import threading
-import time
 
 from libc.string cimport memset
 from libc.stdint cimport uint64_t
@@ -31,7 +30,6 @@ MAX_THREADS = 1024
 POOL_REST = 4
 POOL_IDLE_EXIT = 10.0
 THREAD_STACK = 8 << 20
-JOIN_BUDGET = 2.0       # seconds vcl.discard may spend joining stopped workers (the CLI has a timeout)
 
 # No initializers on C globals: see DESIGN ("module init re-executes them"). Set once below.
 cdef pthread_mutex_t mtx
@@ -764,7 +762,14 @@ cdef int count_fds() noexcept nogil:
 cdef int pool_resize(int delta) except -1:
     """Add delta to the sum of the limits of the live objects (called with the GIL, by their
     constructors and destructors): start the resting workers and the grower with the first object,
-    tell workers beyond the cap (all of them, with the last object) to exit."""
+    tell workers beyond the cap (all of them, with the last object) to exit.
+
+    Never waits for them: a destructor runs on the CLI thread (vcl.discard), and a worker told to
+    exit first ends the calls it has in flight, each within its own deadline (up to the object's
+    timeout, 62 s by default). Joining them here blocked the CLI for up to 2 s per object (a VCL
+    of 50 objects with calls stuck on an unreachable endpoint: over a minute, and varnishd kills a
+    child whose CLI does not answer within cli_timeout). They exit on their own (CPython's threads
+    are detached: a finished one holds no OS thread), and the next resize joins them."""
     global target, nthreads, grower_running, starting
     cdef int start = 0
     cdef bint grower = False
@@ -797,7 +802,7 @@ cdef int pool_resize(int delta) except -1:
             raise
     if start:
         _start_workers(start)
-    _reap(JOIN_BUDGET if delta < 0 else 0.0)
+    _reap()
     return 0
 
 
@@ -856,21 +861,11 @@ def _grower_main():
             stats_internal(NULL, NULL, "starting a worker thread", e)
 
 
-def _reap(double budget):
-    """Join the workers that exited, waiting at most budget seconds for those told to exit."""
-    cdef int running
-    end = time.monotonic() + budget
-    while True:
-        for t in _threads:
-            if not t.is_alive():
-                t.join()
-        _threads[:] = [t for t in _threads if t.is_alive()]
-        with nogil:
-            pthread_mutex_lock(&mtx)
-            running = nthreads
-            pthread_mutex_unlock(&mtx)
-        if len(_threads) <= running or time.monotonic() >= end:
-            return
-        time.sleep(0.005)
+def _reap():
+    """Join the workers that have exited (at once: never waits for those told to exit)."""
+    for t in _threads:
+        if not t.is_alive():
+            t.join()
+    _threads[:] = [t for t in _threads if t.is_alive()]
 
 

@@ -249,8 +249,12 @@ class Prober:
                                        name="vmod-lambda-probe", daemon=True)
         self.thread.start()
 
-    def stop(self, timeout: float = 0.5):
-        """Stop probing (VCL cold, discard). A poke under way finishes on its own."""
+    def stop(self, timeout: float = 0.0):
+        """Stop probing (VCL cold, discard). A poke under way finishes on its own: by default this
+        does not wait for it (it runs on the CLI thread, and a poke of an unreachable endpoint
+        lasts up to the probe's .timeout: waiting 0.5 s per object blocked vcl.discard of a VCL of
+        many probed objects for seconds). The poke's result goes nowhere once the object is gone
+        (_director.pyx, _ProbeReport)."""
         self.stop_event.set()
         t, self.thread = self.thread, None
         if t is not None and timeout:
