@@ -475,7 +475,7 @@ def discard_phase(v, endpoint: str, faults: Faults, pid: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # The report
 
-BEGIN = "<!-- netns-faults: begin (tests/netns_faults.py --reliability) -->"
+BEGIN = "<!-- netns-faults: begin (tests/support/netns_faults.py --reliability) -->"
 END = "<!-- netns-faults: end -->"
 
 
