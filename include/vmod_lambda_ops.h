@@ -10,7 +10,7 @@
 #define VMOD_LAMBDA_OPS_H
 
 #define VMOD_LAMBDA_OPS_MAGIC	0x4c6d4264u
-#define VMOD_LAMBDA_OPS_VERSION	4u
+#define VMOD_LAMBDA_OPS_VERSION	5u
 
 struct vrt_ctx;
 struct vrt_backend_probe;
@@ -34,6 +34,9 @@ struct vmod_lambda_backend_args {
 	int				streaming;
 	const char			*qualifier;
 	const char			*client_context;
+	double				throttle_hold;
+	int				has_max_queue_wait;
+	double				max_queue_wait;
 };
 
 struct vmod_lambda_ops {

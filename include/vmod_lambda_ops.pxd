@@ -23,6 +23,9 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         int streaming
         const char *qualifier
         const char *client_context
+        double throttle_hold
+        int has_max_queue_wait
+        double max_queue_wait
 
     cdef struct vmod_lambda_ops:
         unsigned magic

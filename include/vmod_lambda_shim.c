@@ -417,6 +417,9 @@ vmod_backend__init(VRT_CTX, struct vmod_lambda_backend **objp, const char *vcl_n
 	args.streaming = a->streaming;
 	args.qualifier = a->valid_qualifier ? a->qualifier : NULL;
 	args.client_context = a->valid_client_context ? a->client_context : NULL;
+	args.throttle_hold = a->throttle_hold;
+	args.has_max_queue_wait = a->valid_max_queue_wait;
+	args.max_queue_wait = a->valid_max_queue_wait ? a->max_queue_wait : 0.0;
 	*objp = ops->backend_init(ctx, vcl_name, &args);
 }
 
