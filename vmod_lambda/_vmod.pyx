@@ -689,6 +689,10 @@ _KEEP.append(_knobs().encode("utf-8", "replace"))
 KNOBS = _KEEP[2]
 
 
+cdef enum:
+    STATUS_MAX = 4096
+
+
 cdef const char *ops_status(const vrt_ctx *ctx) noexcept nogil:
     cdef char buf[2 * MSG_LEN]
     cdef int threads, wanted, queued, k
@@ -700,8 +704,11 @@ cdef const char *ops_status(const vrt_ctx *ctx) noexcept nogil:
     snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s", threads, wanted, queued,
              count_fds(), KNOBS)
     # Then each live object's throttling settings, and the hold it is in, if any (newest first;
-    # cut with "..." where the workspace ends).
+    # cut with "..." at STATUS_MAX bytes, or where the workspace ends: a VCL that sets a header
+    # from it needs room for a copy).
     room = WS_ReserveAll(ctx.ws)
+    if room > STATUS_MAX:
+        room = STATUS_MAX
     n = strlen(buf)
     if room < n + 8:
         WS_Release(ctx.ws, 0)
