@@ -849,7 +849,12 @@ cdef int _gethdrs_stream(busyobj *bo, lambda_obj *o) noexcept nogil:
     sj.refs = 2
     rc = submit_detached(&sj.f.base, &o.lim, start + first_byte)
     if rc != SUBMIT_DONE:
-        if rc == SUBMIT_BUSY:
+        if rc == SUBMIT_BUSY and 0 <= o.max_queue_wait < first_byte:
+            stats_busy(o.vsc)
+            snprintf(reason, MSG_LEN, "gave up after max_queue_wait (%gs) waiting for one of "
+                     "the %d invocations in flight (pool_size) to finish; not sent",
+                     o.max_queue_wait, o.pool_size)
+        elif rc == SUBMIT_BUSY:
             stats_busy(o.vsc)
             snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d "
                      "invocations in flight (pool_size) to finish", first_byte, o.pool_size)
