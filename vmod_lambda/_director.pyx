@@ -42,6 +42,7 @@ from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._fastevent cimport fast_event_v1
 from vmod_lambda._throttle cimport throttle_held, throttle_reason, throttle_refused
 from vmod_lambda._stats cimport OC_THROTTLED
+from vmod_lambda_atomic cimport lambda_time_load
 from vmod_lambda._request cimport (lambda_request, Request, request_collect, request_body_append,
                                    request_clear, request_view, request_unview)
 from vmod_lambda._response cimport (lambda_response, lambda_lines, response_fill, response_clear,
@@ -398,7 +399,7 @@ cdef VCL_BOOL _healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed) noe
     if throttle_held(o, &left):
         # Sick while it holds off after a 429: std.healthy(), fallback directors and grace see it.
         if changed != NULL:
-            changed[0] = o.held_since_real
+            changed[0] = lambda_time_load(&o.held_since_real)
         return 0
     if o.prober == NULL:
         return 1
