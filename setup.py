@@ -52,7 +52,7 @@ setup(
     ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
                             ext("_director", FETCH_C), ext("_vmod"),
                             ext("_netio", libraries=["ssl", "crypto"]), ext("_fastevent"),
-                            ext("_request"), ext("_response"),
+                            ext("_request"), ext("_response"), ext("_throttle"),
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],
                           compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),

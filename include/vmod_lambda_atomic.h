@@ -51,4 +51,35 @@ lambda_state_load(const int *p)
 	return (__atomic_load_n(p, __ATOMIC_ACQUIRE));
 }
 
+/* A time (double, seconds) read and raised by any thread: the throttle hold (_throttle.pyx). */
+static inline double
+lambda_time_load(const double *p)
+{
+	double v;
+
+	__atomic_load(p, &v, __ATOMIC_ACQUIRE);
+	return (v);
+}
+
+static inline void
+lambda_time_store(double *p, double v)
+{
+	__atomic_store(p, &v, __ATOMIC_RELEASE);
+}
+
+/* *p = max(*p, v); true when v raised it. */
+static inline int
+lambda_time_raise(double *p, double v)
+{
+	double old;
+
+	__atomic_load(p, &old, __ATOMIC_ACQUIRE);
+	while (v > old) {
+		if (__atomic_compare_exchange(p, &old, &v, 0, __ATOMIC_ACQ_REL,
+		    __ATOMIC_ACQUIRE))
+			return (1);
+	}
+	return (0);
+}
+
 #endif

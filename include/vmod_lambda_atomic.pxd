@@ -8,3 +8,6 @@ cdef extern from "vmod_lambda_atomic.h" nogil:
     void lambda_stat_happy(uint64_t *p, int good)
     int lambda_state_cas(int *p, int expect, int desired)
     int lambda_state_load(const int *p)
+    double lambda_time_load(const double *p)
+    void lambda_time_store(double *p, double v)
+    int lambda_time_raise(double *p, double v)

@@ -10,7 +10,7 @@
 #define VMOD_LAMBDA_OPS_H
 
 #define VMOD_LAMBDA_OPS_MAGIC	0x4c6d4264u
-#define VMOD_LAMBDA_OPS_VERSION	6u
+#define VMOD_LAMBDA_OPS_VERSION	7u
 
 struct vrt_ctx;
 struct vrt_backend_probe;
@@ -42,6 +42,9 @@ struct vmod_lambda_backend_args {
 	const char			*profile;
 	int				trace;
 	const char			*tenant_header;
+	double				throttle_hold;
+	int				has_max_queue_wait;
+	double				max_queue_wait;
 };
 
 struct vmod_lambda_ops {

@@ -30,6 +30,9 @@ cdef extern from "vmod_lambda_ops.h" nogil:
         const char *profile
         int trace
         const char *tenant_header
+        double throttle_hold
+        int has_max_queue_wait
+        double max_queue_wait
 
     cdef struct vmod_lambda_ops:
         unsigned magic

@@ -425,6 +425,9 @@ vmod_backend__init(VRT_CTX, struct vmod_lambda_backend **objp, const char *vcl_n
 	args.profile = a->valid_profile ? a->profile : NULL;
 	args.trace = a->trace;
 	args.tenant_header = a->valid_tenant_header ? a->tenant_header : NULL;
+	args.throttle_hold = a->throttle_hold;
+	args.has_max_queue_wait = a->valid_max_queue_wait;
+	args.max_queue_wait = a->valid_max_queue_wait ? a->max_queue_wait : 0.0;
 	*objp = ops->backend_init(ctx, vcl_name, &args);
 }
 

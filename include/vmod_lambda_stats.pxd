@@ -37,6 +37,7 @@ cdef extern from "vmod_lambda_stats.h" nogil:
         uint64_t payload_out
         uint64_t payload_in
         uint64_t late
+        uint64_t held
 
     ctypedef struct lambda_vsc_seg:
         pass

@@ -40,6 +40,9 @@ from posix_thread cimport (pthread_mutex_t, pthread_cond_t, pthread_condattr_t, 
                            pthread_condattr_setclock, CLOCK_MONOTONIC, ETIMEDOUT)
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from vmod_lambda._fastevent cimport fast_event_v1
+from vmod_lambda._throttle cimport throttle_held, throttle_reason, throttle_refused
+from vmod_lambda._stats cimport OC_THROTTLED
+from vmod_lambda_atomic cimport lambda_time_load
 from vmod_lambda._request cimport (lambda_request, Request, request_collect, request_body_append,
                                    request_clear, request_view, request_unview)
 from vmod_lambda._response cimport (lambda_response, lambda_lines, response_fill, response_clear,
@@ -253,7 +256,7 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     cdef char reason[MSG_LEN]
     cdef lambda_outcome oc
     cdef size_t head_bytes, body_len
-    cdef double start, waited
+    cdef double start, waited, left
 
     if ctx == NULL or ctx.magic != VRT_CTX_MAGIC or ctx.bo == NULL or d == NULL:
         return -1
@@ -261,6 +264,16 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     o = <lambda_obj *>d.priv
     if o == NULL or o.magic != OBJ_MAGIC:
         VSLb(bo.vsl, SLT_FetchError, "lambda: backend of a discarded object")
+        return -1
+    if throttle_held(o, &left):
+        # Holding off after a 429 (_throttle.pyx): fail at once, send nothing.
+        memset(&oc, 0, sizeof(oc))
+        outcome_set(&oc, 1, OC_THROTTLED, "throttled")
+        oc.retry_after = left       # lambda.retry_after(): what is left of the hold
+        throttle_refused(o)
+        _fetch_done(ctx, bo, o, &oc, 0, 0, NULL)
+        throttle_reason(o, left, reason, MSG_LEN)
+        _fetch_error(bo, o, reason)
         return -1
     if not VRT_Healthy(ctx, d, NULL):
         # Sick by probe or by backend.set_health: fail at once, invoke nothing.
@@ -329,6 +342,11 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         outcome_set(&oc, 1, OC_BUSY, "busy")
         snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for a worker "
                  "thread; not sent", waited, o.timeout)
+    elif rc == SUBMIT_BUSY and 0 <= o.max_queue_wait < o.timeout:
+        outcome_set(&oc, 1, OC_BUSY, "busy")
+        snprintf(reason, MSG_LEN, "gave up after %.3fs (max_queue_wait %gs) waiting for one of "
+                 "the %d invocations in flight (pool_size) to finish; not sent", waited,
+                 o.max_queue_wait, o.pool_size)
     elif rc == SUBMIT_BUSY:
         outcome_set(&oc, 1, OC_BUSY, "busy")
         snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for one of the %d "
@@ -381,7 +399,13 @@ cdef void _finish(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
 
 cdef VCL_BOOL _healthy(const vrt_ctx *ctx, VCL_BACKEND d, VCL_TIME *changed) noexcept nogil:
     cdef lambda_obj *o = <lambda_obj *>d.priv if d != NULL else NULL
+    cdef double left
     if o == NULL or o.magic != OBJ_MAGIC:
+        return 0
+    if throttle_held(o, &left):
+        # Sick while it holds off after a 429: std.healthy(), fallback directors and grace see it.
+        if changed != NULL:
+            changed[0] = lambda_time_load(&o.held_since_real)
         return 0
     if o.prober == NULL:
         return 1
@@ -834,7 +858,12 @@ cdef int _gethdrs_stream(const vrt_ctx *ctx, busyobj *bo, lambda_obj *o) noexcep
     sj.refs = 2
     rc = submit_detached(&sj.f.base, &o.lim, start + first_byte)
     if rc != SUBMIT_DONE:
-        if rc == SUBMIT_BUSY:
+        if rc == SUBMIT_BUSY and 0 <= o.max_queue_wait < first_byte:
+            stats_busy(o.vsc)
+            snprintf(reason, MSG_LEN, "gave up after max_queue_wait (%gs) waiting for one of "
+                     "the %d invocations in flight (pool_size) to finish; not sent",
+                     o.max_queue_wait, o.pool_size)
+        elif rc == SUBMIT_BUSY:
             stats_busy(o.vsc)
             task_note_cause(ctx, "busy")
             snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d "

@@ -60,6 +60,8 @@ cdef struct lambda_limiter:
     uint64_t *st_inflight
     uint64_t *st_wait_us
     uint64_t *st_late          # answers that came after their caller gave up
+    double max_wait            # the longest wait for a slot (max_queue_wait), seconds; < 0: until
+                               # the call's timeout (its send_by, else the deadline given)
 
 cdef struct lambda_job:
     unsigned magic

@@ -115,6 +115,7 @@ cdef void to_timespec(double t, timespec *ts) noexcept nogil:
 cdef int limiter_init(lambda_limiter *lim, int limit) noexcept nogil:
     memset(lim, 0, sizeof(lambda_limiter))
     lim.limit = limit
+    lim.max_wait = -1.0
     return pthread_cond_init(&lim.cond, &cond_attr)
 
 
@@ -209,7 +210,7 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
     otherwise mtx is released and the job is the caller's again."""
     global q_head, q_tail, q_len, slot_waiters
     cdef int rc
-    cdef timespec slot_ts
+    cdef timespec slot_ts, wait_ts
     job.magic = JOB_MAGIC
     job.limiter = lim
     job.next = NULL
@@ -233,6 +234,12 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
             to_timespec(job.send_by, &slot_ts)      # a slot after the timeout is of no use
         else:
             slot_ts = ts[0]
+        if lim.max_wait >= 0:
+            # max_queue_wait: give up sooner than the timeout (vmod_lambda.vcc, "Throttling").
+            to_timespec(monotonic_now() + lim.max_wait, &wait_ts)
+            if wait_ts.tv_sec < slot_ts.tv_sec or (wait_ts.tv_sec == slot_ts.tv_sec and
+                                                   wait_ts.tv_nsec < slot_ts.tv_nsec):
+                slot_ts = wait_ts
         while lim.inflight >= lim.limit:
             rc = pthread_cond_timedwait(&lim.cond, &mtx, &slot_ts)
             if rc == ETIMEDOUT and lim.inflight >= lim.limit:

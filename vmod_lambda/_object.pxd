@@ -30,3 +30,11 @@ cdef struct lambda_obj:
     double probe_changed
     lambda_vsc *vsc             # lambda.<vcl_name>.* counters (_stats), shared by name
     int trace                   # invoke() sends the task's X-Amzn-Trace-Id (trace.py)
+    # The throttle hold (_throttle.pyx): after a 429, calls fail at once until held_until.
+    double throttle_hold        # the argument, seconds (0: off)
+    double max_queue_wait       # the argument, seconds (< 0: none, the timeout bounds the wait)
+    double held_until           # monotonic; 0: never held (atomic: lambda_time_*)
+    double held_until_real      # the same as VTIM_real() time, for log lines
+    double held_since_real      # when the hold began, for healthy()'s changed
+    PyObject *throttle_hook     # owned reference to the Invoker's on_throttled callable
+    lambda_obj *status_next     # the live objects, for lambda.status() (_vmod.pyx, OBJECTS)

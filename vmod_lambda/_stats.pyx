@@ -192,7 +192,7 @@ cdef void stats_vsl(const char *obj, const char *function, int kind, object err,
         outcome = "ok" if err is None else _outcome(getattr(err, "kind", "internal"),
                                                      getattr(err, "status", None))
         lines = _vsl_lines(obj.decode("utf-8", "replace"), function.decode("utf-8", "replace"),
-                           rec)
+                           rec, err)
         lines[0] = f"lambda: {obj.decode('utf-8', 'replace')}: {KIND_NAMES[kind]} {outcome} " \
                    + lines[0]
         lines_fill(out, lines)
@@ -203,8 +203,9 @@ cdef void stats_vsl(const char *obj, const char *function, int kind, object err,
         stats_internal(NULL, obj, "the varnishlog record of an invocation", e)
 
 
-cdef list _vsl_lines(str obj_name, str function_name, object rec):
-    """The record's fields after its outcome word, then the log tail's lines."""
+cdef list _vsl_lines(str obj_name, str function_name, object rec, object err):
+    """The record's fields after its outcome word, then the log tail's lines, then the throttle
+    hold's line when this failure started one (_throttle.pyx)."""
     fields = [f"function={function_name}",
               f"qualifier={rec.qualifier or '-'}",
               f"status={rec.status if rec.status is not None else '-'}",
@@ -218,6 +219,9 @@ cdef list _vsl_lines(str obj_name, str function_name, object rec):
     lines = [" ".join(fields)]
     if rec.log_result:
         lines += [f"lambda: {obj_name}: log: {line}" for line in tail_lines(rec.log_result)]
+    note = getattr(err, "hold_note", None)
+    if note:
+        lines.append(f"lambda: {obj_name}: {note}")
     return lines
 
 
@@ -261,7 +265,7 @@ cdef void stats_prepare(lambda_outcome *out, object err, object rec, const char 
                 out.cold = 1 if cold else 0
             lines_clear(&out.lines)
             lines_fill(&out.lines, _vsl_lines(obj.decode("utf-8", "replace"),
-                                              function.decode("utf-8", "replace"), rec))
+                                              function.decode("utf-8", "replace"), rec, err))
         out.prepared = 1
     except MemoryError:
         lines_clear(&out.lines)     # the record goes without its fields: no memory for them

@@ -23,12 +23,17 @@ from vmod_lambda_ops cimport (vmod_lambda_ops, vmod_lambda_backend_args, VMOD_LA
 from vmod_lambda._object cimport lambda_obj, OBJ_MAGIC
 from posix_thread cimport pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock, pthread_mutex_unlock
 from vmod_lambda._director cimport director_attach, director_detach
+from posix_thread cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
+                           pthread_mutex_unlock)
+from vmod_lambda._throttle cimport (throttle_attach, throttle_detach, throttle_held,
+                                   throttle_reason, throttle_refused)
 from vmod_lambda._response cimport lambda_lines, lines_clear
 from vmod_lambda._stats cimport (lambda_stat_add, stats_acquire, stats_release, stats_internal,
                                  KIND_INVOKE, KIND_ASYNC, lambda_outcome, stats_prepare,
                                  stats_commit, outcome_set, outcome_clear, outcome_line,
                                  OC_TIMEOUT, OC_BUSY, OC_INVALID, OC_TOO_LARGE, OC_INTERNAL,
-                                 task_note, task_error, task_retry_after)
+                                 task_note, task_error, task_retry_after,
+                                 OC_THROTTLED)
 from vmod_lambda._request cimport http_header_dup
 from posix_thread cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
                            pthread_mutex_unlock)
@@ -127,8 +132,35 @@ cdef void _fail_msg(const vrt_ctx *ctx, str msg) noexcept:
 # ---------------------------------------------------------------------------------------------------
 # Objects
 
+# The live objects, newest first, for lambda.status(): under OBJECTS_MTX (no initializers on C
+# globals, see DESIGN: set in _fill_ops()).
+cdef lambda_obj *OBJECTS
+cdef pthread_mutex_t OBJECTS_MTX
+
+
+cdef void _obj_register(lambda_obj *o) noexcept nogil:
+    global OBJECTS
+    pthread_mutex_lock(&OBJECTS_MTX)
+    o.status_next = OBJECTS
+    OBJECTS = o
+    pthread_mutex_unlock(&OBJECTS_MTX)
+
+
+cdef void _obj_unregister(lambda_obj *o) noexcept nogil:
+    cdef lambda_obj **pp
+    pthread_mutex_lock(&OBJECTS_MTX)
+    pp = &OBJECTS
+    while pp[0] != NULL and pp[0] != o:
+        pp = &pp[0].status_next
+    if pp[0] != NULL:
+        pp[0] = o.status_next
+    o.status_next = NULL
+    pthread_mutex_unlock(&OBJECTS_MTX)
+
+
 cdef void _obj_free(lambda_obj *o) noexcept:
     """Release an object (with the GIL): its Python client, its strings, its limiter."""
+    throttle_detach(o)
     Py_XDECREF(o.invoker)
     o.invoker = NULL
     if o.vsc != NULL:
@@ -162,7 +194,8 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
             _pystr(a.qualifier), _pystr(a.client_context),
             _pystr(a.role_arn), _pystr(a.role_session_name), _pystr(a.external_id),
             _pystr(a.sts_endpoint_url), _pystr(a.profile), bool(a.trace),
-            _pystr(a.tenant_header))
+            _pystr(a.tenant_header), throttle_hold=a.throttle_hold,
+            max_queue_wait=a.max_queue_wait if a.has_max_queue_wait else None)
     except ConfigError as e:
         _fail_msg(ctx, str(e))
         return NULL
@@ -200,6 +233,8 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     o.fast_event = {"1.0": 1, "1.0-compat": 2}.get(cfg.event_format, 0) if FAST_EVENT else 0
     o.probe_spec = a.probe
     o.probe_healthy = 1
+    o.throttle_hold = cfg.throttle_hold
+    o.max_queue_wait = cfg.max_queue_wait if cfg.max_queue_wait is not None else -1.0
     rc = limiter_init(&o.lim, cfg.pool_size)
     if rc != 0:
         _obj_free(o)
@@ -211,6 +246,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
         _fail_msg(ctx, f"lambda.backend(): {name}: out of memory")
         return NULL
     o.lim.on_idle = _obj_idle
+    o.lim.max_wait = o.max_queue_wait
     try:
         o.vsc = stats_acquire(name)
     except BaseException as e:
@@ -224,6 +260,12 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     Py_INCREF(inv)
     o.invoker = <PyObject *>inv
     try:
+        throttle_attach(o)
+    except BaseException as e:
+        _obj_free(o)
+        _fail_msg(ctx, f"lambda.backend(): {name}: cannot set up the throttle hold: {e}")
+        return NULL
+    try:
         director_attach(ctx, o)
     except BaseException as e:
         _obj_free(o)
@@ -235,6 +277,7 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
         _obj_free(o)
         _fail_msg(ctx, f"lambda.backend(): {name}: cannot start worker threads: {e}")
         return NULL
+    _obj_register(o)
     return o
 
 
@@ -244,6 +287,7 @@ cdef void ops_backend_fini(void *p) noexcept with gil:
         return
     pool_size = o.pool_size
     _settings_set(<size_t>o, None, None)
+    _obj_unregister(o)
     director_detach(o)
     if limiter_retire(&o.lim):
         _obj_free(o)
@@ -462,6 +506,11 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
         outcome_set(&oc, 1, OC_BUSY, "busy")
         snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for a worker "
                  "thread; not sent", waited, timeout)
+    elif rc == SUBMIT_BUSY and 0 <= lim.max_wait < timeout:
+        outcome_set(&oc, 1, OC_BUSY, "busy")
+        snprintf(reason, MSG_LEN, "gave up after %.3fs (max_queue_wait %gs) waiting for one of "
+                 "the %d invocations in flight (pool_size) to finish; not sent", waited,
+                 lim.max_wait, lim.limit)
     elif rc == SUBMIT_BUSY:
         outcome_set(&oc, 1, OC_BUSY, "busy")
         snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for one of the %d "
@@ -499,10 +548,21 @@ cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
     """One invocation from VCL: the result (EMPTY for async), or NULL with reason filled."""
     cdef invoke_job *job
     cdef const http *hp
+    cdef lambda_outcome oc
+    cdef double left
     reason[0] = 0
     if qualifier != NULL and not _qualifier_ok(qualifier):
         snprintf(reason, MSG_LEN, "qualifier \"%.128s\" is not a version, $LATEST or an alias "
                  "name; not sent", qualifier)
+        return NULL
+    if throttle_held(o, &left):
+        # Holding off after a 429 (_throttle.pyx): fail at once, send nothing.
+        memset(&oc, 0, sizeof(oc))
+        outcome_set(&oc, 1, OC_THROTTLED, "throttled")
+        oc.retry_after = left       # lambda.retry_after(): what is left of the hold
+        throttle_refused(o)
+        _invoke_done(ctx, o, KIND_ASYNC if async_ else KIND_INVOKE, &oc)
+        throttle_reason(o, left, reason, MSG_LEN)
         return NULL
     job = <invoke_job *>calloc(1, sizeof(invoke_job))
     if job == NULL:
@@ -751,17 +811,68 @@ cdef void _settings_set(size_t key, str name, cfg) noexcept:
         stats_internal(NULL, NULL, "the settings line of lambda.status()", e)
 
 
+cdef enum:
+    STATUS_MAX = 4096
+
+
 cdef const char *ops_status(const vrt_ctx *ctx) noexcept nogil:
     cdef char buf[3 * MSG_LEN + SETTINGS_LEN]
-    cdef int threads, wanted, queued
+    cdef int threads, wanted, queued, k
+    cdef unsigned room, n
+    cdef char *p
+    cdef lambda_obj *o
+    cdef double left
     pool_status(&threads, &wanted, &queued)
-    pthread_mutex_lock(&CREDS_MTX)
-    pthread_mutex_lock(&SETTINGS_MTX)
-    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s%s %s", threads, wanted,
-             queued, count_fds(), KNOBS, SETTINGS, CREDS)
-    pthread_mutex_unlock(&SETTINGS_MTX)
-    pthread_mutex_unlock(&CREDS_MTX)
-    return <const char *>WS_Copy(ctx.ws, buf, -1)
+    snprintf(buf, sizeof(buf), "threads=%d wanted=%d queued=%d fds=%d %s", threads, wanted, queued,
+             count_fds(), KNOBS)
+    # Then each live object's throttling settings, and the hold it is in, if any (newest first;
+    # cut with "..." at STATUS_MAX bytes, or where the workspace ends: a VCL that sets a header
+    # from it needs room for a copy).
+    room = WS_ReserveAll(ctx.ws)
+    if room > STATUS_MAX:
+        room = STATUS_MAX
+    n = strlen(buf)
+    if room < n + 8:
+        WS_Release(ctx.ws, 0)
+        return <const char *>WS_Copy(ctx.ws, buf, -1)
+    p = <char *>WS_Reservation(ctx.ws)
+    memcpy(p, buf, n)
+    pthread_mutex_lock(&OBJECTS_MTX)
+    o = OBJECTS
+    while o != NULL:
+        if o.max_queue_wait >= 0:
+            k = snprintf(buf, sizeof(buf), " %s:throttle_hold=%gs,max_queue_wait=%gs",
+                         o.vcl_name, o.throttle_hold, o.max_queue_wait)
+        else:
+            k = snprintf(buf, sizeof(buf), " %s:throttle_hold=%gs,max_queue_wait=timeout",
+                         o.vcl_name, o.throttle_hold)
+        if throttle_held(o, &left) and 0 < k < <int>sizeof(buf):
+            k += snprintf(buf + k, sizeof(buf) - k, ",held=%.3fs", left)
+        if k <= 0 or k >= <int>sizeof(buf) or n + <unsigned>k + 5 > room:
+            memcpy(p + n, " ...", 4)
+            n += 4
+            break
+        memcpy(p + n, buf, <size_t>k)
+        n += <unsigned>k
+        o = o.status_next
+    pthread_mutex_unlock(&OBJECTS_MTX)
+    # Last, the live objects' settings that differ from the defaults (trace, tenant_header) and
+    # the credential sets they sign with (unless the list was cut).
+    if o == NULL:
+        pthread_mutex_lock(&CREDS_MTX)
+        pthread_mutex_lock(&SETTINGS_MTX)
+        k = snprintf(buf, sizeof(buf), "%s %s", SETTINGS, CREDS)
+        pthread_mutex_unlock(&SETTINGS_MTX)
+        pthread_mutex_unlock(&CREDS_MTX)
+        if 0 < k < <int>sizeof(buf) and n + <unsigned>k + 1 <= room:
+            memcpy(p + n, buf, <size_t>k)
+            n += <unsigned>k
+        elif n + 5 <= room:
+            memcpy(p + n, " ...", 4)
+            n += 4
+    p[n] = 0
+    WS_Release(ctx.ws, n + 1)
+    return p
 
 
 cdef const char *ops_error(const vrt_ctx *ctx) noexcept nogil:
@@ -799,6 +910,8 @@ cdef void _fill_ops() noexcept:
     OPS.error = ops_error
     OPS.retry_after = ops_retry_after
     limiter_init(&SELFTEST_LIM, 4)
+    OBJECTS = NULL
+    pthread_mutex_init(&OBJECTS_MTX, NULL)
 
 
 _fill_ops()

@@ -26,6 +26,7 @@ DEFAULT_EVENT_FORMAT = "1.0-compat"
 TRANSPORTS = ("boto3", "direct")
 DEFAULT_TRANSPORT = "direct"
 MAX_CLIENT_CONTEXT = 3583    # bytes of the base64-encoded X-Amz-Client-Context header
+DEFAULT_THROTTLE_HOLD = 1.0
 
 # FunctionName as the Invoke API accepts it: name, name:qualifier, partial or full ARN.
 # https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html#API_Invoke_RequestSyntax
@@ -66,6 +67,10 @@ class BackendConfig:
     trace: bool = True
     # The bereq header whose value is the fetch's X-Amz-Tenant-Id (lower case), or None.
     tenant_header: Optional[str] = None
+    # Seconds an object holds off after a 429 (0: never), and the longest wait for a slot of
+    # pool_size (None: until the timeout). vmod_lambda.vcc, "Throttling".
+    throttle_hold: float = DEFAULT_THROTTLE_HOLD
+    max_queue_wait: Optional[float] = None
 
     @property
     def connect_timeout(self) -> float:
@@ -78,7 +83,8 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
                      qualifier=None, client_context=None,
                      role_arn=None, role_session_name=None, external_id=None,
                      sts_endpoint_url=None, profile=None, trace=True,
-                     tenant_header=None) -> BackendConfig:
+                     tenant_header=None, throttle_hold=DEFAULT_THROTTLE_HOLD,
+                     max_queue_wait=None) -> BackendConfig:
     """Check the arguments of `new <name> = lambda.backend(...)`; raise ConfigError or return them."""
     def fail(what):
         raise ConfigError(f"lambda.backend(): {name}: {what}")
@@ -152,10 +158,18 @@ def validate_backend(name, function_name, region, endpoint_url=None, timeout=Non
             fail(f"tenant_header {tenant_header!r} names a header that never reaches the "
                  "function (the header policy drops it)")
         tenant_header = tenant_header.lower()
+    if throttle_hold is None:
+        throttle_hold = DEFAULT_THROTTLE_HOLD
+    if not 0 <= throttle_hold <= MAX_TIMEOUT:
+        fail(f"throttle_hold must be from 0s (off) to {MAX_TIMEOUT:g}s (got {throttle_hold:g}s)")
+    if max_queue_wait is not None and not 0 <= max_queue_wait <= MAX_TIMEOUT:
+        fail(f"max_queue_wait must be from 0s to {MAX_TIMEOUT:g}s (got {max_queue_wait:g}s)")
     return BackendConfig(name, function_name, region, endpoint_url, float(timeout),
                          response_format, int(pool_size), event_format, bool(multi_value),
                          transport, bool(log_tail), bool(streaming), base_name, qualifier,
-                         client_context, creds, bool(trace), tenant_header)
+                         client_context, creds, bool(trace), tenant_header,
+                         float(throttle_hold),
+                         None if max_queue_wait is None else float(max_queue_wait))
 
 
 def encode_client_context(text, fail):

@@ -131,6 +131,13 @@ class Invoker:
                 _resize_direct)
         else:
             self.transport = self._boto3
+        # Called with each throttled InvokeError (a 429) of this object's calls, before it is
+        # raised: the object's throttle hold (_throttle.pyx). None outside varnishd.
+        self.on_throttled = None
+
+    def _throttled(self, e: InvokeError):
+        if e.kind == "throttled" and self.on_throttled is not None:
+            self.on_throttled(e)
 
     def warn_once(self, key: str, message: str):
         """Log message ("lambda: <object>: " before it) the first time this object meets the
@@ -200,6 +207,7 @@ class Invoker:
             res = yield from self.transport.invoke_gen(request, rec)
         except InvokeError as e:
             e.record = rec
+            self._throttled(e)
             raise
         finally:
             rec.duration = time.monotonic() - t0
@@ -223,6 +231,7 @@ class Invoker:
             result = self.transport.invoke_stream(request, rec)
         except InvokeError as e:
             e.record = rec
+            self._throttled(e)
             raise
         finally:
             rec.duration = time.monotonic() - t0

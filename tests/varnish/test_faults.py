@@ -75,7 +75,8 @@ import lambda;
 backend be none;
 sub vcl_init {{
     new f = lambda.backend("faulty", "us-east-1", "{url}", timeout = {TIMEOUT}s,
-                           pool_size = {pool_size});
+                           pool_size = {pool_size}, throttle_hold = 0s);
+    # (throttle_hold = 0s: the fetch after a 429 is sent; the hold: tests/unit/test_throttle.py, vtc/lambda_b00042.vtc)
     new slow = lambda.backend("slow", "us-east-1", "{url}", timeout = 10s, pool_size = 16);
     new dead = lambda.backend("dead", "us-east-1", "{dead_url}", timeout = {TIMEOUT}s);
 }}

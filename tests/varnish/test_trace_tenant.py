@@ -37,7 +37,8 @@ sub vcl_init {
                                 tenant_header = "X-Tenant");
     new streamer = lambda.backend("streamer", "us-east-1", "%(url)s",
                                   transport = "%(transport)s", streaming = true,
-                                  tenant_header = "X-Tenant");
+                                  tenant_header = "X-Tenant",
+                                  throttle_hold = 0s);  # (its next call after the 429 is sent)
 }
 
 sub vcl_recv {

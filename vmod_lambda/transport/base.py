@@ -67,15 +67,21 @@ class InvokeError(Exception):
 
     def __init__(self, kind: str, reason: str, request_id: Optional[str] = None,
                  status: Optional[int] = None, record: Optional[object] = None,
-                 retry_after: float = 0.0):
+                 retry_after: Optional[float] = None, throttle_reason: Optional[str] = None):
         super().__init__(reason)
         self.kind = kind
-        # Seconds of a throttled answer's Retry-After (0: none), for lambda.retry_after().
-        self.retry_after = retry_after
         self.reason = clean_reason(reason)
         self.request_id = clean_token(request_id) if request_id else None
         self.status = status
         self.record = record
+        # A 429's Retry-After (seconds; None when absent or not a number) and its Reason (a
+        # token, e.g. ReservedFunctionConcurrentInvocationLimitExceeded): the object's throttle
+        # hold (vmod_lambda.vcc, "Throttling") is min(Retry-After, throttle_hold); lambda.retry_after()
+        # says it (0s when None).
+        self.retry_after = retry_after
+        self.throttle_reason = clean_token(throttle_reason)[:64] if throttle_reason else None
+        # Set by the hold when this error started or extended one: the log line saying so.
+        self.hold_note = None
 
     def __str__(self):
         if self.request_id:
@@ -255,28 +261,51 @@ def function_error_reason(kind: str, payload: bytes) -> str:
     return f"function error ({kind})" + (f": {detail}" if detail else "")
 
 
-def service_error(response: dict) -> InvokeError:
+def retry_after(value) -> Optional[float]:
+    """Seconds from a Retry-After header (delta-seconds, as Lambda sends it; an HTTP date is not
+    used by Lambda and counts as absent), None when absent or not a number >= 0."""
+    if value is None:
+        return None
+    try:
+        v = float(str(value).strip())
+    except ValueError:
+        return None
+    return v if 0 <= v < 1e9 else None
+
+
+def _throttle_reason(response: dict, body: Optional[bytes]) -> Optional[str]:
+    """The Reason of a TooManyRequestsException: botocore's modeled field (boto3 transport), or
+    the JSON body's (the direct transport parses the answer with the operation's shape only)."""
+    reason = response.get("Reason") or response.get("Error", {}).get("Reason")
+    if reason or not body:
+        return reason or None
+    import json
+    try:
+        doc = json.loads(body[:4096])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc.get("Reason") or None if isinstance(doc, dict) else None
+
+
+def service_error(response: dict, body: Optional[bytes] = None) -> InvokeError:
     """InvokeError for an error answer of the service, as botocore parsed it (ClientError.response,
-    or botocore's parser on the direct transport's answer)."""
+    or botocore's parser on the direct transport's answer, whose raw body is *body*). A 429 carries
+    its Retry-After and Reason (InvokeError.retry_after, .throttle_reason)."""
     err = response.get("Error", {})
     meta = response.get("ResponseMetadata", {})
     status = meta.get("HTTPStatusCode")
     code = err.get("Code") or "Error"
     kind = "throttled" if status == 429 or code == "TooManyRequestsException" else "service"
     msg = err.get("Message") or ""
-    return InvokeError(kind, f"{code} (HTTP {status})" + (f": {msg}" if msg else ""),
-                       meta.get("RequestId") or None, status,
-                       retry_after=retry_after(meta.get("HTTPHeaders") or {})
-                       if kind == "throttled" else 0.0)
-
-
-def retry_after(headers: dict) -> float:
-    """Seconds of a Retry-After header (lower-case names; delay-seconds, as Lambda sends it), 0.0
-    without one or for anything else (an HTTP date is not Lambda's form)."""
-    value = str(headers.get("retry-after") or "").strip()
-    if not value.isdigit() or len(value) > 9:
-        return 0.0
-    return float(int(value))
+    e = InvokeError(kind, f"{code} (HTTP {status})" + (f": {msg}" if msg else ""),
+                    meta.get("RequestId") or None, status)
+    if kind == "throttled":
+        headers = meta.get("HTTPHeaders") or {}
+        e.retry_after = retry_after(next((v for k, v in headers.items()
+                                          if k.lower() == "retry-after"), None))
+        reason = _throttle_reason(response, body)
+        e.throttle_reason = clean_token(reason)[:64] if reason else None
+    return e
 
 
 # Reasons shared by both transports (tests pin them).

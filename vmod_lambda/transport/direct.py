@@ -735,7 +735,7 @@ class DirectTransport(Transport):
                                      "body": r.body}, self._shapes[op])
         meta = parsed.get("ResponseMetadata", {})
         rec.status, rec.request_id = meta.get("HTTPStatusCode"), meta.get("RequestId") or None
-        return service_error(parsed)
+        return service_error(parsed, r.body)
 
     def invoke_gen(self, request: InvokeRequest, rec):
         client = self.client
