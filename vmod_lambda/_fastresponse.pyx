@@ -1,0 +1,130 @@
+# cython: language_level=3
+"""The common Lambda answer mapped in C, on the fetch thread, without the interpreter lock.
+
+The JSON response object that nearly every function returns (statusCode, headers,
+multiValueHeaders, cookies, body, isBase64Encoded) is parsed by include/vmod_lambda_resp.c for
+the shapes it is sure of; everything else, and every answer it is not sure of (unusual keys,
+non-string header values, repeated keys, a Connection header, an escape it does not take, bodies
+of 1xx/204/304...), is mapped by events.parse_response() as before. Both give the same record, byte
+for byte: tests/test_fastresponse.py runs the test corpora and a generated fuzz corpus through
+both (map_c() below against events.parse_response() + _response.round_trip()).
+
+The worker checks the payload (fast_response_check) and keeps a copy; the fetch thread maps it
+(fast_response_fill), and the director's VFP decodes the body (JSON unescaping, base64) straight
+into Varnish's storage (lambda_resp_body_read): no Python object of the body is ever made.
+"""
+
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+from vmod_lambda._request cimport lambda_header
+from vmod_lambda._response cimport lambda_response, response_clear
+from vmod_lambda_resp cimport (lambda_resp, lambda_resp_body, lambda_resp_parse, lambda_resp_str_copy,
+                               lambda_resp_body_read, LAMBDA_RESP_OK)
+
+
+cdef int fast_response_check(const char *p, size_t n) noexcept nogil:
+    cdef lambda_resp *r = <lambda_resp *>malloc(sizeof(lambda_resp))
+    cdef int rc
+    if r == NULL:
+        return -1
+    rc = lambda_resp_parse(p, n, r) == LAMBDA_RESP_OK
+    free(r)
+    return rc
+
+
+cdef int fast_response_fill(lambda_response *out, const char *p, size_t n,
+                            lambda_resp_body *body) noexcept nogil:
+    # The same record as _response.response_fill(): one allocation, the header array then each
+    # header as a NUL-terminated "Name: value" line.
+    cdef lambda_resp *r = <lambda_resp *>malloc(sizeof(lambda_resp))
+    cdef size_t text = 0, k
+    cdef unsigned i
+    cdef char *w
+    cdef lambda_header *h
+    if r == NULL:
+        return -1
+    if lambda_resp_parse(p, n, r) != LAMBDA_RESP_OK:
+        free(r)
+        return 0
+    for i in range(r.nhdr):
+        text += r.hdr[i].name.len + 2 + r.hdr[i].value.len + 1
+    out.store = <char *>malloc(r.nhdr * sizeof(lambda_header) + text + 1)
+    if out.store == NULL:
+        free(r)
+        return -1
+    out.headers = <lambda_header *>out.store
+    w = out.store + r.nhdr * sizeof(lambda_header)
+    for i in range(r.nhdr):
+        h = &out.headers[i]
+        h.name.p = w
+        k = lambda_resp_str_copy(&r.hdr[i].name, w)
+        h.name.n = k
+        w += k
+        w[0] = c':'
+        w[1] = c' '
+        w += 2
+        h.value.p = w
+        k = lambda_resp_str_copy(&r.hdr[i].value, w)
+        h.value.n = k
+        w += k
+        w[0] = 0
+        w += 1
+        out.head_bytes += h.name.n + 2 + h.value.n + 1
+    out.nheaders = r.nhdr
+    out.status = r.status
+    out.body_len = r.body.len
+    body[0] = r.body
+    free(r)
+    return 1
+
+
+def check(payload):
+    """Whether C maps this payload (bytes): for the tests."""
+    cdef bytes b = bytes(payload)
+    cdef int rc = fast_response_check(b, len(b))
+    if rc < 0:
+        raise MemoryError()
+    return rc == 1
+
+
+def map_c(payload, chunks=(65536,)):
+    """The record C maps from payload (bytes), read back as _response.round_trip() reads
+    Python's: (status, reason, [(name, value, line)], head_bytes, body), or None when Python
+    must map it. The body is decoded through the VFP's decoder in pieces of the sizes in
+    chunks (repeated), as Varnish's storage hands them out: for the tests."""
+    cdef bytes b = bytes(payload)
+    cdef lambda_response r
+    cdef lambda_resp_body body
+    cdef unsigned i
+    cdef int rc
+    cdef size_t got, room, total = 0
+    cdef bytearray out
+    cdef list sizes = [int(c) for c in chunks]
+    cdef int turn = 0
+    memset(&r, 0, sizeof(lambda_response))
+    try:
+        rc = fast_response_fill(&r, b, len(b), &body)
+        if rc < 0:
+            raise MemoryError()
+        if rc == 0:
+            return None
+        out = bytearray(r.body_len + 1)
+        while True:
+            room = min(<size_t>sizes[turn % len(sizes)], r.body_len + 1 - total)
+            turn += 1
+            got = lambda_resp_body_read(&body, <char *>out + total, room)
+            if got == 0:
+                if room == 0:
+                    raise AssertionError("the decoder wrote past the Content-Length")
+                break
+            total += got
+        if total != r.body_len:
+            raise AssertionError(f"decoded {total} bytes, Content-Length {r.body_len}")
+        return (r.status, None,
+                [(r.headers[i].name.p[:r.headers[i].name.n].decode(),
+                  r.headers[i].value.p[:r.headers[i].value.n].decode(),
+                  (<bytes>r.headers[i].name.p).decode()) for i in range(r.nheaders)],
+                r.head_bytes, bytes(out[:total]))
+    finally:
+        response_clear(&r)
