@@ -9,6 +9,8 @@
 #   make valgrind      the varnishtest suite with varnishd under valgrind memcheck (slow, not in test)
 #   make lock          refresh the exact pins (*.lock) from the ranges (*.in); installs use only the pins
 #   make bench-objects vcl.load of 1, 100 and 1,000 objects into a running varnishd (BENCHMARKS.md)
+#   make fuzz-response the C mapping of the common Lambda answer against Python on 100,000 generated
+#                      answers (not in test; the test suite runs 3,000)
 #   make fresh-check   clone the committed tree into an empty folder and run `make check` and `make demo`
 #                      there as a new user would (before each submission)
 #
@@ -233,6 +235,15 @@ distclean: clean
 # bench/results/, a profile of a Lambda fetch, BENCHMARKS.md and its chart. Under 10 minutes;
 # BENCH_ARGS="--quick" for a check; BENCH_ONLY=streaming (or BENCH_ARGS="--only streaming") runs only
 # the streaming cases, the report taking the other sections from bench/benchmarks.json.
+# The C mapping of the common Lambda answer against the Python one on 100,000 generated answers
+# (tests/test_fastresponse.py, tests/response_fuzz.py; seed FUZZ_SEED): no difference, no crash.
+.PHONY: fuzz-response
+FUZZ_N    ?= 100000
+FUZZ_SEED ?= 17
+fuzz-response: build
+	VMOD_LAMBDA_FUZZ_RESPONSE=$(FUZZ_N) VMOD_LAMBDA_FUZZ_SEED=$(FUZZ_SEED) \
+		$(VPY) -m pytest -q -s tests/test_fastresponse.py -k generated
+
 .PHONY: bench
 BENCH_ARGS ?=
 bench: stage

@@ -154,7 +154,13 @@ def targets(res, s):
             # k (issue 23): the same pass and invoke() through an https:// and an http:// endpoint
             ("k_https_pass", "k_http_pass", "lambda pass, https:// / http:// endpoint", 2, 0.90),
             ("k_https_invoke", "k_http_invoke", "invoke() + synth, https:// / http:// endpoint",
-             2, None)):
+             2, None),
+            # m, n (issue 17): 1 MiB bodies against a native pass of the same bytes
+            ("m_lambda_1m_text", "m_native_1m_text",
+             f"1 MiB text body, lambda pass ({fast}) / native pass", 2, 0.50),
+            ("n_lambda_1m_bin", "n_native_1m_bin",
+             f"1 MiB binary body (base64 in the payload), lambda pass ({fast}) / native pass", 2,
+             0.30)):
         r, rs = ratio(a, b)
         if want is None:
             if r is not None:
@@ -171,7 +177,9 @@ def targets(res, s):
     # per request (native / Lambda), for information.
     for a, b, name in (("b_lambda_pass", "a_native_pass", f"lambda backend pass ({fast})"),
                        ("c_invoke", "a_native_pass", f"invoke() + synth ({fast})"),
-                       ("d_lambda_hit", "d_native_hit", "lambda-backed hits")):
+                       ("d_lambda_hit", "d_native_hit", "lambda-backed hits"),
+                       ("m_lambda_1m_text", "m_native_1m_text", "1 MiB text body, lambda pass"),
+                       ("n_lambda_1m_bin", "n_native_1m_bin", "1 MiB binary body, lambda pass")):
         r = cpu_ratio(a, b)
         if r is not None:
             rows.append((f"{name}: native CPU/req / its CPU/req (varnishd)", fmt(r, 2),

@@ -13,3 +13,5 @@ cdef int fast_response_check(const char *p, size_t n) noexcept nogil
 # it), or -1 (out of memory).
 cdef int fast_response_fill(lambda_response *out, const char *p, size_t n,
                             lambda_resp_body *body) noexcept nogil
+# The next body bytes into out (at most room): how many; 0 only at the end.
+cdef size_t fast_response_read(lambda_resp_body *body, char *out, size_t room) noexcept nogil

@@ -1,0 +1,119 @@
+"""The common Lambda answer mapped in C (_fastresponse, include/vmod_lambda_resp.c) gives the
+same record as the Python mapping (events.parse_response, then _response.response_fill), byte
+for byte: status, reason, every header line in order with repeats, the head's byte count, and the
+body as the director's VFP decodes it in the pieces Varnish's storage hands out. Over every
+answer the tests already have (the corpus harvested from them, tests/corpus/response/
+existing.txt, and tests/hostile_corpus.py), the committed seed corpus, and generated answers
+(tests/response_fuzz.py; VMOD_LAMBDA_FUZZ_RESPONSE=N sets how many, `make fuzz-response` runs
+100,000). An answer C does not take must be one Python maps (or rejects) itself: nothing is
+lost, only slower."""
+
+import base64
+import json
+import os
+import random
+import sys
+import time
+
+import pytest
+
+from vmod_lambda import _fastresponse, _response, events, fetch
+
+sys.path.insert(0, os.path.dirname(__file__))
+import hostile_corpus  # noqa: E402
+import response_fuzz  # noqa: E402
+
+CORPUS = os.path.join(os.path.dirname(__file__), "corpus", "response")
+# Storage chunk patterns: one large piece, tiny pieces that split escapes, quads and characters.
+CHUNKS = [(1 << 20,), (1,), (2, 3), (7, 1, 4096), (3,), (5, 13, 1)]
+
+
+def python_record(payload):
+    """What the director writes today: parse_response, the 1xx check of fetch.py, response_fill."""
+    try:
+        r = events.parse_response("json", payload)
+    except events.ResponseError:
+        return None
+    if r.status < 200:
+        return None
+    return _response.round_trip(fetch.FetchResult(r.status, r.reason, r.headers, r.body))
+
+
+def compare(payloads, seed=1):
+    """(answers, taken by C); raises AssertionError at the first difference."""
+    rng = random.Random(seed)
+    taken = 0
+    n = 0
+    for payload in payloads:
+        n += 1
+        c = _fastresponse.map_c(payload, chunks=rng.choice(CHUNKS))
+        assert _fastresponse.check(payload) == (c is not None), payload[:200]
+        if c is None:
+            continue
+        taken += 1
+        py = python_record(payload)
+        assert c == py, (payload[:300], c and c[:4], py and py[:4])
+    return n, taken
+
+
+def _lines(name):
+    with open(os.path.join(CORPUS, name)) as f:
+        return [base64.b64decode(line) for line in f if line.strip()]
+
+
+def test_existing_test_answers_map_the_same():
+    payloads = _lines("existing.txt") + [c.data() for c in hostile_corpus.CASES]
+    n, taken = compare(payloads)
+    assert taken >= 100, f"C took only {taken} of {n} answers"
+
+
+def test_seed_corpus_maps_the_same():
+    payloads = _lines("seed.txt")
+    n, taken = compare(payloads, seed=2)
+    assert taken >= n // 5, f"C took only {taken} of {n} answers"
+
+
+def test_generated_answers_map_the_same():
+    count = int(os.environ.get("VMOD_LAMBDA_FUZZ_RESPONSE", "3000"))
+    seed = int(os.environ.get("VMOD_LAMBDA_FUZZ_SEED", "17"))
+    start = time.monotonic()
+    n, taken = compare(response_fuzz.corpus(seed, count), seed=seed)
+    print(f"\nfuzz-response: seed {seed}: {n} answers, {taken} mapped by C, {n - taken} by "
+          f"Python, 0 differences, {time.monotonic() - start:.1f} s")
+    assert n == count
+    assert taken >= count // 5
+
+
+@pytest.mark.parametrize("obj", [
+    {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": "hello"},
+    {"statusCode": "404", "headers": {"X-A": "a\"b\\c/d\te"}, "body": "caf\u00e9 \U0001F600 \n\u0000"},
+    {"statusCode": 200, "multiValueHeaders": {"set-cookie": ["a=1", "b=2"]},
+     "headers": {"Set-Cookie": "dropped", "X": "kept", "Content-Length": "99", "TE": "x"},
+     "cookies": ["c=3"]},
+    {"statusCode": 200, "body": base64.b64encode(bytes(range(256))).decode(),
+     "isBase64Encoded": True},
+    {"body": "QQ==", "isBase64Encoded": True, "statusCode": 503, "headers": None,
+     "multiValueHeaders": None, "cookies": None},
+    {"statusCode": 302, "headers": {"Location": "/x"}, "body": None, "isBase64Encoded": False},
+])
+def test_the_common_shapes_are_mapped_by_c(obj):
+    for ensure_ascii in (True, False):
+        payload = json.dumps(obj, ensure_ascii=ensure_ascii).encode()
+        assert _fastresponse.check(payload)
+        assert _fastresponse.map_c(payload, chunks=(1,)) == python_record(payload)
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"statusCode": 200, "statusCode": 201}',                 # repeated key: the last wins
+    b'{"statusCode": 200, "headers": {"X": 1}}',               # a number as a header value
+    b'{"statusCode": 200, "headers": {"Connection": "x", "X": "y"}}',
+    b'{"statusCode": 200, "body": "\\ud800"}',                 # lone surrogate: Python rejects it
+    b'{"statusCode": 200, "body": "QQ", "isBase64Encoded": true}',
+    b'{"statusCode": 204, "body": "x"}',
+    b'{"statusCode": 200, "statusDescription": "OK"}',
+    b'[200]',
+    b'{"statusCode": 200, "body": "\xff"}',
+])
+def test_doubtful_answers_are_left_to_python(payload):
+    assert not _fastresponse.check(payload)
+    assert _fastresponse.map_c(payload) is None
