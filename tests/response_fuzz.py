@@ -17,9 +17,12 @@ STATUS = [200, 200, 200, 201, 301, 302, 404, 500, 503, 599, "200", "0404", "404"
           600, 0, -1, 200.0, 2e2, True, None, "2x", "", "1234567890", [200]]
 
 
-def _text(rng, n, common):
+def _text(rng, n, common, body=False):
     if common and rng.random() < 0.8:
-        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 =;/-_.,") for _ in range(n))
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789 =;/-_.,"
+        if body and rng.random() < 0.5:     # what text bodies hold: escapes and UTF-8 in C too
+            alphabet += "\n\t\"\\\u00e9\u20ac\U0001F600\x00<>"
+        return "".join(rng.choice(alphabet) for _ in range(n))
     return "".join(rng.choice(TEXT) for _ in range(n))
 
 
@@ -63,7 +66,7 @@ def answer(rng: random.Random) -> bytes:
                 body = rng.choice([body.rstrip("="), body + "=", body + "\n", "=" + body,
                                    body[:-1], body.replace("A", "-"), body + "===="])
         else:
-            body = _text(rng, rng.randrange(0, 200), common)
+            body = _text(rng, rng.randrange(0, 200), common, body=True)
         keys.append(("body", body if rng.random() > 0.03 else rng.choice([None, 5, [], {}])))
     if b64 or rng.random() < 0.2:
         keys.append(("isBase64Encoded", b64 if rng.random() > 0.05 else rng.choice([None, 1, "true"])))
