@@ -271,21 +271,28 @@ bstr(struct cur *c, struct lambda_resp_body *b)
 	return (-1);
 }
 
-static int
-b64val(unsigned char ch)
-{
-	if (ch >= 'A' && ch <= 'Z')
-		return (ch - 'A');
-	if (ch >= 'a' && ch <= 'z')
-		return (ch - 'a' + 26);
-	if (ch >= '0' && ch <= '9')
-		return (ch - '0' + 52);
-	if (ch == '+')
-		return (62);
-	if (ch == '/')
-		return (63);
-	return (-1);
-}
+/* base64 digit values, -1 outside the alphabet (no branches per character: random data
+ * would mispredict them) */
+static const signed char b64tab[256] = {
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1, -1, 63,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+	-1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, -1,
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
+#define b64val(ch) ((int)b64tab[(unsigned char)(ch)])
 
 /* A base64 body the strict way: alphabet, at most two '=' at the end, whole quads. */
 static int
@@ -293,14 +300,16 @@ b64check(struct lambda_resp_body *b)
 {
 	const unsigned char *p = (const unsigned char *)b->p;
 	size_t n = b->n, i, data = n;
+	signed char bad = 0;
 
 	if (b->kind != LAMBDA_BODY_COPY || n % 4 != 0)
 		return (-1);
 	while (data > 0 && n - data < 2 && p[data - 1] == '=')
 		data--;
 	for (i = 0; i < data; i++)
-		if (b64val(p[i]) < 0)
-			return (-1);
+		bad |= b64tab[p[i]];
+	if (bad < 0)
+		return (-1);
 	b->kind = LAMBDA_BODY_BASE64;
 	b->len = n / 4 * 3 - (n - data);
 	return (0);
@@ -458,11 +467,18 @@ cookies(struct cur *c, struct lambda_resp *r)
 
 /* Dropped by events._finish_headers (hop-by-hop and Content-Length); Connection is not here:
  * its value names more headers to drop, and Python maps such an answer. */
+static const char *const drop[] = { "keep-alive", "proxy-connection", "transfer-encoding",
+    "te", "trailer", "upgrade", "content-length", NULL };
+
+const char *const *
+lambda_resp_dropped(void)
+{
+	return (drop);
+}
+
 static int
 dropped(const struct lambda_resp_str *name)
 {
-	static const char *const drop[] = { "keep-alive", "proxy-connection", "transfer-encoding",
-	    "te", "trailer", "upgrade", "content-length", NULL };
 	unsigned i;
 
 	for (i = 0; drop[i] != NULL; i++)

@@ -66,6 +66,8 @@ struct lambda_resp {
 
 /* Parse payload p[0..n): LAMBDA_RESP_OK with r filled, or LAMBDA_RESP_FALLBACK. */
 LAMBDA_RESP_API int lambda_resp_parse(const char *p, size_t n, struct lambda_resp *r);
+/* The header names dropped (lower case, NULL-terminated; Connection is never mapped here). */
+LAMBDA_RESP_API const char *const *lambda_resp_dropped(void);
 /* Copy a header string unescaped into out (room for s->len bytes): the bytes written. */
 LAMBDA_RESP_API size_t lambda_resp_str_copy(const struct lambda_resp_str *s, char *out);
 /* The next body bytes into out (at most room): how many; 0 only at the end. */

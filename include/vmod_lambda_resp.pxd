@@ -31,6 +31,7 @@ cdef extern from "vmod_lambda_resp.h" nogil:
         lambda_resp_hdr hdr[1]
         lambda_resp_body body
 
+    const char *const *lambda_resp_dropped()
     int lambda_resp_parse(const char *p, size_t n, lambda_resp *r)
     size_t lambda_resp_str_copy(const lambda_resp_str *s, char *out)
     size_t lambda_resp_body_read(lambda_resp_body *b, char *out, size_t room)

@@ -365,6 +365,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
                 outcome_set(&job.oc, 1, OC_INVALID, "invalid_response")
             else:
                 _fetch_done(bo, o, &job.oc, head_bytes, body_len, &job.resp)
+                if job.raw != NULL and o.vsc != NULL:
+                    lambda_stat_add(&o.vsc.fast_response, 1)
                 return 0        # the VFP reads the job, finish() frees it
             _fetch_done(bo, o, &job.oc, head_bytes, body_len, NULL)
             _job_free(<lambda_job *>job)

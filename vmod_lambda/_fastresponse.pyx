@@ -20,12 +20,36 @@ from libc.string cimport memset
 from vmod_lambda._request cimport lambda_header
 from vmod_lambda._response cimport lambda_response, response_clear
 from vmod_lambda_resp cimport (lambda_resp, lambda_resp_body, lambda_resp_parse, lambda_resp_str_copy,
-                               lambda_resp_body_read, LAMBDA_RESP_OK)
+                               lambda_resp_body_read, lambda_resp_dropped, LAMBDA_RESP_OK)
+
+from vmod_lambda import events as _events
+
+
+cdef bint ENABLED
+
+
+cdef bint _same_policy():
+    """Whether the C parser drops the headers events.py drops (its one table, _HOP_BY_HOP, plus
+    Connection, which C leaves to Python): if that table changes and this file does not, C maps
+    nothing (tests/test_fastresponse.py then fails: C takes no answer) rather than differ."""
+    cdef const char *const *d = lambda_resp_dropped()
+    cdef set names = {"connection"}
+    cdef int i = 0
+    while d[i] != NULL:
+        names.add((<bytes>d[i]).decode())
+        i += 1
+    return set(getattr(_events, "_HOP_BY_HOP", ())) == names
+
+
+ENABLED = _same_policy()
 
 
 cdef int fast_response_check(const char *p, size_t n) noexcept nogil:
-    cdef lambda_resp *r = <lambda_resp *>malloc(sizeof(lambda_resp))
+    cdef lambda_resp *r
     cdef int rc
+    if not ENABLED:
+        return 0
+    r = <lambda_resp *>malloc(sizeof(lambda_resp))
     if r == NULL:
         return -1
     rc = lambda_resp_parse(p, n, r) == LAMBDA_RESP_OK
@@ -44,7 +68,7 @@ cdef int fast_response_fill(lambda_response *out, const char *p, size_t n,
     cdef lambda_header *h
     if r == NULL:
         return -1
-    if lambda_resp_parse(p, n, r) != LAMBDA_RESP_OK:
+    if not ENABLED or lambda_resp_parse(p, n, r) != LAMBDA_RESP_OK:
         free(r)
         return 0
     for i in range(r.nhdr):
