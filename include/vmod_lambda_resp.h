@@ -66,6 +66,10 @@ struct lambda_resp {
 
 /* Parse payload p[0..n): LAMBDA_RESP_OK with r filled, or LAMBDA_RESP_FALLBACK. */
 LAMBDA_RESP_API int lambda_resp_parse(const char *p, size_t n, struct lambda_resp *r);
+/* The same, for a payload this parse accepted before with the body known (its r->body then, with
+ * p rebased if the payload was copied): the body is not scanned again. */
+LAMBDA_RESP_API int lambda_resp_reparse(const char *p, size_t n, struct lambda_resp *r,
+    const struct lambda_resp_body *known);
 /* The header names dropped (lower case, NULL-terminated; Connection is never mapped here). */
 LAMBDA_RESP_API const char *const *lambda_resp_dropped(void);
 /* Copy a header string unescaped into out (room for s->len bytes): the bytes written. */

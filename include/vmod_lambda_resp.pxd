@@ -21,6 +21,8 @@ cdef extern from "vmod_lambda_resp.h" nogil:
         lambda_resp_str value
 
     struct lambda_resp_body:
+        const char *p
+        size_t n
         size_t len
         int kind
         size_t pos
@@ -33,5 +35,6 @@ cdef extern from "vmod_lambda_resp.h" nogil:
 
     const char *const *lambda_resp_dropped()
     int lambda_resp_parse(const char *p, size_t n, lambda_resp *r)
+    int lambda_resp_reparse(const char *p, size_t n, lambda_resp *r, const lambda_resp_body *known)
     size_t lambda_resp_str_copy(const lambda_resp_str *s, char *out)
     size_t lambda_resp_body_read(lambda_resp_body *b, char *out, size_t room)

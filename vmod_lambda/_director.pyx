@@ -149,15 +149,17 @@ cdef class _FetchRef:
         cdef size_t n
         cdef int rc
         cdef char *copy
+        cdef lambda_resp_body body
         if type(payload) is not bytes:
             return False
         p = <const char *>(<bytes>payload)
         n = len(<bytes>payload)
+        memset(&body, 0, sizeof(body))
         if n > TAKE_NOGIL:
             with nogil:
-                rc = fast_response_check(p, n)
+                rc = fast_response_check(p, n, &body)
         else:
-            rc = fast_response_check(p, n)
+            rc = fast_response_check(p, n, &body)
         if rc <= 0:
             return False        # out of memory too: Python's path says so if it is still so
         copy = <char *>PyMem_RawMalloc(n + 1)
@@ -169,9 +171,12 @@ cdef class _FetchRef:
         else:
             memcpy(copy, p, n)
         copy[n] = 0
+        if body.p != NULL:
+            body.p = copy + (body.p - p)    # the body as measured, in the copy
         PyMem_RawFree(job.raw)
         job.raw = copy
         job.raw_len = n
+        job.rbody = body
         return True
 
 

@@ -19,7 +19,8 @@ from libc.string cimport memset
 
 from vmod_lambda._request cimport lambda_header
 from vmod_lambda._response cimport lambda_response, response_clear
-from vmod_lambda_resp cimport (lambda_resp, lambda_resp_body, lambda_resp_parse, lambda_resp_str_copy,
+from vmod_lambda_resp cimport (lambda_resp, lambda_resp_body, lambda_resp_parse, lambda_resp_reparse,
+                               lambda_resp_str_copy,
                                lambda_resp_body_read, lambda_resp_dropped, LAMBDA_RESP_OK)
 
 from vmod_lambda import events as _events
@@ -44,7 +45,7 @@ cdef bint _same_policy():
 ENABLED = _same_policy()
 
 
-cdef int fast_response_check(const char *p, size_t n) noexcept nogil:
+cdef int fast_response_check(const char *p, size_t n, lambda_resp_body *body) noexcept nogil:
     cdef lambda_resp *r
     cdef int rc
     if not ENABLED:
@@ -53,6 +54,8 @@ cdef int fast_response_check(const char *p, size_t n) noexcept nogil:
     if r == NULL:
         return -1
     rc = lambda_resp_parse(p, n, r) == LAMBDA_RESP_OK
+    if rc and body != NULL:
+        body[0] = r.body
     free(r)
     return rc
 
@@ -68,7 +71,8 @@ cdef int fast_response_fill(lambda_response *out, const char *p, size_t n,
     cdef lambda_header *h
     if r == NULL:
         return -1
-    if not ENABLED or lambda_resp_parse(p, n, r) != LAMBDA_RESP_OK:
+    if not ENABLED or lambda_resp_reparse(p, n, r, body if body.p != NULL else NULL) \
+            != LAMBDA_RESP_OK:
         free(r)
         return 0
     for i in range(r.nhdr):
@@ -110,17 +114,19 @@ cdef size_t fast_response_read(lambda_resp_body *body, char *out, size_t room) n
 def check(payload):
     """Whether C maps this payload (bytes): for the tests."""
     cdef bytes b = bytes(payload)
-    cdef int rc = fast_response_check(b, len(b))
+    cdef int rc = fast_response_check(b, len(b), NULL)
     if rc < 0:
         raise MemoryError()
     return rc == 1
 
 
-def map_c(payload, chunks=(65536,)):
+def map_c(payload, chunks=(65536,), bint checked=True):
     """The record C maps from payload (bytes), read back as _response.round_trip() reads
     Python's: (status, reason, [(name, value, line)], head_bytes, body), or None when Python
     must map it. The body is decoded through the VFP's decoder in pieces of the sizes in
-    chunks (repeated), as Varnish's storage hands them out: for the tests."""
+    chunks (repeated), as Varnish's storage hands them out; checked: as the director does it
+    (fast_response_check() on the worker, then the fill with the body it measured), else the fill
+    alone: for the tests."""
     cdef bytes b = bytes(payload)
     cdef lambda_response r
     cdef lambda_resp_body body
@@ -131,7 +137,14 @@ def map_c(payload, chunks=(65536,)):
     cdef list sizes = [int(c) for c in chunks]
     cdef int turn = 0
     memset(&r, 0, sizeof(lambda_response))
+    memset(&body, 0, sizeof(lambda_resp_body))
     try:
+        if checked:
+            rc = fast_response_check(b, len(b), &body)
+            if rc < 0:
+                raise MemoryError()
+            if rc == 0:
+                return None
         rc = fast_response_fill(&r, b, len(b), &body)
         if rc < 0:
             raise MemoryError()
