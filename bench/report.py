@@ -445,7 +445,10 @@ METHOD = """## Method
   and one with `transport = "boto3"` for each Lambda case so both transports are measured side by side.
 - Load: wrk 4.1 (`-t2 --latency --timeout 10s`) on the same machine. a-d: 32 connections on one URL;
   f: 256 connections, each request a new URL (bench/distinct.lua); g: 200 connections on one cold
-  cacheable URL of a 100 ms function (a new URL per round); h: 8 connections, pass, 5 MB bodies.
+  cacheable URL of a 100 ms function (a new URL per round); h: 8 connections, pass, 5 MB bodies;
+  m, n: 8 connections, pass, 1 MiB bodies against a native pass of the same bytes (m: text lines,
+  the JSON string with a `\\n` escape per KiB; n: seeded random bytes, base64 in the payload with
+  `isBase64Encoded`); `bench/run.py --only mib` runs only them.
 - Rounds: every case once per round, rounds repeated (interleaved, every other round in reverse
   order, so load drifts hit all cases alike);
   one warm-up second per case first. Medians and min-max over rounds.
