@@ -4,7 +4,7 @@
  *
  * What it takes (everything else is LAMBDA_RESP_FALLBACK, and events.py maps it):
  *   - one JSON object, JSON whitespace around tokens, keys without escapes, each key once, only
- *     statusCode, headers, multiValueHeaders, cookies, body, isBase64Encoded;
+ *     statusCode, statusDescription, headers, multiValueHeaders, cookies, body, isBase64Encoded;
  *   - statusCode a JSON integer or a string of 1-9 digits, 200-599 but 204 and 304 (the 1xx and
  *     the bodiless statuses take Python's path);
  *   - headers {name: string}, multiValueHeaders {name: [string, ...]}, cookies [string, ...], each
@@ -15,7 +15,8 @@
  *     '=' at its end, a multiple of 4 long, without escapes.
  * The mapping is events.py's: headers first (but those a multiValueHeaders name overrides,
  * compared without case), then multiValueHeaders, then cookies as Set-Cookie; hop-by-hop headers
- * and Content-Length dropped. tests/test_fastresponse.py checks both give the same bytes.
+ * and Content-Length dropped; statusDescription (header text, or null) read as _json_reason()
+ * reads it (lambda_resp_reason). tests/test_fastresponse.py checks both give the same bytes.
  */
 
 #include <stdint.h>
@@ -503,7 +504,8 @@ emit(struct lambda_resp *r, const struct lambda_resp_str *name, const struct lam
 }
 
 enum {
-	K_STATUS = 1, K_HEADERS = 2, K_MULTI = 4, K_COOKIES = 8, K_BODY = 16, K_B64 = 32
+	K_STATUS = 1, K_HEADERS = 2, K_MULTI = 4, K_COOKIES = 8, K_BODY = 16, K_B64 = 32,
+	K_DESC = 64
 };
 
 int
@@ -525,6 +527,7 @@ lambda_resp_reparse(const char *p, size_t n, struct lambda_resp *r,
 	if (p == NULL || r == NULL)
 		return (LAMBDA_RESP_FALLBACK);
 	r->status = 0;
+	memset(&r->desc, 0, sizeof r->desc);
 	r->nhdr = r->nh = r->nm = r->nmk = r->nc = 0;
 	memset(&r->body, 0, sizeof r->body);
 	c.p = (const unsigned char *)p;
@@ -552,6 +555,8 @@ lambda_resp_reparse(const char *p, size_t n, struct lambda_resp *r,
 			key = K_BODY;
 		else if (IS("isBase64Encoded"))
 			key = K_B64;
+		else if (IS("statusDescription"))
+			key = K_DESC;
 		else
 			return (LAMBDA_RESP_FALLBACK);
 #undef IS
@@ -592,6 +597,10 @@ lambda_resp_reparse(const char *p, size_t n, struct lambda_resp *r,
 				break;
 			}
 			if (bstr(&c, &r->body) != 0)
+				return (LAMBDA_RESP_FALLBACK);
+			break;
+		case K_DESC:
+			if (!lit(&c, "null") && hstr(&c, &r->desc) != 0)
 				return (LAMBDA_RESP_FALLBACK);
 			break;
 		case K_B64:
@@ -659,6 +668,59 @@ lambda_resp_str_copy(const struct lambda_resp_str *s, char *out)
 		out[o++] = ch;
 	}
 	return (o);
+}
+
+static int
+blank(char ch)
+{
+	return (ch == ' ' || ch == '\t');
+}
+
+static int
+digit(char ch)
+{
+	return (ch >= '0' && ch <= '9');
+}
+
+size_t
+lambda_resp_reason(const struct lambda_resp_str *d, char *out)
+{
+	size_t n, pos = 0, j, k;
+
+	if (d->p == NULL)
+		return (0);
+	n = lambda_resp_str_copy(d, out);	/* printable ASCII and tabs (hstr) */
+	/* (?:HTTP(?:/[0-9](?:\.[0-9])?)?[ \t]+)? : only its longest form can be followed by a blank */
+	if (n >= 4 && memcmp(out, "HTTP", 4) == 0) {
+		j = 4;
+		if (j + 1 < n && out[j] == '/' && digit(out[j + 1])) {
+			j += 2;
+			if (j + 1 < n && out[j] == '.' && digit(out[j + 1]))
+				j += 2;
+		}
+		for (k = j; k < n && blank(out[k]); k++)
+			continue;
+		if (k > j)
+			pos = k;
+	}
+	/* (?:[0-9]{3}(?:[ \t]+|$))? */
+	if (n - pos >= 3 && digit(out[pos]) && digit(out[pos + 1]) && digit(out[pos + 2])) {
+		k = pos + 3;
+		if (k == n)
+			pos = k;
+		else if (blank(out[k])) {
+			while (k < n && blank(out[k]))
+				k++;
+			pos = k;
+		}
+	}
+	/* (.*), then .strip(" \t") */
+	while (pos < n && blank(out[pos]))
+		pos++;
+	while (n > pos && blank(out[n - 1]))
+		n--;
+	memmove(out, out + pos, n - pos);
+	return (n - pos);
 }
 
 /* One unit of an escaped JSON body at b->pos into u: its byte count (1-4). */

@@ -53,6 +53,7 @@ struct lambda_resp_body {
 
 struct lambda_resp {
 	int			status;
+	struct lambda_resp_str	desc;		/* statusDescription (p NULL: none or null) */
 	unsigned		nhdr;		/* in beresp order: headers, multiValueHeaders, cookies */
 	struct lambda_resp_hdr	hdr[LAMBDA_RESP_MAX_HDR];
 	struct lambda_resp_body	body;
@@ -72,6 +73,10 @@ LAMBDA_RESP_API int lambda_resp_reparse(const char *p, size_t n, struct lambda_r
     const struct lambda_resp_body *known);
 /* The header names dropped (lower case, NULL-terminated; Connection is never mapped here). */
 LAMBDA_RESP_API const char *const *lambda_resp_dropped(void);
+/* The reason phrase of statusDescription d, unescaped into out (room for d->len bytes), as
+ * events._json_reason() takes it ("HTTP/1.1 404 Not Found", "404 Not Found" or "Not Found"): its
+ * length, 0 for none (Varnish's own reason). */
+LAMBDA_RESP_API size_t lambda_resp_reason(const struct lambda_resp_str *d, char *out);
 /* Copy a header string unescaped into out (room for s->len bytes): the bytes written. */
 LAMBDA_RESP_API size_t lambda_resp_str_copy(const struct lambda_resp_str *s, char *out);
 /* The next body bytes into out (at most room): how many; 0 only at the end. */

@@ -29,6 +29,7 @@ cdef extern from "vmod_lambda_resp.h" nogil:
 
     struct lambda_resp:
         int status
+        lambda_resp_str desc
         unsigned nhdr
         lambda_resp_hdr hdr[1]
         lambda_resp_body body
@@ -36,5 +37,6 @@ cdef extern from "vmod_lambda_resp.h" nogil:
     const char *const *lambda_resp_dropped()
     int lambda_resp_parse(const char *p, size_t n, lambda_resp *r)
     int lambda_resp_reparse(const char *p, size_t n, lambda_resp *r, const lambda_resp_body *known)
+    size_t lambda_resp_reason(const lambda_resp_str *d, char *out)
     size_t lambda_resp_str_copy(const lambda_resp_str *s, char *out)
     size_t lambda_resp_body_read(lambda_resp_body *b, char *out, size_t room)

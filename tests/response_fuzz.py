@@ -39,6 +39,19 @@ def _name(rng, common):
     return rng.choice(NAMES)
 
 
+def _reason(rng, common):
+    """A statusDescription: ALB's "HTTP 200 OK" and its variants, pieces of them, or odd text."""
+    if not common and rng.random() < 0.1:
+        return rng.choice([None, 1, True, [], "caf\u00e9", "a\nb", "\x00"])
+    parts = [rng.choice(["", "HTTP", "HTTP/1.1", "HTTP/2", "HTTP/1.x", "HTTP/", "HTTPS", "http"]),
+             rng.choice(["", " ", "  ", "\t", " \t"]),
+             rng.choice(["", "200", "404", "2000", "20", "999", "000"]),
+             rng.choice(["", " ", "  ", "\t"]),
+             rng.choice(["", "OK", "Not Found", "Moved  Permanently", "x", " \"q\" "]),
+             rng.choice(["", " ", "\t"])]
+    return "".join(parts)
+
+
 def answer(rng: random.Random) -> bytes:
     """One generated payload (bytes)."""
     common = rng.random() < 0.6
@@ -70,8 +83,10 @@ def answer(rng: random.Random) -> bytes:
         keys.append(("body", body if rng.random() > 0.03 else rng.choice([None, 5, [], {}])))
     if b64 or rng.random() < 0.2:
         keys.append(("isBase64Encoded", b64 if rng.random() > 0.05 else rng.choice([None, 1, "true"])))
+    if rng.random() < 0.2:
+        keys.append(("statusDescription", _reason(rng, common)))
     if not common and rng.random() < 0.2:
-        keys.append((rng.choice(["statusDescription", "foo", "Headers"]),
+        keys.append((rng.choice(["foo", "Headers", "statusdescription"]),
                      rng.choice(["HTTP 200 OK", "404 Not Found", "Fine", None, 1])))
     rng.shuffle(keys)
     obj = dict(keys)

@@ -104,12 +104,30 @@ def test_generated_answers_map_the_same():
     {"body": "QQ==", "isBase64Encoded": True, "statusCode": 503, "headers": None,
      "multiValueHeaders": None, "cookies": None},
     {"statusCode": 302, "headers": {"Location": "/x"}, "body": None, "isBase64Encoded": False},
+    {"statusCode": 404, "statusDescription": "404 Not Found", "body": "no"},
+    {"statusCode": 200, "statusDescription": "HTTP/1.1 200 OK", "isBase64Encoded": False,
+     "headers": {"Content-Type": "text/html; charset=utf-8"}, "body": "<p>hi</p>"},
+    {"statusCode": 201, "statusDescription": None},
 ])
 def test_the_common_shapes_are_mapped_by_c(obj):
     for ensure_ascii in (True, False):
         payload = json.dumps(obj, ensure_ascii=ensure_ascii).encode()
         assert _fastresponse.check(payload)
         assert _fastresponse.map_c(payload, chunks=(1,)) == python_record(payload)
+
+
+REASONS = ["HTTP 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1  301   Moved Permanently ", "200 OK", "OK",
+           "Not Found", "HTTP 404", "HTTP/2 200 OK", "HTTP/1.x 200 OK", "HTTP/1.1", "HTTP/", "HTTP",
+           "HTTPS 200 OK", "HTTP/1.1\t200\tOK\t", "200", "200 ", "2000 OK", "20 OK", "", " ", "\t",
+           "  spaced  out  ", "HTTP 200", "HTTP  ", "HTTP/1.1 20 OK", "HTTP/11 200",
+           "OK \"quoted\" \\ /", "999 Whatever", "HTTP/1.1 200OK", "HTTP/9.9 000"]
+
+
+@pytest.mark.parametrize("desc", REASONS)
+def test_status_description_reads_as_python_reads_it(desc):
+    payload = json.dumps({"statusCode": 200, "statusDescription": desc, "body": "x"}).encode()
+    assert _fastresponse.check(payload)
+    assert _fastresponse.map_c(payload) == python_record(payload)
 
 
 @pytest.mark.parametrize("payload", [
@@ -119,7 +137,8 @@ def test_the_common_shapes_are_mapped_by_c(obj):
     b'{"statusCode": 200, "body": "\\ud800"}',                 # lone surrogate: Python rejects it
     b'{"statusCode": 200, "body": "QQ", "isBase64Encoded": true}',
     b'{"statusCode": 204, "body": "x"}',
-    b'{"statusCode": 200, "statusDescription": "OK"}',
+    b'{"statusCode": 200, "statusDescription": "\\u00e9"}',    # not printable ASCII
+    b'{"statusCode": 200, "Body": ""}',                        # another key
     b'[200]',
     b'{"statusCode": 200, "body": "\xff"}',
 ])

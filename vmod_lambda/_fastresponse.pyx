@@ -20,7 +20,7 @@ from libc.string cimport memset
 from vmod_lambda._request cimport lambda_header
 from vmod_lambda._response cimport lambda_response, response_clear
 from vmod_lambda_resp cimport (lambda_resp, lambda_resp_body, lambda_resp_parse, lambda_resp_reparse,
-                               lambda_resp_str_copy,
+                               lambda_resp_str_copy, lambda_resp_reason,
                                lambda_resp_body_read, lambda_resp_dropped, LAMBDA_RESP_OK)
 
 from vmod_lambda import events as _events
@@ -100,6 +100,16 @@ cdef int fast_response_fill(lambda_response *out, const char *p, size_t n,
         w += 1
         out.head_bytes += h.name.n + 2 + h.value.n + 1
     out.nheaders = r.nhdr
+    if r.desc.p != NULL:
+        out.reason = <char *>malloc(r.desc.len + 1)
+        if out.reason == NULL:
+            free(r)
+            return -1       # (out.store: freed by the caller's response_clear)
+        k = lambda_resp_reason(&r.desc, out.reason)
+        out.reason[k] = 0
+        if k == 0:
+            free(out.reason)
+            out.reason = NULL
     out.status = r.status
     out.body_len = r.body.len
     body[0] = r.body
@@ -162,7 +172,7 @@ def map_c(payload, chunks=(65536,), bint checked=True):
             total += got
         if total != r.body_len:
             raise AssertionError(f"decoded {total} bytes, Content-Length {r.body_len}")
-        return (r.status, None,
+        return (r.status, r.reason.decode() if r.reason != NULL else None,
                 [(r.headers[i].name.p[:r.headers[i].name.n].decode(),
                   r.headers[i].value.p[:r.headers[i].value.n].decode(),
                   (<bytes>r.headers[i].name.p).decode()) for i in range(r.nheaders)],
