@@ -804,6 +804,8 @@ lambda_resp_body_read(struct lambda_resp_body *b, char *out, size_t room)
 		k = b->n - b->pos;
 		if (k > room)
 			k = room;
+		if (k == 0)
+			return (0);		/* (also no body at all: p is NULL) */
 		memcpy(out, b->p + b->pos, k);
 		b->pos += k;
 		return (k);
