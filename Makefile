@@ -231,10 +231,6 @@ clean:
 distclean: clean
 	rm -rf $(VENV)
 
-# Benchmarks (bench/): nginx as the one origin, the staged build in varnishd, wrk; results in
-# bench/results/, a profile of a Lambda fetch, BENCHMARKS.md and its chart. Under 10 minutes;
-# BENCH_ARGS="--quick" for a check; BENCH_ONLY=streaming (or BENCH_ARGS="--only streaming") runs only
-# the streaming cases, the report taking the other sections from bench/benchmarks.json.
 # The C mapping of the common Lambda answer against the Python one on 100,000 generated answers
 # (tests/test_fastresponse.py, tests/response_fuzz.py; seed FUZZ_SEED): no difference, no crash.
 .PHONY: fuzz-response
@@ -244,6 +240,10 @@ fuzz-response: build
 	VMOD_LAMBDA_FUZZ_RESPONSE=$(FUZZ_N) VMOD_LAMBDA_FUZZ_SEED=$(FUZZ_SEED) \
 		$(VPY) -m pytest -q -s tests/test_fastresponse.py -k generated
 
+# Benchmarks (bench/): nginx as the one origin, the staged build in varnishd, wrk; results in
+# bench/results/, a profile of a Lambda fetch, BENCHMARKS.md and its chart. Under 10 minutes;
+# BENCH_ARGS="--quick" for a check; BENCH_ONLY=streaming (or BENCH_ARGS="--only streaming") runs only
+# the streaming cases, the report taking the other sections from bench/benchmarks.json.
 .PHONY: bench
 BENCH_ARGS ?=
 bench: stage
