@@ -8,12 +8,13 @@ below; wrk drives it from the same machine. Every case runs ROUNDS times, interl
 duration; the results go to bench/results/<stamp>.json, then bench/report.py writes BENCHMARKS.md
 and the chart and prints the ratios against the targets of issue 5.
 
-    python bench/run.py [--stage DIR] [--rounds 3] [--duration 5] [--quick] [--only streaming]
+    python bench/run.py [--stage DIR] [--rounds 3] [--duration 5] [--quick] [--only streaming|mib]
 
 The streaming cases (s: first-byte time, t: throughput of a 100 MiB streamed body) use the
 product's emulator as the origin of the Lambda backends (bench/stream_handlers.py); `--only
 streaming` (or BENCH_ONLY=streaming) runs only them, and bench/report.py then takes the other
-sections from bench/benchmarks.json.
+sections from bench/benchmarks.json. `--only mib` (or BENCH_ONLY=mib) runs only the 1 MiB body
+cases (m: text, n: binary in base64; each against a native pass of the same bytes, issue 17).
 """
 
 import argparse
