@@ -10,6 +10,8 @@
 #   make valgrind      the varnishtest suite with varnishd under valgrind memcheck (slow, not in test)
 #   make lock          refresh the exact pins (*.lock) from the ranges (*.in); installs use only the pins
 #   make bench-objects vcl.load of 1, 100 and 1,000 objects into a running varnishd (BENCHMARKS.md)
+#   make fuzz-response the C mapping of the common Lambda answer against Python on 100,000 generated
+#                      answers (not in test; the test suite runs 3,000)
 #   make fresh-check   clone the committed tree into an empty folder and run `make check` and `make demo`
 #                      there as a new user would (before each submission)
 #
@@ -41,7 +43,7 @@ WARN         := -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-de
 SHIM_SRC     := include/vmod_lambda_shim.c
 LOADER_SRC   := include/vmod_lambda_loader.c
 # The fetch helpers (struct busyobj, the VFP), compiled into the director's extension (setup.py).
-FETCH_SRC    := include/vmod_lambda_fetch.c
+FETCH_SRC    := include/vmod_lambda_fetch.c include/vmod_lambda_resp.c
 HEADERS      := $(wildcard include/*.h)
 PYX          := $(wildcard vmod_lambda/*.pyx)
 PXD          := $(wildcard vmod_lambda/*.pxd include/*.pxd)
@@ -231,6 +233,15 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# The C mapping of the common Lambda answer against the Python one on 100,000 generated answers
+# (tests/compiled/test_fastresponse.py, tests/support/response_fuzz.py; seed FUZZ_SEED): no difference, no crash.
+.PHONY: fuzz-response
+FUZZ_N    ?= 100000
+FUZZ_SEED ?= 17
+fuzz-response: build
+	VMOD_LAMBDA_FUZZ_RESPONSE=$(FUZZ_N) VMOD_LAMBDA_FUZZ_SEED=$(FUZZ_SEED) \
+		$(VPY) -m pytest -q -s tests/compiled/test_fastresponse.py -k generated
 
 # Benchmarks (bench/): nginx as the one origin, the staged build in varnishd, wrk; results in
 # bench/results/, a profile of a Lambda fetch, BENCHMARKS.md and its chart. Under 10 minutes;

@@ -25,6 +25,8 @@ INCLUDE_DIRS = ["include", BUILD_DIR] + pkg_config_cflags("varnishapi")
 HEADERS = [os.path.join("include", f) for f in os.listdir("include") if f.endswith(".h")]
 # The C side of a backend fetch (struct busyobj, the VFP), linked into the director only.
 FETCH_C = os.path.join("include", "vmod_lambda_fetch.c")
+# The common Lambda answer mapped in C (the JSON response object), linked into _fastresponse only.
+RESP_C = os.path.join("include", "vmod_lambda_resp.c")
 # _netio speaks TLS with OpenSSL (-lssl -lcrypto, Debian's libssl-dev): the same libssl3 that
 # Python's own _ssl module loads, so one copy of OpenSSL is in the process.
 # Never unloaded: Python does not unload extension modules, and their threads outlive any VCL.
@@ -52,6 +54,7 @@ setup(
     ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
                             ext("_director", FETCH_C), ext("_vmod"),
                             ext("_netio", libraries=["ssl", "crypto"]), ext("_fastevent"),
+                            ext("_fastresponse", RESP_C),
                             ext("_request"), ext("_response"), ext("_throttle"),
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],

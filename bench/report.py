@@ -154,7 +154,13 @@ def targets(res, s):
             # k (issue 23): the same pass and invoke() through an https:// and an http:// endpoint
             ("k_https_pass", "k_http_pass", "lambda pass, https:// / http:// endpoint", 2, 0.90),
             ("k_https_invoke", "k_http_invoke", "invoke() + synth, https:// / http:// endpoint",
-             2, None)):
+             2, None),
+            # m, n (issue 17): 1 MiB bodies against a native pass of the same bytes
+            ("m_lambda_1m_text", "m_native_1m_text",
+             f"1 MiB text body, lambda pass ({fast}) / native pass", 2, 0.50),
+            ("n_lambda_1m_bin", "n_native_1m_bin",
+             f"1 MiB binary body (base64 in the payload), lambda pass ({fast}) / native pass", 2,
+             0.30)):
         r, rs = ratio(a, b)
         if want is None:
             if r is not None:
@@ -171,7 +177,9 @@ def targets(res, s):
     # per request (native / Lambda), for information.
     for a, b, name in (("b_lambda_pass", "a_native_pass", f"lambda backend pass ({fast})"),
                        ("c_invoke", "a_native_pass", f"invoke() + synth ({fast})"),
-                       ("d_lambda_hit", "d_native_hit", "lambda-backed hits")):
+                       ("d_lambda_hit", "d_native_hit", "lambda-backed hits"),
+                       ("m_lambda_1m_text", "m_native_1m_text", "1 MiB text body, lambda pass"),
+                       ("n_lambda_1m_bin", "n_native_1m_bin", "1 MiB binary body, lambda pass")):
         r = cpu_ratio(a, b)
         if r is not None:
             rows.append((f"{name}: native CPU/req / its CPU/req (varnishd)", fmt(r, 2),
@@ -437,7 +445,10 @@ METHOD = """## Method
   and one with `transport = "boto3"` for each Lambda case so both transports are measured side by side.
 - Load: wrk 4.1 (`-t2 --latency --timeout 10s`) on the same machine. a-d: 32 connections on one URL;
   f: 256 connections, each request a new URL (bench/distinct.lua); g: 200 connections on one cold
-  cacheable URL of a 100 ms function (a new URL per round); h: 8 connections, pass, 5 MB bodies.
+  cacheable URL of a 100 ms function (a new URL per round); h: 8 connections, pass, 5 MB bodies;
+  m, n: 8 connections, pass, 1 MiB bodies against a native pass of the same bytes (m: text lines,
+  the JSON string with a `\\n` escape per KiB; n: seeded random bytes, base64 in the payload with
+  `isBase64Encoded`); `bench/run.py --only mib` runs only them.
 - Rounds: every case once per round, rounds repeated (interleaved, every other round in reverse
   order, so load drifts hit all cases alike);
   one warm-up second per case first. Medians and min-max over rounds.

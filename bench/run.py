@@ -8,20 +8,23 @@ below; wrk drives it from the same machine. Every case runs ROUNDS times, interl
 duration; the results go to bench/results/<stamp>.json, then bench/report.py writes BENCHMARKS.md
 and the chart and prints the ratios against the targets of issue 5.
 
-    python bench/run.py [--stage DIR] [--rounds 3] [--duration 5] [--quick] [--only streaming]
+    python bench/run.py [--stage DIR] [--rounds 3] [--duration 5] [--quick] [--only streaming|mib]
 
 The streaming cases (s: first-byte time, t: throughput of a 100 MiB streamed body) use the
 product's emulator as the origin of the Lambda backends (bench/stream_handlers.py); `--only
 streaming` (or BENCH_ONLY=streaming) runs only them, and bench/report.py then takes the other
-sections from bench/benchmarks.json.
+sections from bench/benchmarks.json. `--only mib` (or BENCH_ONLY=mib) runs only the 1 MiB body
+cases (m: text, n: binary in base64; each against a native pass of the same bytes, issue 17).
 """
 
 import argparse
+import base64
 import datetime
 import inspect
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import socket
@@ -221,6 +224,22 @@ class Nginx:
         with open(os.path.join(self.dir, "static", "lambda-big.json"), "w") as f:
             json.dump({"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": big},
                       f, separators=(",", ":"))
+        # m, n (issue 17): 1 MiB of the same text lines, and 1 MiB of binary (seeded, so every run
+        # serves the same bytes), natively and as the body of a Lambda response JSON (the binary
+        # one in base64, isBase64Encoded).
+        m1 = big[:1 << 20]
+        with open(os.path.join(self.dir, "static", "m1.txt"), "w") as f:
+            f.write(m1)
+        with open(os.path.join(self.dir, "static", "lambda-m1text.json"), "w") as f:
+            json.dump({"statusCode": 200, "headers": {"content-type": "text/plain"}, "body": m1},
+                      f, separators=(",", ":"))
+        m1bin = random.Random(17).randbytes(1 << 20)
+        with open(os.path.join(self.dir, "static", "m1.bin"), "wb") as f:
+            f.write(m1bin)
+        with open(os.path.join(self.dir, "static", "lambda-m1bin.json"), "w") as f:
+            json.dump({"statusCode": 200, "headers": {"content-type": "application/octet-stream"},
+                       "body": base64.b64encode(m1bin).decode(), "isBase64Encoded": True},
+                      f, separators=(",", ":"))
         # 100 MiB for the native reference of the streaming throughput case (t).
         block = ("0123456789abcdef" * 4096).encode()
         with open(os.path.join(self.dir, "static", "big100.txt"), "wb") as f:
@@ -318,6 +337,8 @@ sub vcl_init {{
 {obj("slow_boto3", "bench-slow", pool=320, transport="boto3")}\
 {obj("coalesce", "bench-coalesce", transport=fast_transport)}\
 {obj("big", "bench-big", pool=16, transport=fast_transport)}\
+{obj("m1text", "bench-m1text", pool=16, transport=fast_transport)}\
+{obj("m1bin", "bench-m1bin", pool=16, transport=fast_transport)}\
 {emu("trickle_stream", "bench-trickle", True)}\
 {emu("trickle_buffered", "bench-trickle", False)}\
 {emu("big_stream", "bench-stream-big", True)}\
@@ -333,7 +354,7 @@ sub vcl_recv {{
         }}
         return (hash);
     }}
-    if (req.url ~ "^/native/(pass|big|big100|trickle)/") {{
+    if (req.url ~ "^/native/(pass|big|big100|trickle|m1text|m1bin)/") {{
         set req.backend_hint = origin;
         return (pass);
     }}
@@ -375,6 +396,14 @@ sub vcl_recv {{
     }}
     if (req.url ~ "^/lambda/big/") {{
         set req.backend_hint = big.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/lambda/m1text/") {{
+        set req.backend_hint = m1text.backend();
+        return (pass);
+    }}
+    if (req.url ~ "^/lambda/m1bin/") {{
+        set req.backend_hint = m1bin.backend();
         return (pass);
     }}
     if (req.url ~ "^/stream/trickle/") {{
@@ -498,6 +527,18 @@ def cases(has_transport, fast):
          None, r"bench-fn/.* 200$"),
         ("k_https_invoke", "k", f"{lam} invoke() + synth, https:// endpoint", "/https/invoke/x",
          32, None, r" tls c"),
+    ]
+    # m, n (issue 17): 1 MiB bodies, pass, each against a native pass of the same bytes: text (the
+    # JSON string unescaped) and binary (base64 in the payload, decoded).
+    out += [
+        ("m_native_1m_text", "m", "native backend, 1 MiB text body, pass", "/native/m1text/x", 8,
+         None, r" /native/m1text/"),
+        ("m_lambda_1m_text", "m", f"{lam} backend, 1 MiB text body, pass", "/lambda/m1text/x", 8,
+         None, r"lambda-m1text\.json"),
+        ("n_native_1m_bin", "n", "native backend, 1 MiB binary body, pass", "/native/m1bin/x", 8,
+         None, r" /native/m1bin/"),
+        ("n_lambda_1m_bin", "n", f"{lam} backend, 1 MiB binary body (base64), pass",
+         "/lambda/m1bin/x", 8, None, r"lambda-m1bin\.json"),
     ]
     return out
 
@@ -662,11 +703,15 @@ def main():
     ap.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     ap.add_argument("--quick", action="store_true", help="1 round of 2 s: checks the suite works")
     ap.add_argument("--out", default=None, help="results file (default bench/results/<stamp>.json)")
-    ap.add_argument("--only", choices=("all", "streaming"), default=os.environ.get("BENCH_ONLY") or "all",
-                    help="run only these cases (default $BENCH_ONLY or all)")
-    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES") or "abcdefghkst",
-                    help="case groups to run, by letter (default $BENCH_CASES or abcdefghkst)")
+    ap.add_argument("--only", choices=("all", "streaming", "mib"),
+                    default=os.environ.get("BENCH_ONLY") or "all",
+                    help="run only these cases (default $BENCH_ONLY or all); mib: the 1 MiB "
+                         "bodies (m, n) only, as --cases mn")
+    ap.add_argument("--cases", default=os.environ.get("BENCH_CASES") or "abcdefghkmnst",
+                    help="case groups to run, by letter (default $BENCH_CASES or abcdefghkmnst)")
     args = ap.parse_args()
+    if args.only == "mib":
+        args.only, args.cases = "all", "mn"
     if args.quick:
         args.rounds, args.duration = 1, 2
     duration = args.duration

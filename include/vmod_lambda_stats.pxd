@@ -36,6 +36,7 @@ cdef extern from "vmod_lambda_stats.h" nogil:
         uint64_t beresp_bodybytes
         uint64_t payload_out
         uint64_t payload_in
+        uint64_t fast_response
         uint64_t late
         uint64_t held
 

@@ -43,6 +43,8 @@ from vmod_lambda._fastevent cimport fast_event_v1
 from vmod_lambda._throttle cimport throttle_held, throttle_reason, throttle_refused
 from vmod_lambda._stats cimport OC_THROTTLED
 from vmod_lambda_atomic cimport lambda_time_load
+from vmod_lambda._fastresponse cimport fast_response_check, fast_response_fill, fast_response_read
+from vmod_lambda_resp cimport lambda_resp_body
 from vmod_lambda._request cimport (lambda_request, Request, request_collect, request_body_append,
                                    request_clear, request_view, request_unview)
 from vmod_lambda._response cimport (lambda_response, lambda_lines, response_fill, response_clear,
@@ -91,6 +93,12 @@ cdef struct fetch_job:
     lambda_outcome oc           # the outcome as the worker saw it, for the fetch thread to decide
     char *event                 # the event, when the fetch thread built it (_fastevent), or NULL
     size_t event_len
+    # The answer's payload when C maps it (_fastresponse): the worker checked it and keeps it
+    # here (PyMem_Raw*), the fetch thread maps it into resp and the VFP decodes the body from it
+    # (rbody) straight into storage. NULL: resp was mapped by Python (response_fill).
+    char *raw
+    size_t raw_len
+    lambda_resp_body rbody
 
 
 cdef void _job_free(lambda_job *j) noexcept nogil:
@@ -106,6 +114,7 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     lines_clear(&job.vsl)
     outcome_clear(&job.oc)
     free(job.event)
+    PyMem_RawFree(job.raw)
     free(job)
 
 
@@ -128,8 +137,51 @@ cdef void _set_err(fetch_job *job, str reason) noexcept:
     job.err = _dup(reason.encode("utf-8", "replace"), NULL)
 
 
+# Past this size the worker checks and copies an answer without the GIL (a GIL release is a
+# possible hand-off to another worker: not worth it for the common small answer).
+cdef size_t TAKE_NOGIL = 32768
+
+
 cdef class _FetchRef:
     cdef fetch_job *job
+
+    def take(self, payload):
+        """fetch.handle_gen()'s take: when C can map the answer (_fastresponse), keep a copy of
+        the payload in the job for the fetch thread and return True; else False (Python maps it)."""
+        cdef fetch_job *job = self.job
+        cdef const char *p
+        cdef size_t n
+        cdef int rc
+        cdef char *copy
+        cdef lambda_resp_body body
+        if type(payload) is not bytes:
+            return False
+        p = <const char *>(<bytes>payload)
+        n = len(<bytes>payload)
+        memset(&body, 0, sizeof(body))
+        if n > TAKE_NOGIL:
+            with nogil:
+                rc = fast_response_check(p, n, &body)
+        else:
+            rc = fast_response_check(p, n, &body)
+        if rc <= 0:
+            return False        # out of memory too: Python's path says so if it is still so
+        copy = <char *>PyMem_RawMalloc(n + 1)
+        if copy == NULL:
+            return False
+        if n > TAKE_NOGIL:
+            with nogil:
+                memcpy(copy, p, n)
+        else:
+            memcpy(copy, p, n)
+        copy[n] = 0
+        if body.p != NULL:
+            body.p = copy + (body.p - p)    # the body as measured, in the copy
+        PyMem_RawFree(job.raw)
+        job.raw = copy
+        job.raw_len = n
+        job.rbody = body
+        return True
 
 
 cdef object _start_fetch(lambda_job *j):
@@ -165,9 +217,11 @@ def _fetch_call(_FetchRef ref):
         event = PyBytes_FromStringAndSize(job.event, job.event_len) if job.event != NULL \
             else None
         r = yield from _fetch.handle_gen(<object>job.obj.invoker, request, event,
-                                         deadline=job.base.deadline)
+                                         deadline=job.base.deadline,
+                                         take=ref.take if job.obj.fast_response else None)
         rec = r.record
-        response_fill(&job.resp, r, False)
+        if not r.taken:
+            response_fill(&job.resp, r, False)
         job.ok = 1
         return None, rec
     except InvokeError as e:
@@ -201,7 +255,14 @@ cdef vfp_status _vfp_pull(vfp_ctx *vc, vfp_entry *vfe, void *p, ssize_t *lp) noe
     n = job.resp.body_len - job.resp_off
     if <ssize_t>n > lp[0]:
         n = <size_t>lp[0]
-    memcpy(p, job.resp.body + job.resp_off, n)
+    if job.raw != NULL:
+        # decoded from the payload straight into the storage (_fastresponse)
+        if n > 0:
+            n = fast_response_read(&job.rbody, <char *>p, n)
+            if n == 0:          # (cannot happen: the parse measured the body)
+                return lambda_vfp_error(vc, "lambda: the body ended before its length")
+    else:
+        memcpy(p, job.resp.body + job.resp_off, n)
     job.resp_off += n
     lp[0] = <ssize_t>n
     return VFP_END if job.resp_off >= job.resp.body_len else VFP_OK
@@ -310,6 +371,11 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     job.base.send_by = start + o.timeout
     rc = submit_wait(&job.base, &o.lim, start + o.timeout + DEADLINE_MARGIN)
     if rc == SUBMIT_DONE:
+        if job.ok and job.raw != NULL and _fast_map(bo, o, job) != 0:
+            outcome_set(&job.oc, 1, OC_INTERNAL, "internal")
+            _fetch_done(ctx, bo, o, &job.oc, head_bytes, body_len, NULL)
+            _job_free(<lambda_job *>job)
+            return -1
         if job.ok:
             # Applied before it is counted: a head that does not fit is the outcome, not "ok".
             if _write_head(bo, o, &job.resp, True) != 0:
@@ -319,6 +385,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
                 outcome_set(&job.oc, 1, OC_INVALID, "invalid_response")
             else:
                 _fetch_done(ctx, bo, o, &job.oc, head_bytes, body_len, &job.resp)
+                if job.raw != NULL and o.vsc != NULL:
+                    lambda_stat_add(&o.vsc.fast_response, 1)
                 return 0        # the VFP reads the job, finish() frees it
             _fetch_done(ctx, bo, o, &job.oc, head_bytes, body_len, NULL)
             _job_free(<lambda_job *>job)
@@ -359,6 +427,18 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     _fetch_error(bo, o, reason)
     if job != NULL:
         _job_free(<lambda_job *>job)
+    return -1
+
+
+cdef int _fast_map(busyobj *bo, lambda_obj *o, fetch_job *job) noexcept nogil:
+    """On the fetch thread: the answer the worker took (job.raw) into job.resp, and the body's
+    decoder into job.rbody (_fastresponse): 0, or -1 with the FetchError logged."""
+    cdef int rc = fast_response_fill(&job.resp, job.raw, job.raw_len, &job.rbody)
+    if rc == 1:
+        return 0
+    # 0 cannot happen (the worker checked the same bytes with the same parser): a bug, said so
+    _fetch_error(bo, o, "out of memory" if rc < 0 else
+                 "internal error: the answer checked by the worker did not map")
     return -1
 
 

@@ -21,6 +21,7 @@ cdef struct lambda_obj:
     int mux                     # fetches and invoke() are multiplexed jobs (Invoker.multiplexed)
     int fast_event              # the fetch thread builds the event of common requests (_fastevent):
                                 # 0 no, 1 "1.0", 2 "1.0-compat"
+    int fast_response           # the common JSON answer is mapped in C (_fastresponse)
     PyObject *invoker           # owned reference to a vmod_lambda.invoker.Invoker
     VCL_BACKEND dir             # the director of .backend()
     const vrt_backend_probe *probe_spec     # the VCL's probe (lives as long as the VCL)

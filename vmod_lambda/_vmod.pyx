@@ -231,6 +231,9 @@ cdef void *ops_backend_init(const vrt_ctx *ctx, const char *vcl_name,
     # Payload format 1.0 ("1.0-compat", the default, or "1.0"): common requests mapped in C on the
     # fetch thread (_fastevent.pyx), unless VMOD_LAMBDA_FAST_EVENT=0 (FAST_EVENT below).
     o.fast_event = {"1.0": 1, "1.0-compat": 2}.get(cfg.event_format, 0) if FAST_EVENT else 0
+    # response_format "json": the common answer mapped in C, its body decoded straight into
+    # Varnish's storage (_fastresponse.pyx), unless VMOD_LAMBDA_FAST_RESPONSE=0.
+    o.fast_response = FAST_RESPONSE and cfg.response_format == "json" and not cfg.streaming
     o.probe_spec = a.probe
     o.probe_healthy = 1
     o.throttle_hold = cfg.throttle_hold
@@ -728,14 +731,16 @@ def _knobs():
     import sys
     from vmod_lambda.selftest import bigalloc
     env = os.environ
-    return (f"fast_event={'on' if FAST_EVENT else 'off'} loader={_loader()} "
+    return (f"fast_event={'on' if FAST_EVENT else 'off'} "
+            f"fast_response={'on' if FAST_RESPONSE else 'off'} loader={_loader()} "
             f"deepbind={'off' if 'VMOD_LAMBDA_NO_DEEPBIND' in env else 'on'} "
             f"bigalloc={bigalloc()} home={sys.prefix}")
 
 
-cdef bint FAST_EVENT
+cdef bint FAST_EVENT, FAST_RESPONSE
 cdef const char *KNOBS
 FAST_EVENT = os.environ.get("VMOD_LAMBDA_FAST_EVENT") != "0"
+FAST_RESPONSE = os.environ.get("VMOD_LAMBDA_FAST_RESPONSE") != "0"
 _KEEP.append(_knobs().encode("utf-8", "replace"))
 KNOBS = _KEEP[2]
 

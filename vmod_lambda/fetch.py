@@ -35,6 +35,7 @@ class FetchResult:
     note: Optional[str] = None          # a line for the log (SLT_Error) when Varnish answered itself
     request_id: Optional[str] = None
     record: Optional[InvocationRecord] = None   # the invocation's (None: nothing was sent)
+    taken: bool = False     # the payload went to handle_gen()'s take (mapped in C): the rest is unset
 
 
 def client_ip(headers) -> str:
@@ -97,11 +98,13 @@ def handle(invoker: Invoker, request, timeout: Optional[float] = None) -> FetchR
 
 
 def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
-               timeout: Optional[float] = None, deadline: Optional[float] = None):
+               timeout: Optional[float] = None, deadline: Optional[float] = None, take=None):
     """handle() as a generator of socket exchanges (see direct.run() and Invoker.invoke_gen()).
     event: the event already built from the same record (_fastevent.pyx does it for common
     requests on the fetch thread), or None to build it here. deadline: the call's (monotonic
-    time), see Invoker.invoke_gen()."""
+    time), see Invoker.invoke_gen(). take: for response_format "json", a callable given the
+    payload that returns True when it maps it itself (the director's C mapping of the common
+    answer, _fastresponse.pyx); then the result has taken=True and no status, headers or body."""
     cfg = invoker.cfg
     trace_id, tenant_id = call_headers(invoker, request)
     if event is None:
@@ -113,6 +116,9 @@ def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
         return too_large("event", len(event))
     res = yield from invoker.invoke_gen(event, timeout=timeout, deadline=deadline,
                                         trace_id=trace_id, tenant_id=tenant_id)
+    if take is not None and cfg.response_format == "json" and take(res.payload):
+        return FetchResult(0, None, [], b"", request_id=res.request_id, record=res.record,
+                           taken=True)
     try:
         resp = parse_response(cfg.response_format, res.payload)
     except ResponseError as e:
