@@ -35,6 +35,7 @@ on raw: vmod_lambda.eventstream decodes the event stream. Streams run whole on a
 already counts as blocked; their socket waits are done in place (run()).
 """
 
+import errno
 import hashlib
 import hmac
 import os
@@ -361,6 +362,72 @@ class DirectClient:
             raise ConnectTimeout() from None
         except OSError as e:
             raise ConnectFailed(str(e)) from None
+        return self._connected(sock)
+
+    def _connect_gen(self, deadline=0.0):
+        """A new connection, as a generator (_exchange_c): the connect does not block the
+        thread. Each address is tried as socket.create_connection() tries them, in getaddrinfo's
+        order, on a non-blocking socket: connect() says EINPROGRESS, and the wait for it to be
+        writable is yielded (a _netio.Wait for POLLOUT: the worker polls it with its other jobs'
+        exchanges, so a blackholed endpoint no longer holds them up), then SO_ERROR says how the
+        connect ended. Each wait is bounded by the connect timeout and by the call's deadline;
+        the first error is the one raised (create_connection's choice): ConnectTimeout for a
+        wait that expired, ConnectFailed for the others. A name lookup (not an address literal)
+        still blocks, inside the blocking hooks as before. The TLS handshake is not done here:
+        it is the first exchange's (_netio: SSL_write's implicit handshake, in the same poll)."""
+        if self._tls_error is not None:
+            raise TLSFailed(self._tls_error)
+        infos = self._addresses()
+        first = None
+        for family, kind, proto, _name, addr in infos:
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as e:
+                first = first or ConnectFailed(str(e))
+                continue
+            try:
+                sock.setblocking(False)
+                rc = sock.connect_ex(addr)
+                if rc in (errno.EINPROGRESS, errno.EINTR, errno.EAGAIN):
+                    if not (yield _netio.Wait(sock.fileno(), _POLLOUT, self.connect_timeout,
+                                              deadline)):
+                        raise socket.timeout()
+                    rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if rc:
+                    raise OSError(rc, os.strerror(rc))
+            except socket.timeout:
+                sock.close()
+                first = first or ConnectTimeout()
+                continue
+            except OSError as e:
+                sock.close()
+                first = first or ConnectFailed(str(e))
+                continue
+            except BaseException:
+                sock.close()            # (the generator closed while it waited)
+                raise
+            return self._connected(sock)
+        raise first or ConnectFailed("getaddrinfo returns an empty list")
+
+    def _addresses(self):
+        """getaddrinfo() of the endpoint as create_connection() asks it; the lookup of a name
+        (not of an address literal, which needs none) inside the blocking hooks."""
+        try:
+            return socket.getaddrinfo(self.hostname, self.port, 0, socket.SOCK_STREAM, 0,
+                                      socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            pass
+        self._blocking_begin()
+        try:
+            return socket.getaddrinfo(self.hostname, self.port, 0, socket.SOCK_STREAM)
+        except OSError as e:
+            raise ConnectFailed(str(e)) from None
+        finally:
+            self._blocking_end()
+
+    def _connected(self, sock):
+        """A connected socket (blocking or not), set up for its exchanges: a TLSConn for
+        https:// (non-blocking), else the socket, blocking with the read timeout."""
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -433,7 +500,7 @@ class DirectClient:
             try:
                 sock, check = idle.pop(), True
             except IndexError:
-                sock, check = self._connect(), False
+                sock, check = (yield from self._connect_gen(deadline)), False
             rc, err, rhead, rest, complete = yield _netio.Exchange(sock.fileno(), head, payload,
                                                                    check, timeout, deadline)
             if rc != _netio.STALE:
