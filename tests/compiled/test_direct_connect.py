@@ -16,7 +16,7 @@ import time
 import pytest
 
 from support.fake_lambda import FakeLambda
-from support.hung_endpoints import FullBacklog, closed_port
+from support.hung_endpoints import FullBacklog, SilentTLS, closed_port
 from support.invokers import make_invoker
 from vmod_lambda.invoker import InvokeError
 from vmod_lambda.transport import direct
@@ -112,3 +112,55 @@ def test_every_address_of_a_name_is_tried_in_turn(monkeypatch):
                                 1.0, 5.0, 4, "test")
         r = direct.run(c.invoke_gen("fn", b"{}"))
     assert r.status == 200 and r.body == b"null"
+
+
+def test_the_tls_handshake_waits_are_yielded_and_bounded_by_the_connect_timeout():
+    """A new https:// connection to an endpoint that accepts it and never answers the ClientHello:
+    after the connect, the handshake's wait is yielded (a Wait for POLLIN: the ClientHello was
+    sent), with the connect timeout; when it expires the call fails as the TLS handshake's
+    timeout, with the message it had before."""
+    with SilentTLS() as hung:
+        gen = client(hung.url, connect_timeout=0.4, read_timeout=5.0).invoke_gen("fn", b"{}")
+        op = next(gen)
+        if op.events == select.POLLOUT:         # (the connect's wait, when it did not end at once)
+            op = gen.send(op.run())
+        assert type(op) is direct._netio.Wait
+        assert op.events == select.POLLIN and op.timeout == 0.4
+        assert op.run() is False
+        with pytest.raises(direct.HandshakeTimeout):
+            gen.send(False)
+        with pytest.raises(InvokeError) as e:
+            make_invoker(hung.url, "direct", timeout=0.4).invoke(b"{}")
+    assert e.value.kind == "timeout"
+    assert str(e.value) == "timed out after 0.4s in the TLS handshake with the Lambda endpoint"
+
+
+def test_a_handshake_the_endpoint_cuts_is_a_tls_failure():
+    """An endpoint that accepts and closes at once: TLSFailed with OpenSSL's reason, not tried
+    again (as the exchange's TLS_FAILED was)."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    accepted = []
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        url = f"https://127.0.0.1:{srv.getsockname()[1]}"
+        with pytest.raises(InvokeError) as e:
+            make_invoker(url, "direct", timeout=2.0).invoke(b"{}")
+    finally:
+        srv.close()
+    assert e.value.kind == "transport"
+    assert str(e.value).startswith(f"TLS with the Lambda endpoint {url} failed: ")
+    assert len(accepted) == 1

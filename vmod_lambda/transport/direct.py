@@ -17,7 +17,7 @@ reads of the answer. See BENCHMARKS.md for what it buys.
 
 A call is a generator (invoke_gen) that yields its socket work: the whole exchange, which
 _netio.pyx runs in C without the GIL, for http:// and https:// endpoints alike (TLS is OpenSSL's,
-called from _netio: a _netio.TLSConn per connection, its handshake inside the first exchange, one
+called from _netio: a _netio.TLSConn per connection, its handshake a step of the call, one
 _netio.TLSContext per endpoint shared by every client of it, see tls_context()); the rest of an
 answer (chunked, streamed) is read in Python, and each wait for a socket to be ready is yielded.
 run() does that work in the calling thread; the worker pool (_handoff.pyx) runs the work of many
@@ -105,7 +105,8 @@ class NoCredentials(Exception):
 
 
 class HandshakeTimeout(Exception):
-    """The TLS handshake of a new connection took longer than the read timeout: nothing was sent."""
+    """The TLS handshake of a new connection took longer than the connect timeout (or the call's
+    deadline came first): nothing was sent."""
 
 
 if _netio is not None:
@@ -373,8 +374,8 @@ class DirectClient:
         connect ended. Each wait is bounded by the connect timeout and by the call's deadline;
         the first error is the one raised (create_connection's choice): ConnectTimeout for a
         wait that expired, ConnectFailed for the others. A name lookup (not an address literal)
-        still blocks, inside the blocking hooks as before. The TLS handshake is not done here:
-        it is the first exchange's (_netio: SSL_write's implicit handshake, in the same poll)."""
+        still blocks, inside the blocking hooks as before. For https:// the TLS handshake
+        follows, its waits yielded the same way (_handshake)."""
         if self._tls_error is not None:
             raise TLSFailed(self._tls_error)
         infos = self._addresses()
@@ -406,8 +407,33 @@ class DirectClient:
             except BaseException:
                 sock.close()            # (the generator closed while it waited)
                 raise
-            return self._connected(sock)
+            conn = self._connected(sock)
+            if self._tls is not None:
+                try:
+                    yield from self._handshake(conn, deadline)
+                except BaseException:
+                    conn.close()
+                    raise
+            return conn
         raise first or ConnectFailed("getaddrinfo returns an empty list")
+
+    def _handshake(self, conn, deadline):
+        """The TLS handshake of a new connection (a _netio.TLSConn), step by step: each wait for
+        the socket is yielded (a _netio.Wait), bounded by the connect timeout (as urllib3 bounds
+        botocore's handshake) and by the call's deadline: HandshakeTimeout; a failed
+        verification or handshake raises TLSFailed (never tried again)."""
+        while True:
+            try:
+                conn.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                events = _POLLIN
+            except ssl.SSLWantWriteError:
+                events = _POLLOUT
+            except OSError as e:
+                raise TLSFailed(f"the TLS handshake failed: {e}") from None
+            if not (yield _netio.Wait(conn.fileno(), events, self.connect_timeout, deadline)):
+                raise HandshakeTimeout(self.connect_timeout)
 
     def _addresses(self):
         """getaddrinfo() of the endpoint as create_connection() asks it; the lookup of a name
@@ -432,7 +458,8 @@ class DirectClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             if self._tls is not None:
-                # The handshake is done by the first exchange, in C (never blocking the worker).
+                # The handshake: _handshake() (_connect_gen), or else the first exchange's or
+                # send's (SSL_write's implicit one), in C, never blocking the worker.
                 sock.setblocking(False)
                 return _netio.TLSConn(self._tls, sock.detach(), self.hostname)
             if self._ssl is not None:
