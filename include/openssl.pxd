@@ -43,6 +43,7 @@ cdef extern from "<openssl/ssl.h>" nogil:
     int SSL_is_init_finished(const SSL *ssl)
     int SSL_read(SSL *ssl, void *buf, int num)
     int SSL_write(SSL *ssl, const void *buf, int num)
+    int SSL_do_handshake(SSL *ssl)
     int SSL_pending(const SSL *ssl)
     int SSL_get_error(const SSL *ssl, int ret)
     int SSL_shutdown(SSL *ssl)

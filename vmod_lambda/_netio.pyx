@@ -20,9 +20,11 @@ non-blocking sockets (SSL_read/SSL_write; SSL_ERROR_WANT_READ/WANT_WRITE become 
 exchange waits for), so that TLS records cost no interpreter lock either. A TLSConn owns its socket
 and its SSL; it registers the pair under its file descriptor, and xchg_begin() finds it there: the
 exchanges that the worker pool yields and drives (_handoff.pyx) stay (fd, head, payload, ...). The
-handshake is part of the first exchange on a new connection (OpenSSL's implicit handshake in
-SSL_write), so it never blocks the worker's other exchanges; its failures end the exchange with
-TLS_FAILED (nothing was sent) and the reason OpenSSL gives (TLSConn.detail). TLSContext is one
+direct transport does the handshake of a new connection step by step before its first exchange
+(TLSConn.do_handshake, each wait yielded to the worker's poll, bounded by the connect timeout);
+where it has not, the first exchange does it (OpenSSL's implicit handshake in SSL_write), so it
+never blocks the worker's other exchanges either; its failures end the exchange with TLS_FAILED
+(nothing was sent) and the reason OpenSSL gives (TLSConn.detail). TLSContext is one
 SSL_CTX, built here with botocore's verification settings (see TLSContext), shared by the
 connections to one endpoint, with the session to resume for new connections.
 """
@@ -907,6 +909,30 @@ cdef class TLSConn:
         if errno == EPROTO:
             raise ConnectionResetError(EPROTO, self.detail)
         raise OSError(errno, _os.strerror(errno))
+
+    def do_handshake(self):
+        """The next step of the handshake, without the GIL (SSL_do_handshake): returns when it is
+        done; raises ssl.SSLWantReadError or SSLWantWriteError when it waits for the socket,
+        TLSError when it failed (c.detail, as the exchange's TLS_FAILED says it). The direct
+        transport does this before the first exchange of a new connection, yielding each wait to
+        the worker's poll, bounded by the connect timeout (direct.py, _handshake)."""
+        cdef int r
+        cdef short events = 0
+        if self.c == NULL:
+            raise OSError(9, "closed TLS connection")
+        with nogil:
+            ossl.ERR_clear_error()
+            r = ossl.SSL_do_handshake(self.c.ssl)
+            _note_handshake(self.c)
+            if r != 1:
+                r = <int>_tls_result(self.c, r, &events)
+        if r == 1:
+            return
+        if r == 0:
+            self.c.fatal = self.c.hs_failed = True
+            _set_detail(self.c, b"the connection was closed during the TLS handshake")
+            raise TLSError(self.detail)
+        self._raise(events)
 
     def recv_into(self, buffer, Py_ssize_t nbytes=0):
         cdef Py_buffer view

@@ -297,7 +297,17 @@ def test_a_failed_connect_is_tried_once_more_and_only_once(api, monkeypatch):
             raise direct.ConnectFailed("refused")
         return real()
 
+    real_gen = inv.transport.client._connect_gen
+
+    def flaky_gen(deadline=0.0):
+        # The nogil path's connect (a generator: its wait is yielded to the worker's poll).
+        calls.append(1)
+        if len(calls) in fail:
+            raise direct.ConnectFailed("refused")
+        return (yield from real_gen(deadline))
+
     monkeypatch.setattr(inv.transport.client, "_connect", flaky)
+    monkeypatch.setattr(inv.transport.client, "_connect_gen", flaky_gen)
     fail = {1}
     assert inv.invoke(b"{}").payload == b"null"
     assert len(calls) == 2 and len(api.requests) == 1

@@ -17,7 +17,7 @@ reads of the answer. See BENCHMARKS.md for what it buys.
 
 A call is a generator (invoke_gen) that yields its socket work: the whole exchange, which
 _netio.pyx runs in C without the GIL, for http:// and https:// endpoints alike (TLS is OpenSSL's,
-called from _netio: a _netio.TLSConn per connection, its handshake inside the first exchange, one
+called from _netio: a _netio.TLSConn per connection, its handshake a step of the call, one
 _netio.TLSContext per endpoint shared by every client of it, see tls_context()); the rest of an
 answer (chunked, streamed) is read in Python, and each wait for a socket to be ready is yielded.
 run() does that work in the calling thread; the worker pool (_handoff.pyx) runs the work of many
@@ -35,6 +35,7 @@ on raw: vmod_lambda.eventstream decodes the event stream. Streams run whole on a
 already counts as blocked; their socket waits are done in place (run()).
 """
 
+import errno
 import hashlib
 import hmac
 import os
@@ -104,7 +105,8 @@ class NoCredentials(Exception):
 
 
 class HandshakeTimeout(Exception):
-    """The TLS handshake of a new connection took longer than the read timeout: nothing was sent."""
+    """The TLS handshake of a new connection took longer than the connect timeout (or the call's
+    deadline came first): nothing was sent."""
 
 
 if _netio is not None:
@@ -361,11 +363,103 @@ class DirectClient:
             raise ConnectTimeout() from None
         except OSError as e:
             raise ConnectFailed(str(e)) from None
+        return self._connected(sock)
+
+    def _connect_gen(self, deadline=0.0):
+        """A new connection, as a generator (_exchange_c): the connect does not block the
+        thread. Each address is tried as socket.create_connection() tries them, in getaddrinfo's
+        order, on a non-blocking socket: connect() says EINPROGRESS, and the wait for it to be
+        writable is yielded (a _netio.Wait for POLLOUT: the worker polls it with its other jobs'
+        exchanges, so a blackholed endpoint no longer holds them up), then SO_ERROR says how the
+        connect ended. Each wait is bounded by the connect timeout and by the call's deadline;
+        the first error is the one raised (create_connection's choice): ConnectTimeout for a
+        wait that expired, ConnectFailed for the others. A name lookup (not an address literal)
+        still blocks, inside the blocking hooks as before. For https:// the TLS handshake
+        follows, its waits yielded the same way (_handshake)."""
+        if self._tls_error is not None:
+            raise TLSFailed(self._tls_error)
+        infos = self._addresses()
+        first = None
+        for family, kind, proto, _name, addr in infos:
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as e:
+                first = first or ConnectFailed(str(e))
+                continue
+            try:
+                sock.setblocking(False)
+                rc = sock.connect_ex(addr)
+                if rc in (errno.EINPROGRESS, errno.EINTR, errno.EAGAIN):
+                    if not (yield _netio.Wait(sock.fileno(), _POLLOUT, self.connect_timeout,
+                                              deadline)):
+                        raise socket.timeout()
+                    rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if rc:
+                    raise OSError(rc, os.strerror(rc))
+            except socket.timeout:
+                sock.close()
+                first = first or ConnectTimeout()
+                continue
+            except OSError as e:
+                sock.close()
+                first = first or ConnectFailed(str(e))
+                continue
+            except BaseException:
+                sock.close()            # (the generator closed while it waited)
+                raise
+            conn = self._connected(sock)
+            if self._tls is not None:
+                try:
+                    yield from self._handshake(conn, deadline)
+                except BaseException:
+                    conn.close()
+                    raise
+            return conn
+        raise first or ConnectFailed("getaddrinfo returns an empty list")
+
+    def _handshake(self, conn, deadline):
+        """The TLS handshake of a new connection (a _netio.TLSConn), step by step: each wait for
+        the socket is yielded (a _netio.Wait), bounded by the connect timeout (as urllib3 bounds
+        botocore's handshake) and by the call's deadline: HandshakeTimeout; a failed
+        verification or handshake raises TLSFailed (never tried again)."""
+        while True:
+            try:
+                conn.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                events = _POLLIN
+            except ssl.SSLWantWriteError:
+                events = _POLLOUT
+            except OSError as e:
+                raise TLSFailed(f"the TLS handshake failed: {e}") from None
+            if not (yield _netio.Wait(conn.fileno(), events, self.connect_timeout, deadline)):
+                raise HandshakeTimeout(self.connect_timeout)
+
+    def _addresses(self):
+        """getaddrinfo() of the endpoint as create_connection() asks it; the lookup of a name
+        (not of an address literal, which needs none) inside the blocking hooks."""
+        try:
+            return socket.getaddrinfo(self.hostname, self.port, 0, socket.SOCK_STREAM, 0,
+                                      socket.AI_NUMERICHOST)
+        except socket.gaierror:
+            pass
+        self._blocking_begin()
+        try:
+            return socket.getaddrinfo(self.hostname, self.port, 0, socket.SOCK_STREAM)
+        except OSError as e:
+            raise ConnectFailed(str(e)) from None
+        finally:
+            self._blocking_end()
+
+    def _connected(self, sock):
+        """A connected socket (blocking or not), set up for its exchanges: a TLSConn for
+        https:// (non-blocking), else the socket, blocking with the read timeout."""
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             if self._tls is not None:
-                # The handshake is done by the first exchange, in C (never blocking the worker).
+                # The handshake: _handshake() (_connect_gen), or else the first exchange's or
+                # send's (SSL_write's implicit one), in C, never blocking the worker.
                 sock.setblocking(False)
                 return _netio.TLSConn(self._tls, sock.detach(), self.hostname)
             if self._ssl is not None:
@@ -433,7 +527,7 @@ class DirectClient:
             try:
                 sock, check = idle.pop(), True
             except IndexError:
-                sock, check = self._connect(), False
+                sock, check = (yield from self._connect_gen(deadline)), False
             rc, err, rhead, rest, complete = yield _netio.Exchange(sock.fileno(), head, payload,
                                                                    check, timeout, deadline)
             if rc != _netio.STALE:
