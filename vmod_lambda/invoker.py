@@ -179,11 +179,13 @@ class Invoker:
 
     # -- InvokeWithResponseStream
 
-    def invoke_stream(self, payload: bytes, qualifier: Optional[str] = None) -> StreamResult:
+    def invoke_stream(self, payload: bytes, qualifier: Optional[str] = None,
+                      deadline: Optional[float] = None) -> StreamResult:
         """Start an InvokeWithResponseStream call; the caller reads result.raw with
         read_stream() and then calls its release_conn() (read to its end) or close(). Raises
-        InvokeError as invoke() does."""
-        request = self._request(payload, "RequestResponse", qualifier)
+        InvokeError as invoke() does. deadline (time.monotonic()): the direct transport stops
+        waiting for the answer's head then (the body's reads keep the read timeout)."""
+        request = self._request(payload, "RequestResponse", qualifier, deadline=deadline)
         rec = InvocationRecord("RequestResponse", request.qualifier, len(payload))
         t0 = time.monotonic()
         try:
