@@ -303,9 +303,9 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
             return -1
         _fetch_done(bo, o, &job.oc, head_bytes, body_len, NULL)
         waited = monotonic_now() - start
-        if job.oc.counter == OC_TIMEOUT and waited >= limit:
-            # The worker's read stopped at the call's deadline, just before the caller's wait
-            # did: the same outcome, in the caller's words.
+        if job.oc.counter == OC_TIMEOUT and limit < o.timeout and waited >= limit:
+            # The worker's read stopped at the deadline set by first_byte_timeout, just before
+            # the caller's wait did: its own message would name the object's timeout.
             snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs), the function did not "
                      "answer", waited, limit_name, limit)
         else:
