@@ -100,6 +100,26 @@ class Hostile:
             if mode == "ok":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(OK), OK))
                 return True
+            if mode == "atcap":
+                # exactly the most that is read (as Content-Length, or chunked when "chunked"
+                # is in the name), then the end
+                body = b"y" * MAX_RESPONSE_BODY
+                if "chunked" in name:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (len(body), body))
+                return True
+            if mode == "overcap":
+                # one byte more than is read, chunked, then the end
+                body = b"y" * (MAX_RESPONSE_BODY + 1)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+                return True
+            if mode == "hang":
+                time.sleep(5)
+                return False
             if mode == "trickle":
                 # the head at once, then a valid body one byte every 50 ms (about 12 s)
                 body = OK + b" " * 200
@@ -373,3 +393,96 @@ def _get_cut(v, url):
         return resp.status, dict(resp.getheaders()), body, time.monotonic() - t0
     finally:
         conn.close()
+
+
+# ------------------------------------------------------------------------- the transports alone
+
+@pytest.fixture(scope="module")
+def hostile():
+    h = Hostile()
+    yield h
+    h.stop()
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request):
+    from vmod_lambda.config import validate_backend
+    from vmod_lambda.invoker import Invoker
+    env = {"AWS_ACCESS_KEY_ID": "AKIDVMODLAMBDATEST", "AWS_SECRET_ACCESS_KEY": "test-secret",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    made = []
+
+    def make(url, timeout=10):
+        inv = Invoker(validate_backend("t", "f", "us-east-1", endpoint_url=url,
+                                       timeout=timeout, transport=request.param))
+        made.append(inv.transport)
+        return inv.transport
+
+    yield make
+    for t in made:
+        t.close()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _invoke(t, name, deadline=None):
+    from vmod_lambda.invoker import InvocationRecord
+    from vmod_lambda.transport.base import InvokeRequest
+    return t.invoke(InvokeRequest(name, b"{}", deadline=deadline),
+                    InvocationRecord("RequestResponse", None, 2))
+
+
+@pytest.mark.parametrize("mode", BIG + ("overcap",))
+def test_the_transport_refuses_an_answer_beyond_the_cap(hostile, transport, mode):
+    from vmod_lambda.transport.base import InvokeError
+    t = transport(hostile.url)
+    name = f"{mode}-t-{id(t)}"
+    with pytest.raises(InvokeError) as e:
+        _invoke(t, name)
+    assert e.value.kind == "too_large", e.value
+    assert str(e.value).startswith("the answer exceeds the 6 MB limit of synchronous "
+                                   "invocations ("), e.value
+    if mode != "overcap":
+        assert wait_for(lambda: name in hostile.ended, 10)
+        assert hostile.ended[name][0][1] < 64 * MAX_RESPONSE_BODY
+    # the next call gets a connection of its own, and an answer at the cap is whole
+    for atcap in ("atcap-plain", "atcap-chunked"):
+        res = _invoke(t, atcap)
+        assert len(res.payload) == MAX_RESPONSE_BODY
+
+
+def test_the_transport_stops_reading_a_trickle_at_the_deadline(hostile, transport):
+    """boto3's read timeout (10 s here) is per read: the deadline bounds the whole body."""
+    from vmod_lambda.transport.base import InvokeError
+    t = transport(hostile.url)
+    name = f"trickle-t-{id(t)}"
+    t0 = time.monotonic()
+    with pytest.raises(InvokeError) as e:
+        _invoke(t, name, deadline=t0 + 1.0)
+    elapsed = time.monotonic() - t0
+    assert e.value.kind == "timeout", e.value
+    assert elapsed < 1.0 + SLACK, elapsed
+    assert wait_for(lambda: name in hostile.ended, 10)
+    assert hostile.ended[name][0][0] < 1.0 + SLACK, hostile.ended[name]
+
+
+def test_the_direct_transport_stops_waiting_for_a_streams_head_at_the_deadline(hostile):
+    from vmod_lambda.config import validate_backend
+    from vmod_lambda.invoker import Invoker
+    from vmod_lambda.transport.base import InvokeError
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    inv = Invoker(validate_backend("t", "hang-stream", "us-east-1", endpoint_url=hostile.url,
+                                   timeout=10, transport="direct"))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(InvokeError) as e:
+            inv.invoke_stream(b"{}", deadline=t0 + 0.5)
+        assert e.value.kind == "timeout", e.value
+        assert time.monotonic() - t0 < 0.5 + SLACK
+    finally:
+        inv.close()
