@@ -808,13 +808,15 @@ cdef void _stream_commit(busyobj *bo, stream_job *sj, const lambda_outcome *own)
             if pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts) == ETIMEDOUT:
                 break
     if oc == NULL:
-        if (sj.eof or sj.failed) and sj.f.oc.prepared:
+        if sj.stalled:
+            # First: the worker, told to stop by the stall, may end its invocation with
+            # nothing wrong on its side (and its pool marks that end failed)
+            outcome_set(&mine, 1, OC_TIMEOUT, "timeout")
+        elif (sj.eof or sj.failed) and sj.f.oc.prepared:
             oc = &sj.f.oc
             delivered = sj.eof and sj.head_written
         elif sj.failed:
             outcome_set(&mine, 1, OC_INTERNAL, "internal")
-        elif sj.stalled:
-            outcome_set(&mine, 1, OC_TIMEOUT, "timeout")
         else:
             outcome_set(&mine, 0, OC_NONE, "abandoned")
     if oc == NULL:
