@@ -486,3 +486,27 @@ def test_the_direct_transport_stops_waiting_for_a_streams_head_at_the_deadline(h
         assert time.monotonic() - t0 < 0.5 + SLACK
     finally:
         inv.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_stream_whose_pass_client_left_is_abandoned_not_failed(env, transport):
+    """Varnish stops reading a pass fetch whose client left: the fetch lets go of the stream, its
+    record says so, and it is no failure (nothing went wrong with the call)."""
+    import http.client
+    v, hostile = env
+    obj = f"s_{transport}"
+    before = counters(v, obj)
+    url = f"/s/{transport}/left?mode=big&mb=100&pause=0.01"
+    conn = http.client.HTTPConnection("127.0.0.1", v.port, timeout=30)
+    conn.request("GET", url)
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.read1(65536)
+    conn.close()
+    assert wait_for(lambda: counters(v, obj)["req"] == before["req"] + 1, 20), counters(v, obj)
+    records = [r for r in vsl(v, url, "VCL_Log") if r.startswith(f"lambda: {obj}: fetch ")]
+    assert len(records) == 1, records
+    print(records)
+    c = counters(v, obj)
+    assert c["fail"] == before["fail"], c
+    assert records[0].startswith(f"lambda: {obj}: fetch abandoned function=page "), records
+    assert wait_for(lambda: counters(v, obj)["inflight"] == 0, 20), counters(v, obj)
