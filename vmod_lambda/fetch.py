@@ -151,7 +151,10 @@ class StreamedFetch:
         if len(event) > MAX_PAYLOAD:
             self._done = True
             return too_large("event", len(event))
-        self.result = self.invoker.invoke_stream(event, deadline=self.head_deadline)
+        if self.head_deadline is None:
+            self.result = self.invoker.invoke_stream(event)
+        else:
+            self.result = self.invoker.invoke_stream(event, deadline=self.head_deadline)
         self.request_id = self.result.request_id
         self._reader = self.invoker.read_stream(self.result.raw, STREAM_READ)
         expect = (self.result.content_type or "").split(";")[0].strip().lower() \
