@@ -47,10 +47,9 @@ from vmod_lambda._fastresponse cimport fast_response_check, fast_response_fill, 
 from vmod_lambda_resp cimport lambda_resp_body
 from vmod_lambda._request cimport (lambda_request, Request, request_collect, request_body_append,
                                    request_clear, request_view, request_unview)
-from vmod_lambda._response cimport (lambda_response, lambda_lines, response_fill, response_clear,
-                                    lines_clear)
-from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account, stats_busy,
-                                 stats_internal, stats_vsl, KIND_FETCH, KIND_PROBE,
+from vmod_lambda._response cimport lambda_response, response_fill, response_clear
+from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_account,
+                                 stats_internal, KIND_FETCH, KIND_PROBE,
                                  lambda_outcome, stats_prepare, stats_commit, outcome_set,
                                  outcome_clear, outcome_line, OC_NONE, OC_TIMEOUT, OC_BUSY,
                                  OC_INVALID, OC_TOO_LARGE, OC_INTERNAL, task_note,
@@ -89,7 +88,6 @@ cdef struct fetch_job:
     lambda_response resp        # the answer, mapped once (_response.pxd)
     size_t resp_off             # body bytes the VFP handed out
     char *err
-    lambda_lines vsl            # varnishlog lines of a streamed invocation
     lambda_outcome oc           # the outcome as the worker saw it, for the fetch thread to decide
     char *event                 # the event, when the fetch thread built it (_fastevent), or NULL
     size_t event_len
@@ -111,7 +109,6 @@ cdef void _job_free(lambda_job *j) noexcept nogil:
     request_clear(&job.req)
     response_clear(&job.resp)
     free(job.err)
-    lines_clear(&job.vsl)
     outcome_clear(&job.oc)
     free(job.event)
     PyMem_RawFree(job.raw)
@@ -275,12 +272,6 @@ cdef void _fetch_error(busyobj *bo, lambda_obj *o, const char *reason) noexcept 
     VSLb(bo.vsl, SLT_FetchError, "lambda: %s: %s", o.vcl_name, reason)
 
 
-cdef void _log_lines(busyobj *bo, const lambda_lines *l) noexcept nogil:
-    cdef unsigned i
-    for i in range(l.n):
-        VSLb(bo.vsl, SLT_VCL_Log, "%s", l.line[i].p)
-
-
 cdef int _write_head(busyobj *bo, lambda_obj *o, const lambda_response *r,
                      bint content_length) noexcept nogil:
     """The response record's status and headers into beresp (and its Content-Length): 0, or -1
@@ -317,7 +308,8 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     cdef char reason[MSG_LEN]
     cdef lambda_outcome oc
     cdef size_t head_bytes, body_len
-    cdef double start, waited, left
+    cdef double start, waited, left, limit
+    cdef const char *limit_name
 
     if ctx == NULL or ctx.magic != VRT_CTX_MAGIC or ctx.bo == NULL or d == NULL:
         return -1
@@ -367,9 +359,10 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         job.event = fast_event_v1(&job.req, VTIM_real(), o.fast_event == 2, &job.event_len)
     head_bytes = job.req.head_bytes
     body_len = job.req.body_len
+    limit = _fetch_limit(bo, o, &limit_name)
     start = monotonic_now()
-    job.base.send_by = start + o.timeout
-    rc = submit_wait(&job.base, &o.lim, start + o.timeout + DEADLINE_MARGIN)
+    job.base.send_by = start + limit
+    rc = submit_wait(&job.base, &o.lim, start + limit + DEADLINE_MARGIN)
     if rc == SUBMIT_DONE:
         if job.ok and job.raw != NULL and _fast_map(bo, o, job) != 0:
             outcome_set(&job.oc, 1, OC_INTERNAL, "internal")
@@ -392,7 +385,15 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
             _job_free(<lambda_job *>job)
             return -1
         _fetch_done(ctx, bo, o, &job.oc, head_bytes, body_len, NULL)
-        snprintf(reason, MSG_LEN, "%s", <const char *>job.err if job.err != NULL else NO_RESULT)
+        waited = monotonic_now() - start
+        if job.oc.counter == OC_TIMEOUT and limit < o.timeout and waited >= limit:
+            # The worker's read stopped at the deadline set by first_byte_timeout, just before
+            # the caller's wait did: its own message would name the object's timeout.
+            snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs), the function did not "
+                     "answer", waited, limit_name, limit)
+        else:
+            snprintf(reason, MSG_LEN, "%s", <const char *>job.err if job.err != NULL
+                     else NO_RESULT)
         _fetch_error(bo, o, reason)
         _job_free(<lambda_job *>job)
         return -1
@@ -403,23 +404,23 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         oc.sent = 1
         oc.time_ms = <uint64_t>(waited * 1000.0 + 0.5)
         outcome_set(&oc, 1, OC_TIMEOUT, "timeout")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs), the function did not "
-                 "answer", waited, o.timeout)
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs), the function did not "
+                 "answer", waited, limit_name, limit)
         job = NULL          # the worker still runs the job and frees it
     elif rc == SUBMIT_TIMEOUT:
         outcome_set(&oc, 1, OC_BUSY, "busy")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for a worker "
-                 "thread; not sent", waited, o.timeout)
-    elif rc == SUBMIT_BUSY and 0 <= o.max_queue_wait < o.timeout:
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs) waiting for a worker "
+                 "thread; not sent", waited, limit_name, limit)
+    elif rc == SUBMIT_BUSY and 0 <= o.max_queue_wait < limit:
         outcome_set(&oc, 1, OC_BUSY, "busy")
         snprintf(reason, MSG_LEN, "gave up after %.3fs (max_queue_wait %gs) waiting for one of "
                  "the %d invocations in flight (pool_size) to finish; not sent", waited,
                  o.max_queue_wait, o.pool_size)
     elif rc == SUBMIT_BUSY:
         outcome_set(&oc, 1, OC_BUSY, "busy")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for one of the %d "
-                 "invocations in flight (pool_size) to finish; not sent", waited, o.timeout,
-                 o.pool_size)
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs) waiting for one of the %d "
+                 "invocations in flight (pool_size) to finish; not sent", waited, limit_name,
+                 limit, o.pool_size)
     else:
         outcome_set(&oc, 1, OC_INTERNAL, "internal")
         snprintf(reason, MSG_LEN, "the worker pool is not running")
@@ -440,6 +441,18 @@ cdef int _fast_map(busyobj *bo, lambda_obj *o, fetch_job *job) noexcept nogil:
     _fetch_error(bo, o, "out of memory" if rc < 0 else
                  "internal error: the answer checked by the worker did not map")
     return -1
+
+
+cdef double _fetch_limit(busyobj *bo, lambda_obj *o, const char **name) noexcept nogil:
+    """How long a buffered fetch may take, and the name of that limit for its messages: the
+    object's timeout, or bereq.first_byte_timeout when VCL set a tighter one (a buffered answer
+    is whole before its first byte goes to Varnish: the whole answer is the "first byte")."""
+    cdef double fbt = lambda_bo_first_byte_timeout(bo)
+    if not isnan(fbt) and fbt > 0.0 and fbt < o.timeout:
+        name[0] = "first_byte_timeout"
+        return fbt
+    name[0] = "timeout"
+    return o.timeout
 
 
 cdef void _fetch_done(const vrt_ctx *ctx, busyobj *bo, lambda_obj *o, const lambda_outcome *oc,
@@ -472,7 +485,7 @@ cdef void _finish(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
     if job != NULL and job.magic == FETCH_MAGIC:
         _job_free(<lambda_job *>job)
     elif job != NULL and job.magic == STREAM_MAGIC:
-        _stream_log(ctx.bo, <stream_job *>job)
+        _stream_commit(ctx.bo, <stream_job *>job, NULL)
         _stream_leave(<stream_job *>job)
     lambda_htc_clear(ctx.bo)
 
@@ -641,8 +654,13 @@ cdef struct stream_job:
     size_t ring_len
     double between_bytes        # seconds the VFP waits for the next bytes
     double deadline             # monotonic: the whole stream must be in by then (obj timeout)
-    size_t body_bytes
-    int logged                  # the worker's varnishlog lines were written
+    double head_deadline        # monotonic: the transport stops waiting for the head then
+    double start                # monotonic: when the fetch submitted it
+    size_t body_bytes           # bytes the worker put into the ring
+    size_t pulled               # bytes the VFP handed to Varnish
+    int head_written            # the head went into beresp
+    int stalled                 # the VFP gave up: no bytes for between_bytes
+    int committed               # the fetch counted and logged its one outcome (_stream_commit)
 
 
 cdef pthread_condattr_t STREAM_CONDATTR
@@ -789,8 +807,9 @@ def _stream_gen(_StreamRef ref):
 
 
 cdef void _run_stream(stream_job *sj) noexcept:
-    """Worker thread, GIL held: the whole streamed invocation of one fetch, then its counters and
-    varnishlog lines (ready before the end is published: the fetch logs them when it sees it)."""
+    """Worker thread, GIL held: the whole streamed invocation of one fetch, then its outcome for
+    the fetch (prepared before the end is published: the fetch counts and logs it when it sees
+    the end, _stream_commit)."""
     cdef lambda_obj *o = sj.f.obj
     cdef int rc
     with nogil:
@@ -801,16 +820,13 @@ cdef void _run_stream(stream_job *sj) noexcept:
         return          # the fetch gave up while this job was queued: nothing was sent
     rc, err, rec = _stream_call(sj)
     try:
-        stats_account(o.vsc, KIND_FETCH, err, rec)
-        if rec is not None and o.vsc != NULL:
-            lambda_stat_add(&o.vsc.bereq_hdrbytes, sj.f.req.head_bytes)
-            lambda_stat_add(&o.vsc.bereq_bodybytes, sj.f.req.body_len)
-            if sj.head_ready:
-                lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp.head_bytes)
-                lambda_stat_add(&o.vsc.beresp_bodybytes, sj.body_bytes)
-        stats_vsl(o.vcl_name, o.function_name, KIND_FETCH, err, rec, &sj.f.vsl)
+        # The outcome as the stream ended, for the fetch to decide and count (_stream_commit):
+        # ready before the end is published, never touched after.
+        stats_prepare(&sj.f.oc, err, rec, o.vcl_name, o.function_name)
+        if rec is None and err is None and sj.f.resp.note != NULL:
+            outcome_set(&sj.f.oc, 1, OC_TOO_LARGE, "payload")  # answered 413, not invoked
     except BaseException as e:
-        stats_internal(o.vsc, o.vcl_name, "counting a streamed fetch", e)
+        stats_internal(o.vsc, o.vcl_name, "the outcome of a streamed fetch", e)
     if err is not None:
         # The cause, for lambda.error() in vcl_backend_error (read once the failure is published).
         stats_prepare(&sj.f.oc, err, rec, o.vcl_name, o.function_name)
@@ -835,7 +851,8 @@ cdef tuple _stream_call(stream_job *sj):
     sf = None
     try:
         request = request_view(&sj.f.req)
-        sf = _fetch.StreamedFetch(<object>sj.f.obj.invoker, request)
+        sf = _fetch.StreamedFetch(<object>sj.f.obj.invoker, request,
+                                  head_deadline=sj.head_deadline)
         r = sf.start()
         response_fill(&sj.f.resp, r, True)      # the body goes through the channel
         with nogil:
@@ -874,13 +891,64 @@ cdef tuple _stream_call(stream_job *sj):
         request_unview(request)
 
 
-cdef void _stream_log(busyobj *bo, stream_job *sj) noexcept nogil:
-    """On the fetch thread: the worker's varnishlog lines, once it has published the end."""
+cdef void _stream_commit(busyobj *bo, stream_job *sj, const lambda_outcome *own) noexcept nogil:
+    """On the fetch thread, once, when it lets go of the stream: the fetch's one outcome, counted
+    and logged (as _fetch_done for buffered fetches). own: the fetch's own outcome (no slot, no
+    head in time, a head that does not fit), or NULL to decide here: the worker's, when it
+    published the end (eof or a failure) first; a timeout when the VFP gave up on a stall; else
+    "abandoned" (Varnish stopped reading the body first, e.g. the pass client left: not a
+    failure). After this the worker's end, if it comes, changes nothing."""
+    cdef lambda_obj *o = sj.f.obj
+    cdef lambda_outcome mine
+    cdef const lambda_outcome *oc = own
+    cdef char line[LINE_LEN]
+    cdef unsigned i
+    cdef int delivered = 0
+    cdef timespec ts
+    memset(&mine, 0, sizeof(mine))
     pthread_mutex_lock(&sj.mtx)
-    if (sj.eof or sj.failed) and sj.f.vsl.n and not sj.logged:
-        sj.logged = 1
-        _log_lines(bo, &sj.f.vsl)
+    if sj.committed:
+        pthread_mutex_unlock(&sj.mtx)
+        return
+    sj.committed = 1
+    if own == NULL and sj.head_written and (sj.f.resp.status == 204 or sj.f.resp.status == 304):
+        # No body for Varnish to read: the stream's end (InvokeComplete) comes right after the
+        # head, wait for it rather than call the fetch abandoned.
+        to_timespec(sj.deadline, &ts)
+        while not sj.eof and not sj.failed:
+            if pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts) == ETIMEDOUT:
+                break
+    if oc == NULL:
+        if sj.stalled:
+            # First: the worker, told to stop by the stall, may end its invocation with
+            # nothing wrong on its side (and its pool marks that end failed)
+            outcome_set(&mine, 1, OC_TIMEOUT, "timeout")
+        elif (sj.eof or sj.failed) and sj.f.oc.prepared:
+            oc = &sj.f.oc
+            delivered = sj.eof and sj.head_written
+        elif sj.failed:
+            outcome_set(&mine, 1, OC_INTERNAL, "internal")
+        else:
+            outcome_set(&mine, 0, OC_NONE, "abandoned")
+    if oc == NULL:
+        mine.sent = 1
+        mine.time_ms = <uint64_t>((monotonic_now() - sj.start) * 1000.0 + 0.5)
+        delivered = not mine.failed and sj.head_written
+        oc = &mine
+    sj.consumer_gone = 1            # the worker stops at its next step
+    pthread_cond_broadcast(&sj.cond)
     pthread_mutex_unlock(&sj.mtx)
+    stats_commit(o.vsc, KIND_FETCH, oc)
+    if o.vsc != NULL and oc.sent:
+        lambda_stat_add(&o.vsc.bereq_hdrbytes, sj.f.req.head_bytes)
+        lambda_stat_add(&o.vsc.bereq_bodybytes, sj.f.req.body_len)
+        if delivered and not oc.failed:
+            lambda_stat_add(&o.vsc.beresp_hdrbytes, sj.f.resp.head_bytes)
+            lambda_stat_add(&o.vsc.beresp_bodybytes, sj.pulled)
+    outcome_line(line, LINE_LEN, o.vcl_name, o.function_name, KIND_FETCH, oc)
+    VSLb(bo.vsl, SLT_VCL_Log, "%s", line)
+    for i in range(1, oc.lines.n):
+        VSLb(bo.vsl, SLT_VCL_Log, "%s", oc.lines.line[i].p)
 
 
 cdef const char *_err_text(stream_job *sj) noexcept nogil:
@@ -902,7 +970,10 @@ cdef int _gethdrs_stream(const vrt_ctx *ctx, busyobj *bo, lambda_obj *o) noexcep
     cdef char reason[MSG_LEN]
     cdef timespec ts
     cdef double first_byte, start
+    cdef const char *first_byte_name
+    cdef lambda_outcome oc
     cdef int ok = 0
+    cdef int wfailed = 0
     cdef int w
 
     sj = <stream_job *>calloc(1, sizeof(stream_job))
@@ -931,27 +1002,35 @@ cdef int _gethdrs_stream(const vrt_ctx *ctx, busyobj *bo, lambda_obj *o) noexcep
         _stream_release(sj)
         return -1
 
-    first_byte = _tmo(lambda_bo_first_byte_timeout(bo), o.timeout)
+    # The head within the tighter of first_byte_timeout and timeout (the same rule as buffered
+    # fetches, _fetch_limit); the whole stream within timeout.
+    first_byte = _fetch_limit(bo, o, &first_byte_name)
     sj.between_bytes = _tmo(lambda_bo_between_bytes_timeout(bo), o.timeout)
     start = monotonic_now()
+    sj.start = start
     sj.deadline = start + o.timeout
+    sj.head_deadline = start + first_byte + DEADLINE_MARGIN
     sj.refs = 2
     rc = submit_detached(&sj.f.base, &o.lim, start + first_byte)
     if rc != SUBMIT_DONE:
+        memset(&oc, 0, sizeof(oc))
         if rc == SUBMIT_BUSY and 0 <= o.max_queue_wait < first_byte:
-            stats_busy(o.vsc)
-            snprintf(reason, MSG_LEN, "gave up after max_queue_wait (%gs) waiting for one of "
-                     "the %d invocations in flight (pool_size) to finish; not sent",
-                     o.max_queue_wait, o.pool_size)
+            outcome_set(&oc, 1, OC_BUSY, "busy")
+            snprintf(reason, MSG_LEN, "gave up after %.3fs (max_queue_wait %gs) waiting for one "
+                     "of the %d invocations in flight (pool_size) to finish; not sent",
+                     monotonic_now() - start, o.max_queue_wait, o.pool_size)
         elif rc == SUBMIT_BUSY:
-            stats_busy(o.vsc)
-            task_note_cause(ctx, "busy")
-            snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for one of the %d "
-                     "invocations in flight (pool_size) to finish", first_byte, o.pool_size)
+            outcome_set(&oc, 1, OC_BUSY, "busy")
+            snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs) waiting for one of the %d "
+                     "invocations in flight (pool_size) to finish; not sent",
+                     monotonic_now() - start, first_byte_name, first_byte, o.pool_size)
         else:
+            outcome_set(&oc, 1, OC_INTERNAL, "internal")
             snprintf(reason, MSG_LEN, "the worker pool is not running")
-        _fetch_error(bo, o, reason)
         sj.refs = 1
+        _stream_commit(bo, sj, &oc)
+        task_note(ctx, &oc)
+        _fetch_error(bo, o, reason)
         _stream_release(sj)
         return -1
 
@@ -965,30 +1044,47 @@ cdef int _gethdrs_stream(const vrt_ctx *ctx, busyobj *bo, lambda_obj *o) noexcep
     if sj.head_ready:
         ok = 1
     elif sj.failed:
+        wfailed = 1
         snprintf(reason, MSG_LEN, "%s", _err_text(sj))
         task_note(ctx, &sj.f.oc)    # the worker's, written before it published the failure
     else:
-        task_note_cause(ctx, "timeout")
-        snprintf(reason, MSG_LEN, "timed out after %.3gs waiting for the first byte of the "
-                 "response stream", first_byte)
+        snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs) waiting for the first byte "
+                 "of the response stream", monotonic_now() - start, first_byte_name, first_byte)
     pthread_mutex_unlock(&sj.mtx)
     if not ok:
-        _stream_log(bo, sj)
+        memset(&oc, 0, sizeof(oc))
+        outcome_set(&oc, 1, OC_TIMEOUT, "timeout")
+        oc.sent = 1
+        oc.time_ms = <uint64_t>((monotonic_now() - start) * 1000.0 + 0.5)
+        # A failure the worker published is its outcome (NULL); no head in time is the fetch's.
+        _stream_commit(bo, sj, NULL if wfailed else &oc)
+        if not wfailed:
+            task_note(ctx, &oc)
         _fetch_error(bo, o, reason)
         _stream_leave(sj)
         return -1
 
     # The head is the fetch's to read: the worker never touches it after publishing it. As for
     # buffered fetches: the whole head fits, or the fetch fails (no header is dropped).
+    memset(&oc, 0, sizeof(oc))
+    outcome_set(&oc, 1, OC_INVALID, "invalid_response")
+    oc.sent = 1
     if _write_head(bo, o, &sj.f.resp, False) != 0:
+        oc.time_ms = <uint64_t>((monotonic_now() - start) * 1000.0 + 0.5)
+        _stream_commit(bo, sj, &oc)
+        task_note(ctx, &oc)
         _stream_leave(sj)
         return -1
+    sj.head_written = 1
     if sj.f.resp.status == 204 or sj.f.resp.status == 304:
         w = lambda_beresp_body(bo, 0, &LAMBDA_STREAM_VFP, sj)     # no body; finish() lets go
     else:
         w = lambda_beresp_stream(bo, &LAMBDA_STREAM_VFP, sj)
     if w != 0:
         _fetch_error(bo, o, "out of workspace (workspace_backend) for the response")
+        sj.head_written = 0
+        oc.time_ms = <uint64_t>((monotonic_now() - start) * 1000.0 + 0.5)
+        _stream_commit(bo, sj, &oc)
         _stream_leave(sj)
         return -1
     return 0
@@ -1011,6 +1107,7 @@ cdef vfp_status _vfp_stream_pull(vfp_ctx *vc, vfp_entry *vfe, void *p,
         w = pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts)
         if w == ETIMEDOUT and sj.ring_len == 0 and not sj.eof and not sj.failed:
             sj.consumer_gone = 1            # the worker stops at its next step
+            sj.stalled = 1                  # the fetch's outcome: a timeout (_stream_commit)
             pthread_cond_broadcast(&sj.cond)
             pthread_mutex_unlock(&sj.mtx)
             snprintf(msg, sizeof(msg), "lambda: %s: the response stream stalled: no bytes for "
@@ -1027,6 +1124,7 @@ cdef vfp_status _vfp_stream_pull(vfp_ctx *vc, vfp_entry *vfe, void *p,
             memcpy(<char *>p + first, sj.ring, n - first)
         sj.ring_rd = (sj.ring_rd + n) % WINDOW
         sj.ring_len -= n
+        sj.pulled += n
         done = sj.ring_len == 0 and sj.eof
         pthread_cond_broadcast(&sj.cond)
         pthread_mutex_unlock(&sj.mtx)

@@ -58,6 +58,7 @@ cdef enum:
     C_NO_MEMORY = 8
     C_TLS_FAILED = 9        # the TLS handshake failed (verification, protocol): nothing was sent
     C_TLS_TIMEOUT = 10      # the TLS handshake took longer than the timeout: nothing was sent
+    C_TOO_LARGE = 11        # the head's Content-Length is beyond MAX_BODY (limits.py): not read
 
 OK = C_OK
 STALE = C_STALE
@@ -70,8 +71,10 @@ HEAD_TOO_LARGE = C_HEAD_TOO_LARGE
 NO_MEMORY = C_NO_MEMORY
 TLS_FAILED = C_TLS_FAILED
 TLS_TIMEOUT = C_TLS_TIMEOUT
+TOO_LARGE = C_TOO_LARGE
 
 from vmod_lambda.limits import MAX_RESPONSE_HEAD as _MAX_RESPONSE_HEAD
+from vmod_lambda.limits import MAX_RESPONSE_BODY as _MAX_RESPONSE_BODY
 
 
 # --- TLS state (the functions are at the end of the file) ---
@@ -96,6 +99,10 @@ cdef struct tls_conn:
 # The longest response head read (limits.py); no initializer on C globals (see DESIGN).
 cdef size_t MAX_HEAD
 MAX_HEAD = _MAX_RESPONSE_HEAD
+# The longest response body of an exchange (limits.py: Lambda's 6 MB and framing): a longer
+# Content-Length ends the exchange with TOO_LARGE before any of the body is read or allocated.
+cdef long long MAX_BODY
+MAX_BODY = _MAX_RESPONSE_BODY
 
 
 cdef inline char _lower(char c) noexcept nogil:
@@ -302,6 +309,10 @@ cdef bint _head_done(xchg *x) noexcept nogil:
     if cl < 0 or chunked:
         x.state = X_DONE          # chunked, to EOF or invalid: Python reads (or rejects) the rest
         return True
+    if cl > MAX_BODY:
+        x.rc = C_TOO_LARGE        # the head stays in the buffer, for Python to name the answer
+        x.state = X_DONE
+        return True
     x.want = x.head_len + <size_t>cl
     if x.want > x.cap:
         nb = <char *>PyMem_RawRealloc(x.buf, x.want)
@@ -381,10 +392,13 @@ cdef void xchg_clear(xchg *x) noexcept nogil:
 
 cdef object xchg_result(xchg *x):
     """(outcome, errno, response head incl. the blank line, body or its start, complete), as
-    exchange() returns it; frees the exchange's buffer. For a wait: whether it is ready."""
+    exchange() returns it (TOO_LARGE: the head, and no body); frees the exchange's buffer. For a
+    wait: whether it is ready."""
     if x.is_wait:
         return x.rc == C_OK
     try:
+        if x.rc == C_TOO_LARGE:
+            return x.rc, 0, PyBytes_FromStringAndSize(x.buf, x.head_len), None, False
         if x.rc != C_OK:
             return x.rc, x.err, None, None, False
         return (x.rc, 0, PyBytes_FromStringAndSize(x.buf, x.head_len),

@@ -153,9 +153,12 @@ class StreamedFetch:
     and one read at a time, plus the prelude (at most 64 KB) while the head is undecided.
     """
 
-    def __init__(self, invoker: Invoker, request):
+    def __init__(self, invoker: Invoker, request, head_deadline: Optional[float] = None):
         self.invoker = invoker
         self.request = request          # the request record (_request.Request)
+        # time.monotonic() by which the head must be in (the fetch's first-byte limit, see
+        # _director.pyx): the direct transport stops waiting for it then (None: no limit).
+        self.head_deadline = head_deadline
         self.result = None
         self.request_id = None
         self.log_result = None
@@ -177,7 +180,8 @@ class StreamedFetch:
         if len(event) > MAX_PAYLOAD:
             self._done = True
             return too_large("event", len(event))
-        self.result = self.invoker.invoke_stream(event, trace_id=trace_id, tenant_id=tenant_id)
+        self.result = self.invoker.invoke_stream(event, trace_id=trace_id, tenant_id=tenant_id,
+                                                 deadline=self.head_deadline)
         self.request_id = self.result.request_id
         self._reader = self.invoker.read_stream(self.result.raw, STREAM_READ)
         expect = (self.result.content_type or "").split(";")[0].strip().lower() \

@@ -218,12 +218,14 @@ class Invoker:
 
     def invoke_stream(self, payload: bytes, qualifier: Optional[str] = None,
                       trace_id: Optional[str] = None,
-                      tenant_id: Optional[str] = None) -> StreamResult:
+                      tenant_id: Optional[str] = None,
+                      deadline: Optional[float] = None) -> StreamResult:
         """Start an InvokeWithResponseStream call; the caller reads result.raw with
         read_stream() and then calls its release_conn() (read to its end) or close(). Raises
-        InvokeError as invoke() does."""
-        request = self._request(payload, "RequestResponse", qualifier, trace_id=trace_id,
-                                tenant_id=tenant_id)
+        InvokeError as invoke() does. deadline (time.monotonic()): the direct transport stops
+        waiting for the answer's head then (the body's reads keep the read timeout)."""
+        request = self._request(payload, "RequestResponse", qualifier, deadline=deadline,
+                                trace_id=trace_id, tenant_id=tenant_id)
         rec = InvocationRecord("RequestResponse", request.qualifier, len(payload),
                                trace_id=trace_id)
         t0 = time.monotonic()

@@ -15,6 +15,13 @@ MAX_ASYNC_PAYLOAD = 1 * MB          # asynchronous (Event)
 # (answered 413 without invoking, see fetch.too_large()).
 MAX_REQUEST_BODY = MAX_PAYLOAD
 
+# The most of a RequestResponse answer's body either transport reads (Lambda answers at most 6 MB,
+# 6291556 bytes in its own error message; the rest is room for framing, e.g. the JSON of an error
+# answer): beyond it the answer is refused as soon as its Content-Length says so or the bytes read
+# pass it (chunked, or up to the end of the connection), the connection is closed and the call
+# fails (outcomes.py, "too_large"). Response streams (InvokeWithResponseStream) are not capped by it.
+MAX_RESPONSE_BODY = MAX_PAYLOAD + 64 * 1024
+
 # What vmod-lambda reads of an endpoint's HTTP response head (status line and headers) before it
 # gives up on it, in both parsers of the direct transport (direct.py, _netio.pyx).
 MAX_RESPONSE_HEAD = 64 * 1024

@@ -20,10 +20,10 @@ An answer that arrives after its caller gave up is dropped and counted in LATE o
 from dataclasses import dataclass
 from typing import Optional
 
-from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD, megabytes
+from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD, MAX_RESPONSE_BODY, megabytes
 
 __all__ = ["Kind", "KINDS", "LATE", "counter", "outcome", "payload_too_large", "SYNC_TOO_LARGE",
-           "ASYNC_TOO_LARGE", "event_too_large"]
+           "ASYNC_TOO_LARGE", "event_too_large", "answer_too_large"]
 
 
 # The counter of answers that came after their caller gave up (not a failure: the call itself
@@ -51,6 +51,8 @@ KINDS = {k.name: k for k in (
                                "(invalid), or one refused before it was sent (too_large)"),
     Kind("invalid_request", "invalid", "a call that cannot be sent as it is: a missing or invalid "
                                        "tenant id (tenant_header, invoke(tenant_id)); not sent"),
+    Kind("too_large", "too_large", "the answer is beyond Lambda's limit of synchronous responses "
+                                   "(limits.MAX_RESPONSE_BODY): refused, its connection closed"),
     Kind("credentials", None, "no AWS credentials found"),
     Kind("sts", "sts_fail", "the object's role_arn could not be assumed (STS AssumeRole failed): "
                             "nothing was sent"),
@@ -100,3 +102,10 @@ def event_too_large(what: str, size: int):
     return (f"413 Request Entity Too Large: the Lambda event would exceed {limit}\n".encode(),
             f"{what} of {size} bytes exceeds the {limit} limit of synchronous invocations: "
             "answered 413 without invoking")
+
+
+def answer_too_large(detail: str) -> str:
+    """The reason of an answer refused for its size (kind "too_large"); detail: what gave it away,
+    "Content-Length 1073741824" or "more than 6356992 bytes"."""
+    return (f"the answer exceeds the {megabytes(MAX_PAYLOAD)} limit of synchronous invocations "
+            f"({detail}; at most {MAX_RESPONSE_BODY} bytes are read): refused, connection closed")

@@ -61,6 +61,11 @@ def J(obj, **kw) -> bytes:
 NOT_JSON = Fail(r"invalid response: payload is not valid JSON")
 NOT_UTF8 = Fail(r"invalid response: payload is not UTF-8")
 NOT_HTTP = Fail(r"invalid response: bad status line")
+# An answer beyond Lambda's 6 MB (limits.MAX_RESPONSE_BODY), refused by the transport whatever the
+# response format (issue 22, point 11).
+TOO_LARGE = Fail(r"the answer exceeds the 6 MB limit of synchronous invocations "
+                 r"\(Content-Length [0-9]+; at most 6356992 bytes are read\): refused, "
+                 r"connection closed")
 
 CASES: list = []
 
@@ -239,9 +244,12 @@ for body, why in (("not base64!", "character ' ' at offset 3 is not in the base6
 case("base64 of binary with NUL bytes", resp(body=base64.b64encode(b"\x00\xff\x00").decode(),
                                              isBase64Encoded=True),
      json=Ok(200, body=b"\x00\xff\x00"))
-case("oversized base64 body (7.5 MB decoded)",
+case("oversized base64 body (7.5 MB decoded, 10 MB answer)",
      lambda: resp(body=base64.b64encode(b"\xa5" * 7_500_000).decode(), isBase64Encoded=True),
-     json=Ok(200, body_len=7_500_000))
+     json=TOO_LARGE, http=TOO_LARGE)
+case("large base64 body (4.5 MB decoded, 6 MB answer)",
+     lambda: resp(body=base64.b64encode(b"\xa5" * 4_500_000).decode(), isBase64Encoded=True),
+     json=Ok(200, body_len=4_500_000))
 case("oversized base64 body with one bad character at the end",
      lambda: resp(body=base64.b64encode(b"\xa5" * 3_000_000).decode()[:-4] + "AA*=",
                   isBase64Encoded=True),
@@ -311,15 +319,20 @@ case("one 200 KB header in http", lambda: b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" *
      + b"\r\n\r\nx", http=Fail(r"response headers of [0-9]+ bytes exceed http_resp_size"))
 
 # ---------------------------------------------------------------------------------------------
-# 8. Large payloads (Lambda's own limit is 6 MB; a hostile endpoint can send more)
+# 8. Large payloads (Lambda's own limit is 6 MB; a hostile endpoint can send more: refused)
 
-case("7 MB text body", lambda: resp(body="b" * 7_000_000), json=Ok(200, body_len=7_000_000))
+case("6 MB text body", lambda: resp(body="b" * 6_000_000), json=Ok(200, body_len=6_000_000))
+case("7 MB text body", lambda: resp(body="b" * 7_000_000), json=TOO_LARGE, http=TOO_LARGE)
+case("6 MB raw http body", lambda: b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream"
+     b"\r\n\r\n" + b"\x00\xff" * 3_000_000, json=NOT_UTF8, http=Ok(200, body_len=6_000_000))
 case("7 MB raw http body", lambda: b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream"
-     b"\r\n\r\n" + b"\x00\xff" * 3_500_000, json=NOT_UTF8, http=Ok(200, body_len=7_000_000))
+     b"\r\n\r\n" + b"\x00\xff" * 3_500_000, json=TOO_LARGE, http=TOO_LARGE)
 case("20 MB raw http body, Content-Length framed", lambda: b"HTTP/1.1 200 OK\r\nContent-Length: "
-     b"20000000\r\n\r\n" + b"z" * 20_000_000, http=Ok(200, body_len=20_000_000))
-case("7 MB of JSON whitespace", lambda: b" " * 7_000_000 + GOOD + b" " * 10,
+     b"20000000\r\n\r\n" + b"z" * 20_000_000, json=TOO_LARGE, http=TOO_LARGE)
+case("6 MB of JSON whitespace", lambda: b" " * 6_000_000 + GOOD + b" " * 10,
      json=Ok(200, {"content-type": "text/plain"}, body=b"hello"))
+case("7 MB of JSON whitespace", lambda: b" " * 7_000_000 + GOOD + b" " * 10,
+     json=TOO_LARGE, http=TOO_LARGE)
 
 # ---------------------------------------------------------------------------------------------
 # 9. Raw HTTP: status lines

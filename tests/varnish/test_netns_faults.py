@@ -43,20 +43,10 @@ def test_every_call_ends_within_its_deadline_under_a_network_fault(report, fault
     assert f["within"] == f["sent"], f
 
 
-# The boto3 transport's read timeout is botocore's (urllib3's), a limit on each recv(), not on the
-# call: the worker keeps reading a trickle long after its caller had the timeout, holding its
-# connection (and its worker) until the endpoint has sent everything (issue 20, point 2). Strict:
-# when the boto3 transport keeps the call's deadline, this passes and the mark must go.
-BOTO3_TRICKLE = pytest.mark.xfail(strict=True, reason=(
-    "boto3 transport: urllib3's read timeout is per recv(), so a trickle holds the worker and its "
-    "connection past the call's deadline (vmod_lambda/transport/boto3.py)"))
-
-
 @pytest.mark.parametrize("fault", netns_faults.FAULTS)
 @pytest.mark.parametrize("transport", netns_faults.TRANSPORTS)
-def test_a_healed_endpoint_finds_nothing_left_behind(report, fault, transport, request):
-    if transport == "boto3" and fault == "trickle":
-        request.applymarker(BOTO3_TRICKLE)
+def test_a_healed_endpoint_finds_nothing_left_behind(report, fault, transport):
+    # (boto3 + trickle passes since the boto3 transport keeps the call's deadline: issue 20)
     f = one(report, fault, transport)
     # The child's descriptors and threads (outside the worker pool, whose size follows the work)
     # once the endpoint is healed and a healthy batch went through, against the baseline.

@@ -14,12 +14,16 @@ transport (the default) does not need it.
 """
 
 import contextlib
+import socket
+import time
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError,
                                  ConnectTimeoutError, EndpointConnectionError, NoCredentialsError,
                                  ReadTimeoutError)
 
 from ..credentials import StsError
+from ..limits import MAX_RESPONSE_BODY
+from ..outcomes import answer_too_large
 from .base import (CLOSED_BEFORE_ANSWER, NO_CREDENTIALS, NO_HOOKS, InvokeError, InvokeRequest,
                    InvokeResult, ResponseStream, StreamResult, Transport, cannot_connect,
                    connect_timed_out, function_error_reason, read_timed_out, service_error,
@@ -90,10 +94,10 @@ class Boto3Transport(Transport):
         kwargs = _kwargs(request)
         with self.errors(rec):
             try:
-                resp = self._call(kwargs)
+                resp = self._call(kwargs, request.deadline)
             except EndpointConnectionError:
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
-                resp = self._call(kwargs)
+                resp = self._call(kwargs, request.deadline)
         meta = resp.get("ResponseMetadata", {})
         request_id = meta.get("RequestId") or None
         body = resp["_body"]
@@ -106,12 +110,71 @@ class Boto3Transport(Transport):
         return InvokeResult(body, resp.get("StatusCode", 200), request_id,
                             resp.get("ExecutedVersion"), resp.get("LogResult"))
 
-    def _call(self, kwargs: dict) -> dict:
+    def _call(self, kwargs: dict, deadline=None) -> dict:
         resp = self.client.invoke(**kwargs)
         stream = resp.get("Payload")
-        # Reading the body can time out or break as well: the same errors as the call.
-        resp["_body"] = stream.read() if stream is not None else b""
+        resp["_body"] = self._read_payload(resp, stream, deadline) if stream is not None else b""
         return resp
+
+    def _read_payload(self, resp: dict, stream, deadline) -> bytes:
+        """The answer's body, read as the direct transport reads it: refused beyond
+        MAX_RESPONSE_BODY (limits.py) as soon as its Content-Length says so or the bytes read pass
+        it, and never read past the call's deadline (time.monotonic(); None: none), however slowly
+        it trickles: botocore's read timeout is per read, so each read here waits at most until
+        the deadline, and takes what has come (read1). Either way the connection is closed (not
+        returned to urllib3's pool). botocore's StreamingBody.read() has neither bound: its
+        urllib3 response (StreamingBody._raw_stream, botocore's attribute) is read instead. Errors
+        are InvokeError, or botocore's and urllib3's exceptions for errors() to map."""
+        import urllib3.exceptions as u3
+        meta = resp.get("ResponseMetadata", {})
+        request_id = meta.get("RequestId") or None
+        raw = getattr(stream, "_raw_stream", None)
+        length = meta.get("HTTPHeaders", {}).get("content-length")
+        try:
+            length = int(length) if length is not None else None
+        except ValueError:
+            length = None
+        if length is not None and length > MAX_RESPONSE_BODY:
+            stream.close()
+            raise InvokeError("too_large", answer_too_large(f"Content-Length {length}"),
+                              request_id)
+        if raw is None:         # pragma: no cover - another botocore
+            return stream.read()
+        # read1: what has come, one read (urllib3 2); urllib3 1 has none: its read() fills amt.
+        read = getattr(raw, "read1", None) or raw.read
+        body = bytearray()
+        done = False
+        try:
+            while True:
+                if deadline:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise InvokeError("timeout", read_timed_out(self.read_timeout),
+                                          request_id)
+                    # (urllib3 sets its read timeout on the socket again for the next request)
+                    try:
+                        stream.set_socket_timeout(min(left, self.read_timeout))
+                    except AttributeError:      # pragma: no cover - another urllib3
+                        pass
+                data = read(65536)
+                if not data:
+                    break
+                body += data
+                if len(body) > MAX_RESPONSE_BODY:
+                    raise InvokeError("too_large",
+                                      answer_too_large(f"more than {MAX_RESPONSE_BODY} bytes"),
+                                      request_id)
+            done = True
+        except (u3.ReadTimeoutError, socket.timeout):
+            raise InvokeError("timeout", read_timed_out(self.read_timeout), request_id) from None
+        except (u3.HTTPError, OSError) as e:
+            raise InvokeError("transport", f"{type(e).__name__}: {e}", request_id) from None
+        finally:
+            if done:
+                raw.release_conn()
+            else:
+                raw.close()     # not read to its end: the connection is dropped, never reused
+        return bytes(body)
 
     def invoke_stream(self, request: InvokeRequest, rec) -> StreamResult:
         kwargs = _kwargs(request)

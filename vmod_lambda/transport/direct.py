@@ -50,7 +50,8 @@ from typing import Optional
 from urllib.parse import quote, urlsplit
 
 from ..credentials import StsError
-from ..limits import MAX_RESPONSE_HEAD
+from ..limits import MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD
+from ..outcomes import answer_too_large
 from .base import (CLOSED_BEFORE_ANSWER, NO_CREDENTIALS, NO_HOOKS, InvokeError, InvokeRequest,
                    InvokeResult, ResponseStream, StreamResult, Transport, cannot_connect,
                    connect_timed_out, function_error_reason, read_timed_out, service_error,
@@ -70,6 +71,7 @@ _HMAC_DIGEST = hmac.digest      # one-shot, in C
 _EMPTY = b""
 _CRLF2 = b"\r\n\r\n"
 MAX_HEAD = MAX_RESPONSE_HEAD    # status line + headers of a response (limits.py)
+MAX_BODY = MAX_RESPONSE_BODY    # the body of a RequestResponse answer (limits.py; not streams)
 _ALGO = "AWS4-HMAC-SHA256"
 # The Content-Type of every Invoke request: the payload is a blob (what the AWS SDKs send).
 CONTENT_TYPE = "application/octet-stream"
@@ -98,6 +100,16 @@ class Closed(Exception):
 
 class BadResponse(Exception):
     """The endpoint's answer is not valid HTTP/1.x."""
+
+
+class TooLarge(Exception):
+    """The answer's body is beyond MAX_RESPONSE_BODY (limits.py): what gave it away (its
+    Content-Length, or the bytes read), and the answer's request id when known. Not read further;
+    the connection is closed."""
+
+    def __init__(self, detail, request_id=None):
+        super().__init__(detail)
+        self.request_id = request_id
 
 
 class NoCredentials(Exception):
@@ -544,6 +556,10 @@ class DirectClient:
                     raise ReadTimeout()
                 if rc == _netio.HEAD_TOO_LARGE:
                     raise BadResponse("response header section too large")
+                if rc == _netio.TOO_LARGE:
+                    _status, _reason, headers, _v11 = _parse_head(rhead[:-4])
+                    raise TooLarge(f"Content-Length {headers.get('content-length', '?')}",
+                                   _request_id(headers))
                 if rc == _netio.NO_MEMORY:
                     raise MemoryError()
                 raise Closed(os.strerror(err) if err else "connection closed before the response")
@@ -601,7 +617,8 @@ class DirectClient:
                 raise BadResponse(f"unexpected interim response {status}")
             body, complete = _EMPTY, not rest
         elif te is not None and "chunked" in te.lower():
-            body, complete = yield from _read_chunked(sock, rest, timeout, deadline)
+            body, complete = yield from _bounded(
+                _read_chunked(sock, rest, timeout, deadline), headers)
         elif cl is not None:
             try:
                 n = int(cl)
@@ -609,9 +626,12 @@ class DirectClient:
                     raise ValueError
             except ValueError:
                 raise BadResponse(f"invalid Content-Length {cl[:40]!r}") from None
+            if n > MAX_BODY:
+                raise TooLarge(f"Content-Length {n}", _request_id(headers))
             body, complete = yield from _read_exact(sock, rest, n, timeout, deadline)
         else:
-            body, complete = (yield from _read_to_eof(sock, rest, timeout, deadline)), False
+            body, complete = (yield from _bounded(
+                _read_to_eof(sock, rest, timeout, deadline), headers)), False
         conn = headers.get("connection", "").lower()
         keep = complete and ("close" not in conn) and (version11 or "keep-alive" in conn)
         return Response(status, reason, headers, body), keep
@@ -622,11 +642,13 @@ class DirectClient:
     def stream_gen(self, function_name: str, payload: bytes, qualifier: Optional[str] = None,
                    log_type: Optional[str] = None, client_context: Optional[str] = None,
                    trace_id: Optional[str] = None, tenant_id: Optional[str] = None,
-                   read_timeout: Optional[float] = None):
+                   read_timeout: Optional[float] = None, deadline: Optional[float] = None):
         """One InvokeWithResponseStream call up to the head of its answer, as a generator (of the
         socket waits of https:// endpoints; see run()). Returns (Response, DirectStream): an
         answer of status 300 or more has its whole body in the Response and no stream; otherwise
-        the Response has no body and the DirectStream reads it."""
+        the Response has no body and the DirectStream reads it. deadline (time.monotonic()): no
+        wait for the head goes past it (ReadTimeout)."""
+        deadline = deadline or 0.0
         if type(payload) is not bytes:
             payload = bytes(payload)
         head = self.request_head(function_name, payload, "RequestResponse", qualifier, log_type,
@@ -637,21 +659,21 @@ class DirectClient:
         try:
             try:
                 if len(payload) <= 16384:
-                    yield from _send_all(sock, head + payload, timeout)
+                    yield from _send_all(sock, head + payload, timeout, deadline)
                 else:
-                    yield from _send_all(sock, head, timeout)
-                    yield from _send_all(sock, payload, timeout)
+                    yield from _send_all(sock, head, timeout, deadline)
+                    yield from _send_all(sock, payload, timeout, deadline)
             except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout, ReadTimeout):
                 raise ReadTimeout() from None
             except OSError as e:
                 raise Closed(str(e)) from None
-            rhead, rest = yield from _reading(_read_head(sock, timeout))
+            rhead, rest = yield from _reading(_read_head(sock, timeout, deadline))
             status, reason, headers, version11 = _parse_head(rhead)
             if status < 200:
                 raise BadResponse(f"unexpected interim response {status}")
             if status >= 300:
                 resp, keep = yield from _reading(
-                    self._finish_response(sock, rhead, rest, timeout))
+                    self._finish_response(sock, rhead, rest, timeout, deadline))
                 self._release(sock, keep)
                 sock = None
                 return resp, None
@@ -821,6 +843,8 @@ class DirectTransport(Transport):
         except BadResponse as e:
             raise InvokeError("transport", f"invalid HTTP response from the Lambda endpoint: "
                               f"{e}") from None
+        except TooLarge as e:
+            raise InvokeError("too_large", answer_too_large(e.args[0]), e.request_id) from None
 
     def _service_error(self, r, op, rec):
         """InvokeError for an answer of status 300 or more (botocore raises ClientError for
@@ -858,7 +882,8 @@ class DirectTransport(Transport):
         r, body = run(self._call(
             lambda: client.stream_gen(request.function_name, request.payload, request.qualifier,
                                       request.log_type, request.client_context,
-                                      request.trace_id, request.tenant_id, request.timeout),
+                                      request.trace_id, request.tenant_id, request.timeout,
+                                      request.deadline),
             request.timeout))
         if body is None:
             raise self._service_error(r, "InvokeWithResponseStream", rec)
@@ -940,6 +965,18 @@ def _reading(gen):
         raise Closed(str(e)) from None
 
 
+def _request_id(headers):
+    return headers.get("x-amzn-requestid") or headers.get("x-amz-request-id") or None
+
+
+def _bounded(gen, headers):
+    """yield from gen (a body reader), its TooLarge given the answer's request id."""
+    try:
+        return (yield from gen)
+    except TooLarge as e:
+        raise TooLarge(e.args[0], _request_id(headers)) from None
+
+
 def _parse_head(head: bytes):
     try:
         text = head.decode("latin-1")
@@ -999,6 +1036,8 @@ def _read_exact(sock, rest, n, timeout, deadline=0.0):
 def _read_to_eof(sock, rest, timeout, deadline=0.0):
     body = bytearray(rest)
     while True:
+        if len(body) > MAX_BODY:
+            raise TooLarge(f"more than {MAX_BODY} bytes")
         chunk = yield from _recv(sock, 262144, timeout, deadline)
         if not chunk:
             return bytes(body)
@@ -1027,11 +1066,15 @@ def _read_chunked(sock, rest, timeout, deadline=0.0):
     for piece in dec.feed(rest):
         body += piece
     while not dec.done:
+        if len(body) > MAX_BODY:
+            raise TooLarge(f"more than {MAX_BODY} bytes")
         chunk = yield from _recv(sock, 262144, timeout, deadline)
         if not chunk:
             raise Closed("connection closed in the middle of a chunked body")
         for piece in dec.feed(chunk):
             body += piece
+    if len(body) > MAX_BODY:
+        raise TooLarge(f"more than {MAX_BODY} bytes")
     return bytes(body), dec.extra == 0
 
 
