@@ -10,14 +10,14 @@ of its own (f_<case> for fetches, i_<case> for invoke()), so that its counters a
 import json
 import os
 import re
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support.fake_lambda import Action, FakeLambda, event_path
+from support.fake_lambda import Action, FakeLambda
+from support.observe import counters, timed, vsl, wait_for
 from support.varnish_harness import Varnishd, require_stage
 
 TIMEOUT = 1.0
@@ -103,41 +103,6 @@ def env():
                      params={"workspace_client": "64k", "http_max_hdr": "64"}) as v:
         yield v, fake
         assert not v.panicked()
-
-
-def counters(v, obj):
-    prefix = f"lambda.{obj}."
-    return {k[len(prefix):]: val for k, val in v.counters(f"lambda.{obj}.*").items()
-            if k.startswith(prefix)}
-
-
-def vsl(v, url, tag, want=1, timeout=10.0):
-    """The `tag` records of the transactions of the request for url (its backend fetch too)."""
-    end = time.monotonic() + timeout
-    while True:
-        out = subprocess.run(["varnishlog", "-d", "-n", v.workdir, "-g", "request", "-q",
-                              f'ReqURL eq "{url}"', "-i", tag], capture_output=True, text=True,
-                             timeout=30).stdout
-        lines = [ln.split(None, 2)[2] for ln in out.splitlines()
-                 if len(ln.split(None, 2)) == 3 and ln.split(None, 2)[1] == tag]
-        if len(lines) >= want or time.monotonic() > end:
-            return lines
-        time.sleep(0.2)
-
-
-def timed(v, url, **kw):
-    t0 = time.monotonic()
-    status, headers, body = v.request(url, **kw)
-    return status, {k.lower(): val for k, val in headers}, body, time.monotonic() - t0
-
-
-def wait_for(pred, timeout=10.0):
-    end = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 # What each case must show: the record's outcome word, the counter besides fail, the reason.
