@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__has_include)
@@ -110,11 +111,193 @@ vmod_lambda_bigalloc_state(void)
 	return (bigalloc_state);
 }
 
+/*
+ * The warm cache. Purging every freed block has a price under a steady stream of big answers
+ * (issue 17): each new block is faulted in page by page and zeroed by the kernel (a 1 MiB answer
+ * through the direct transport, whose receive buffer the job takes over: a quarter of the child's
+ * CPU of the fetch, bench/ANALYSIS.md). So up to BIG_CACHE_SLOTS freed blocks, BIG_CACHE_BYTES in
+ * all, are kept, their pages warm, for the next big malloc they fit (usable size from n to 2n),
+ * but only while other big blocks are live (allocated and not yet freed): when the last live block
+ * is freed the cache is emptied too, so a child with no big answer in flight holds none of it
+ * (its RSS comes back as before, with no timer and no thread). A block kept longer than
+ * BIG_CACHE_AGE_MS goes at the next allocation or free of the raw domain, big or small (long-lived
+ * big blocks, a large dict's table, keep "live" above zero): an interpreter that allocates nothing
+ * at all keeps at most BIG_CACHE_BYTES until it does. Under a mutex: big blocks only, a few per
+ * fetch; the small blocks' path only reads the number of kept blocks.
+ */
+#define BIG_CACHE_SLOTS		4
+#define BIG_CACHE_BYTES		((size_t)16 << 20)
+#define BIG_CACHE_AGE_MS	1000
+
+static struct {
+	pthread_mutex_t mtx;
+	unsigned long live;		/* our blocks allocated and not freed (cached ones excluded) */
+	size_t bytes;			/* usable bytes cached */
+	unsigned n;
+	struct { void *p; size_t size; long long t; } slot[BIG_CACHE_SLOTS];
+	unsigned long hits, misses;	/* for the tests (vmod_lambda_bigalloc_cache) */
+} cache = { .mtx = PTHREAD_MUTEX_INITIALIZER };
+
+static int big_cache_on = 1;		/* VMOD_LAMBDA_BIGALLOC_CACHE=0: off */
+
+static long long
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* Under cache.mtx: move slot i's block to out[] (to be freed after the lock). */
+static void
+cache_take_out(unsigned i, void **out, unsigned *nout)
+{
+	out[(*nout)++] = cache.slot[i].p;
+	cache.bytes -= cache.slot[i].size;
+	cache.slot[i] = cache.slot[--cache.n];
+}
+
+/* Under cache.mtx: the blocks kept too long, to out[]. */
+static void
+cache_expire(long long t, void **out, unsigned *nout)
+{
+	unsigned i = 0;
+
+	while (i < cache.n) {
+		if (t - cache.slot[i].t > BIG_CACHE_AGE_MS)
+			cache_take_out(i, out, nout);
+		else
+			i++;
+	}
+}
+
+static void
+free_all(void **out, unsigned nout)
+{
+	while (nout > 0)
+		big.dallocx(out[--nout], JE_MALLOCX_TCACHE_NONE);
+}
+
+/* A big block of at least n bytes: a cached one that fits, or a new one from our arena. */
+static void *
+big_new(size_t n)
+{
+	void *out[BIG_CACHE_SLOTS], *p = NULL;
+	unsigned i, best = BIG_CACHE_SLOTS, nout = 0;
+
+	if (!big_cache_on) {
+		p = big.mallocx(n, big.flags);
+		return (p);
+	}
+	pthread_mutex_lock(&cache.mtx);
+	cache_expire(now_ms(), out, &nout);
+	for (i = 0; i < cache.n; i++) {
+		if (cache.slot[i].size >= n && cache.slot[i].size / 2 <= n &&
+		    (best == BIG_CACHE_SLOTS || cache.slot[i].size < cache.slot[best].size))
+			best = i;
+	}
+	if (best < BIG_CACHE_SLOTS) {
+		p = cache.slot[best].p;
+		cache.bytes -= cache.slot[best].size;
+		cache.slot[best] = cache.slot[--cache.n];
+		cache.hits++;
+		cache.live++;
+	}
+	pthread_mutex_unlock(&cache.mtx);
+	free_all(out, nout);
+	if (p != NULL)
+		return (p);
+	p = big.mallocx(n, big.flags);
+	if (p != NULL && big.sallocx(p, 0) > BIG_THRESHOLD) {
+		pthread_mutex_lock(&cache.mtx);
+		cache.misses++;
+		cache.live++;
+		pthread_mutex_unlock(&cache.mtx);
+	}
+	return (p);
+}
+
+/* One of our blocks (usable size over BIG_THRESHOLD) is no longer live: keep it, or free it. */
+static void
+big_gone(void *p, size_t size)
+{
+	void *out[BIG_CACHE_SLOTS + 1];
+	unsigned nout = 0;
+	long long t;
+
+	if (!big_cache_on) {
+		big.dallocx(p, JE_MALLOCX_TCACHE_NONE);
+		return;
+	}
+	t = now_ms();
+	pthread_mutex_lock(&cache.mtx);
+	if (cache.live > 0)
+		cache.live--;
+	cache_expire(t, out, &nout);
+	if (cache.live == 0) {
+		while (cache.n > 0)
+			cache_take_out(0, out, &nout);
+		out[nout++] = p;
+	} else if (cache.n < BIG_CACHE_SLOTS && cache.bytes + size <= BIG_CACHE_BYTES) {
+		cache.slot[cache.n].p = p;
+		cache.slot[cache.n].size = size;
+		cache.slot[cache.n].t = t;
+		cache.n++;
+		cache.bytes += size;
+	} else {
+		out[nout++] = p;
+	}
+	pthread_mutex_unlock(&cache.mtx);
+	free_all(out, nout);
+}
+
+/* A block of ours was given to the original allocator's realloc: no longer counted live. */
+static void
+big_left(void)
+{
+	pthread_mutex_lock(&cache.mtx);
+	if (cache.live > 0)
+		cache.live--;
+	pthread_mutex_unlock(&cache.mtx);
+}
+
+/* (cache hits, misses, live blocks, cached blocks) so far: for the tests (ctypes). */
+void
+vmod_lambda_bigalloc_cache(unsigned long out[4])
+{
+	pthread_mutex_lock(&cache.mtx);
+	out[0] = cache.hits;
+	out[1] = cache.misses;
+	out[2] = cache.live;
+	out[3] = cache.n;
+	pthread_mutex_unlock(&cache.mtx);
+}
+
+/* Blocks are kept: free those kept too long (from the small blocks' path). */
+static void
+cache_tick(void)
+{
+	void *out[BIG_CACHE_SLOTS];
+	unsigned nout = 0;
+
+	pthread_mutex_lock(&cache.mtx);
+	cache_expire(now_ms(), out, &nout);
+	pthread_mutex_unlock(&cache.mtx);
+	free_all(out, nout);
+}
+
+#define CACHE_TICK() do {						\
+	if (__atomic_load_n(&cache.n, __ATOMIC_RELAXED) != 0)		\
+		cache_tick();						\
+} while (0)
+
 static void *
 big_malloc(void *ctx, size_t n)
 {
 	if (n >= BIG_THRESHOLD)
-		return (big.mallocx(n, big.flags));
+		return (big_new(n));
+	CACHE_TICK();
 	return (big.orig.malloc(big.orig.ctx, n));
 }
 
@@ -122,9 +305,18 @@ static void *
 big_calloc(void *ctx, size_t nelem, size_t elsize)
 {
 	size_t n;
+	void *p;
 
-	if (!__builtin_mul_overflow(nelem, elsize, &n) && n >= BIG_THRESHOLD)
-		return (big.mallocx(n, big.flags | JE_MALLOCX_ZERO));
+	if (!__builtin_mul_overflow(nelem, elsize, &n) && n >= BIG_THRESHOLD) {
+		/* Zeroed: a new block (its pages come zeroed), never a cached one. */
+		p = big.mallocx(n, big.flags | JE_MALLOCX_ZERO);
+		if (p != NULL && big_cache_on && big.sallocx(p, 0) > BIG_THRESHOLD) {
+			pthread_mutex_lock(&cache.mtx);
+			cache.live++;
+			pthread_mutex_unlock(&cache.mtx);
+		}
+		return (p);
+	}
 	return (big.orig.calloc(big.orig.ctx, nelem, elsize));
 }
 
@@ -136,18 +328,24 @@ big_realloc(void *ctx, void *p, size_t n)
 
 	if (p == NULL)
 		return (big_malloc(ctx, n));
-	if (n < BIG_THRESHOLD)
-		return (big.orig.realloc(big.orig.ctx, p, n));
+	old = big.sallocx(p, 0);
+	if (n < BIG_THRESHOLD) {
+		q = big.orig.realloc(big.orig.ctx, p, n);
+		/* (jemalloc moves a shrunk block of ours out of our arena: it is no longer ours) */
+		if (q != NULL && old > BIG_THRESHOLD && big.sallocx(q, 0) <= BIG_THRESHOLD &&
+		    big_cache_on)
+			big_left();
+		return (q);
+	}
 	/*
 	 * A block of more than BIG_THRESHOLD usable bytes came from our arena (the original
 	 * allocator is only asked for less, and jemalloc's size classes put those at 256 KiB at
-	 * most): rallocx() keeps it there, in place or moved. Anything smaller is copied into the
-	 * arena: rallocx() could grow it in place in the arena it is in.
+	 * most): rallocx() keeps it there, in place or moved (still one live block). Anything
+	 * smaller is copied into a big block: rallocx() could grow it in place in the arena it is in.
 	 */
-	old = big.sallocx(p, 0);
 	if (old > BIG_THRESHOLD)
 		return (big.rallocx(p, n, big.flags));
-	q = big.mallocx(n, big.flags);
+	q = big_new(n);
 	if (q == NULL)
 		return (NULL);
 	memcpy(q, p, old < n ? old : n);
@@ -158,10 +356,17 @@ big_realloc(void *ctx, void *p, size_t n)
 static void
 big_free(void *ctx, void *p)
 {
-	if (p != NULL && big.sallocx(p, 0) > BIG_THRESHOLD)
-		big.dallocx(p, JE_MALLOCX_TCACHE_NONE);
-	else
+	size_t size;
+
+	if (p == NULL)
+		return;
+	size = big.sallocx(p, 0);
+	if (size > BIG_THRESHOLD) {
+		big_gone(p, size);
+	} else {
 		big.orig.free(big.orig.ctx, p);
+		CACHE_TICK();
+	}
 }
 
 /* After Py_PreInitialize() (which sets up the allocators), before Py_InitializeFromConfig(). */
@@ -229,10 +434,12 @@ bigalloc_setup(void)
 		return;
 	}
 	big.flags = JE_MALLOCX_ARENA(arena) | JE_MALLOCX_TCACHE_NONE;
+	e = getenv("VMOD_LAMBDA_BIGALLOC_CACHE");
+	big_cache_on = !(e != NULL && strcmp(e, "0") == 0);
 	PyMem_GetAllocator(PYMEM_DOMAIN_RAW, &big.orig);
 	PyMem_SetAllocator(PYMEM_DOMAIN_RAW, &hook);
-	snprintf(bigalloc_state, sizeof bigalloc_state, "jemalloc-arena:%u,>=%zuKiB", arena,
-	    BIG_THRESHOLD / 1024);
+	snprintf(bigalloc_state, sizeof bigalloc_state, "jemalloc-arena:%u,>=%zuKiB%s", arena,
+	    BIG_THRESHOLD / 1024, big_cache_on ? ",warm" : "");
 }
 
 /* The pending Python exception as "Type: message" (GIL held); clears it. */

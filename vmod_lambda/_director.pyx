@@ -44,6 +44,7 @@ from vmod_lambda._throttle cimport throttle_held, throttle_reason, throttle_refu
 from vmod_lambda._stats cimport OC_THROTTLED
 from vmod_lambda_atomic cimport lambda_time_load
 from vmod_lambda._fastresponse cimport fast_response_check, fast_response_fill, fast_response_read
+from vmod_lambda._netio cimport RawBody
 from vmod_lambda_resp cimport lambda_resp_body
 from vmod_lambda._request cimport (lambda_request, Request, request_collect, request_body_append,
                                    request_clear, request_view, request_unview)
@@ -143,14 +144,17 @@ cdef class _FetchRef:
     cdef fetch_job *job
 
     def take(self, payload):
-        """fetch.handle_gen()'s take: when C can map the answer (_fastresponse), keep a copy of
-        the payload in the job for the fetch thread and return True; else False (Python maps it)."""
+        """fetch.handle_gen()'s take: when C can map the answer (_fastresponse), keep the payload
+        in the job for the fetch thread and return True; else False (Python maps it). A RawBody
+        (the direct transport's receive buffer) is taken over as it is; bytes are copied."""
         cdef fetch_job *job = self.job
         cdef const char *p
         cdef size_t n
         cdef int rc
         cdef char *copy
         cdef lambda_resp_body body
+        if type(payload) is RawBody:
+            return self._take_raw(<RawBody>payload)
         if type(payload) is not bytes:
             return False
         p = <const char *>(<bytes>payload)
@@ -177,6 +181,28 @@ cdef class _FetchRef:
         PyMem_RawFree(job.raw)
         job.raw = copy
         job.raw_len = n
+        job.rbody = body
+        return True
+
+    cdef bint _take_raw(self, RawBody payload):
+        """take() of a RawBody: checked where it is, then its buffer becomes the job's (no copy)."""
+        cdef fetch_job *job = self.job
+        cdef const char *p = payload.p
+        cdef size_t n = payload.n
+        cdef int rc
+        cdef lambda_resp_body body
+        if p == NULL or payload.exports:
+            return False
+        memset(&body, 0, sizeof(body))
+        if n > TAKE_NOGIL:
+            with nogil:
+                rc = fast_response_check(p, n, &body)
+        else:
+            rc = fast_response_check(p, n, &body)
+        if rc <= 0:
+            return False        # (the RawBody keeps its buffer: Python maps it from there)
+        PyMem_RawFree(job.raw)
+        job.raw = payload.detach(&job.raw_len)      # PyMem_RawMalloc'd, NUL-terminated
         job.rbody = body
         return True
 

@@ -35,6 +35,8 @@ cdef struct xchg:
     void *tls                   # https://: the connection's TLS state (a tls_conn of _netio.pyx,
                                 # found by fd in xchg_begin; NULL for plain TCP)
     short tls_events            # what OpenSSL waits for (SSL_ERROR_WANT_READ/WRITE), 0: none
+    bint raw                    # read a Content-Length body into a buffer of its own (body),
+    char *body                  # handed over as a RawBody (see xchg_result), or NULL
 
 cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
                      bint check_idle, double timeout, double end) noexcept nogil
@@ -44,6 +46,17 @@ cdef short xchg_events(const xchg *x) noexcept nogil
 cdef void xchg_expire(xchg *x) noexcept nogil
 cdef object xchg_result(xchg *x)
 cdef void xchg_clear(xchg *x) noexcept nogil
+
+
+# A response body read into a buffer of its own (PyMem_RawMalloc, its length + 1 bytes, NUL at the
+# end), which its owner can take over (detach()) instead of copying it: the director's job keeps
+# the buffer the answer was received into (_director.pyx, _FetchRef.take). Until then it reads as
+# a bytes-like object (buffer protocol, len(), bytes()); after, it is empty.
+cdef class RawBody:
+    cdef char *p
+    cdef size_t n
+    cdef int exports
+    cdef char *detach(self, size_t *n) noexcept
 
 
 # The socket work a job's generator yields (transport/direct.py): one type per kind of work, each
@@ -61,6 +74,7 @@ cdef class Exchange(Op):
     cdef readonly bint check_idle
     cdef readonly double timeout
     cdef readonly double end
+    cdef readonly bint raw
 
 cdef class Wait(Op):
     """A wait for a socket to be ready for events (the Python exchange of https://)."""

@@ -30,6 +30,7 @@ connections to one endpoint, with the session to resume for new connections.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.buffer cimport PyBuffer_FillInfo
 from libc.errno cimport EAGAIN, EINTR, errno
 from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memcpy
@@ -192,6 +193,8 @@ cdef inline void _init(xchg *x, int fd, xchg_state state, double timeout, double
     x.deadline = _until(x, _now() + timeout)
     x.tls = NULL
     x.tls_events = 0
+    x.raw = False
+    x.body = NULL
 
 
 cdef void xchg_begin(xchg *x, int fd, const char *h, size_t hn, const char *pl, size_t pn,
@@ -275,7 +278,10 @@ cdef bint _recv_some(xchg *x) noexcept nogil:
         limit = (x.want if x.state == X_BODY else x.cap) - x.have
         if limit == 0:
             return True
-        r = _rx(x, x.buf + x.have, limit)
+        if x.body != NULL:
+            r = _rx(x, x.body + (x.have - x.head_len), limit)   # (X_BODY only)
+        else:
+            r = _rx(x, x.buf + x.have, limit)
         if r < 0:
             if errno == EINTR:
                 continue
@@ -314,7 +320,17 @@ cdef bint _head_done(xchg *x) noexcept nogil:
         x.state = X_DONE
         return True
     x.want = x.head_len + <size_t>cl
-    if x.want > x.cap:
+    if x.raw and x.have <= x.want:
+        # The body in a buffer of its own, sized from the Content-Length, that the caller can
+        # take over (RawBody): no copy of it is made after it is received. What the head's
+        # reads took of it moves there; the rest is read straight into it.
+        x.body = <char *>PyMem_RawMalloc(<size_t>cl + 1)
+        if x.body == NULL:
+            _fail(x, C_NO_MEMORY, 0)
+            return True
+        memcpy(x.body, x.buf + x.head_len, x.have - x.head_len)
+        x.body[cl] = 0
+    elif x.want > x.cap:
         nb = <char *>PyMem_RawRealloc(x.buf, x.want)
         if nb == NULL:
             _fail(x, C_NO_MEMORY, 0)
@@ -388,6 +404,64 @@ cdef void xchg_expire(xchg *x) noexcept nogil:
 cdef void xchg_clear(xchg *x) noexcept nogil:
     PyMem_RawFree(x.buf)
     x.buf = NULL
+    PyMem_RawFree(x.body)
+    x.body = NULL
+
+
+cdef class RawBody:
+    """A response body in a buffer of its own (see _netio.pxd): bytes-like until detached."""
+
+    def __dealloc__(self):
+        PyMem_RawFree(self.p)
+        self.p = NULL
+
+    def __len__(self):
+        return self.n
+
+    def __bytes__(self):
+        return PyBytes_FromStringAndSize(self.p, self.n)
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, self.p if self.p != NULL else <char *>"", self.n, 1, flags)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *view):
+        self.exports -= 1
+
+    def __repr__(self):
+        return f"<RawBody of {self.n} bytes>"
+
+    cdef char *detach(self, size_t *n) noexcept:
+        """The buffer (PyMem_RawFree it; n: its length, NUL-terminated), now the caller's; NULL
+        while a view of it is held (a memoryview: it would point into freed memory)."""
+        cdef char *p = self.p
+        if p == NULL or self.exports:
+            return NULL
+        n[0] = self.n
+        self.p = NULL
+        self.n = 0
+        return p
+
+
+def detach(RawBody body):
+    """RawBody.detach() from Python, for the tests: (the bytes it handed over, whether they were
+    NUL-terminated), the buffer then freed; None when it refused."""
+    cdef size_t n = 0
+    cdef char *p = body.detach(&n)
+    if p == NULL:
+        return None
+    try:
+        return PyBytes_FromStringAndSize(p, n), p[n] == 0
+    finally:
+        PyMem_RawFree(p)
+
+
+cdef RawBody _raw_body(xchg *x):
+    cdef RawBody b = RawBody.__new__(RawBody)
+    b.n = x.want - x.head_len
+    b.p = x.body
+    x.body = NULL
+    return b
 
 
 cdef object xchg_result(xchg *x):
@@ -401,6 +475,8 @@ cdef object xchg_result(xchg *x):
             return x.rc, 0, PyBytes_FromStringAndSize(x.buf, x.head_len), None, False
         if x.rc != C_OK:
             return x.rc, x.err, None, None, False
+        if x.body != NULL and x.complete:
+            return x.rc, 0, PyBytes_FromStringAndSize(x.buf, x.head_len), _raw_body(x), True
         return (x.rc, 0, PyBytes_FromStringAndSize(x.buf, x.head_len),
                 PyBytes_FromStringAndSize(x.buf + x.head_len, x.have - x.head_len), x.complete)
     finally:
@@ -430,8 +506,12 @@ cdef void _drive(xchg *x) noexcept nogil:
             xchg_progress(x)
 
 
-def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout, double end=0):
+def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout, double end=0,
+             bint raw=False):
     """(outcome, errno, response head incl. the blank line, body or its start, complete).
+
+    raw: a complete body with a Content-Length comes as a RawBody (its receive buffer, which the
+    caller may take over) instead of bytes.
 
     complete: the body is whole (Content-Length read); otherwise the caller reads the rest
     (chunked, to EOF) from the socket, starting with the bytes returned. A send or receive that
@@ -444,6 +524,7 @@ def exchange(int fd, bytes head, bytes payload, bint check_idle, double timeout,
     cdef size_t pn = len(payload)
     with nogil:
         xchg_begin(&x, fd, h, hn, pl, pn, check_idle, timeout, end)
+        x.raw = raw
         _drive(&x)
     return xchg_result(&x)
 
@@ -471,8 +552,9 @@ cdef class Op:
 cdef class Exchange(Op):
 
     def __cinit__(self, int fd, bytes head, bytes payload, bint check_idle, double timeout,
-                  double end=0):
+                  double end=0, bint raw=False):
         self.fd = fd
+        self.raw = raw
         self.head = head
         self.payload = payload
         self.check_idle = check_idle
@@ -482,9 +564,11 @@ cdef class Exchange(Op):
     cdef void begin(self, xchg *x) noexcept:
         xchg_begin(x, self.fd, self.head, len(self.head), self.payload, len(self.payload),
                    self.check_idle, self.timeout, self.end)
+        x.raw = self.raw
 
     def run(self):
-        return exchange(self.fd, self.head, self.payload, self.check_idle, self.timeout, self.end)
+        return exchange(self.fd, self.head, self.payload, self.check_idle, self.timeout, self.end,
+                        self.raw)
 
 
 cdef class Wait(Op):

@@ -114,13 +114,20 @@ def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
         event = _event(cfg, request, body)
     if len(event) > MAX_PAYLOAD:
         return too_large("event", len(event))
-    res = yield from invoker.invoke_gen(event, timeout=timeout, deadline=deadline,
-                                        trace_id=trace_id, tenant_id=tenant_id)
-    if take is not None and cfg.response_format == "json" and take(res.payload):
-        return FetchResult(0, None, [], b"", request_id=res.request_id, record=res.record,
-                           taken=True)
+    if take is not None and cfg.response_format == "json":
+        # The payload may come as the buffer it was received into (_netio.RawBody), which take
+        # keeps without a copy (direct transport; the boto3 transport answers bytes).
+        res = yield from invoker.invoke_gen(event, timeout=timeout, deadline=deadline,
+                                            trace_id=trace_id, tenant_id=tenant_id, raw_body=True)
+        if take(res.payload):
+            return FetchResult(0, None, [], b"", request_id=res.request_id, record=res.record,
+                               taken=True)
+    else:
+        res = yield from invoker.invoke_gen(event, timeout=timeout, deadline=deadline,
+                                            trace_id=trace_id, tenant_id=tenant_id)
+    payload = res.payload if type(res.payload) is bytes else bytes(res.payload)
     try:
-        resp = parse_response(cfg.response_format, res.payload)
+        resp = parse_response(cfg.response_format, payload)
     except ResponseError as e:
         raise InvokeError("invalid_response", f"invalid response: {e}", res.request_id,
                           record=res.record) from None

@@ -158,7 +158,7 @@ class Invoker:
     def _request(self, payload: bytes, invocation_type: str, qualifier: Optional[str],
                  timeout: Optional[float] = None, deadline: Optional[float] = None,
                  trace_id: Optional[str] = None,
-                 tenant_id: Optional[str] = None) -> InvokeRequest:
+                 tenant_id: Optional[str] = None, raw_body: bool = False) -> InvokeRequest:
         """The call for payload with the object's settings (qualifier, when given, instead of
         the object's); raises InvokeError("payload") beyond Lambda's limits."""
         if invocation_type == "Event":
@@ -175,7 +175,7 @@ class Invoker:
             cfg.base_name or cfg.function_name, payload, invocation_type,
             (qualifier if qualifier is not None else cfg.qualifier) or None,
             "Tail" if cfg.log_tail and invocation_type == "RequestResponse" else None,
-            cfg.client_context, timeout, deadline, trace_id, tenant_id)
+            cfg.client_context, timeout, deadline, trace_id, tenant_id, raw_body)
 
     def invoke(self, payload: bytes, invocation_type: str = "RequestResponse",
                qualifier: Optional[str] = None, trace_id: Optional[str] = None,
@@ -188,7 +188,7 @@ class Invoker:
     def invoke_gen(self, payload: bytes, invocation_type: str = "RequestResponse",
                    qualifier: Optional[str] = None, timeout: Optional[float] = None,
                    deadline: Optional[float] = None, trace_id: Optional[str] = None,
-                   tenant_id: Optional[str] = None):
+                   tenant_id: Optional[str] = None, raw_body: bool = False):
         """invoke() as a generator of socket exchanges (see transport/direct.run()). The record
         of the invocation comes with its outcome: InvokeResult.record, or InvokeError.record
         (None when nothing was sent). timeout: the read timeout of this call instead of the
@@ -197,9 +197,10 @@ class Invoker:
         _handoff.pyx): the direct transport stops reading then, however the endpoint trickles,
         and the call fails with a timeout (the connection is closed). trace_id: the
         X-Amzn-Trace-Id to send (trace.trace_header()), None: none; tenant_id: the
-        X-Amz-Tenant-Id, None: none (an invalid one fails the call before sending, "invalid_request")."""
+        X-Amz-Tenant-Id, None: none (an invalid one fails the call before sending, "invalid_request").
+        raw_body: the payload of the result may be a _netio.RawBody, not bytes (see InvokeRequest)."""
         request = self._request(payload, invocation_type, qualifier, timeout, deadline,
-                                trace_id, tenant_id)
+                                trace_id, tenant_id, raw_body)
         rec = InvocationRecord(invocation_type, request.qualifier, len(payload),
                                trace_id=trace_id)
         t0 = time.monotonic()

@@ -73,7 +73,8 @@ CHECKS = [("zlib", _zlib), ("gzip", _gzip), ("adler32", _adler32), ("crc32", _cr
 
 def bigalloc() -> str:
     """Where the python loader sends large raw allocations in this process (its bigalloc hook,
-    vmod_lambda.vcc PITFALLS): "jemalloc-arena:N,>=256KiB", "off:<why>", or "n/a" outside varnishd."""
+    vmod_lambda.vcc PITFALLS): "jemalloc-arena:N,>=256KiB" (",warm": with its warm cache),
+    "off:<why>", or "n/a" outside varnishd."""
     try:
         import ctypes
         state = ctypes.CDLL(None).vmod_lambda_bigalloc_state

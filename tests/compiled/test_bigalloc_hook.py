@@ -58,6 +58,13 @@ def test_jemalloc_big_blocks_go_to_a_private_arena(build):
     assert run(build["jemalloc"]).startswith("state: jemalloc-arena:")
 
 
+def test_the_warm_cache_can_be_turned_off(build):
+    if "jemalloc" not in build:
+        pytest.skip("no libjemalloc.so.2")
+    assert run(build["jemalloc"], VMOD_LAMBDA_BIGALLOC_CACHE="0").startswith(
+        "state: jemalloc-arena:")
+
+
 def test_jemalloc_hook_can_be_turned_off(build):
     if "jemalloc" not in build:
         pytest.skip("no libjemalloc.so.2")

@@ -102,6 +102,10 @@ class InvokeRequest:
     deadline: Optional[float] = None              # time.monotonic() the call ends (None: none)
     trace_id: Optional[str] = None                # X-Amzn-Trace-Id, unsigned (trace.py)
     tenant_id: Optional[str] = None               # X-Amz-Tenant-Id (TenantId), validated
+    # The direct transport may answer with the payload as a _netio.RawBody (the buffer it was
+    # received into, which the director's job takes over) instead of bytes; the boto3 transport
+    # answers bytes whatever this says. Only for a caller that handles both (fetch.handle_gen).
+    raw_body: bool = False
 
 
 @dataclass

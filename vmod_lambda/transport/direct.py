@@ -292,20 +292,23 @@ class DirectClient:
                    invocation_type: str = "RequestResponse", qualifier: Optional[str] = None,
                    log_type: Optional[str] = None, client_context: Optional[str] = None,
                    read_timeout: Optional[float] = None, deadline: Optional[float] = None,
-                   trace_id: Optional[str] = None, tenant_id: Optional[str] = None):
+                   trace_id: Optional[str] = None, tenant_id: Optional[str] = None,
+                   raw: bool = False):
         """One Invoke call, as a generator: it yields each piece of socket work it needs (a
         _netio.Exchange or _netio.Wait), and takes its result back; see run(). The worker pool drives several
         of these at once, each exchange without the GIL (_handoff.pyx). read_timeout: for this
         call instead of the client's (a probe's .timeout; a blocking socket, in a build without
         _netio, keeps the client's). deadline: the call's end (time.monotonic()): no read waits
-        past it, whatever the endpoint trickles (ReadTimeout; the connection is closed)."""
+        past it, whatever the endpoint trickles (ReadTimeout; the connection is closed). raw: the
+        Response's body may be a _netio.RawBody (the buffer it was received into, which the
+        caller can take over) instead of bytes."""
         if type(payload) is not bytes:
             payload = bytes(payload)
         head = self.request_head(function_name, payload, invocation_type, qualifier, log_type,
                                  client_context, trace_id=trace_id, tenant_id=tenant_id)
         timeout = self.read_timeout if read_timeout is None else read_timeout
         if self._ssl is None and _netio is not None:
-            return (yield from self._exchange_c(head, payload, timeout, deadline or 0.0))
+            return (yield from self._exchange_c(head, payload, timeout, deadline or 0.0, raw))
         return (yield from self._exchange_py(head, payload, timeout, deadline or 0.0))
 
     def request_head(self, function_name: str, payload: bytes,
@@ -531,9 +534,10 @@ class DirectClient:
             except (IndexError, OSError):
                 pass
 
-    def _exchange_c(self, head: bytes, payload: bytes, timeout: float, deadline=0.0):
+    def _exchange_c(self, head: bytes, payload: bytes, timeout: float, deadline=0.0, raw=False):
         """The same exchange, its socket calls without the GIL (_netio.pyx): it yields them as
-        a _netio.Exchange and takes the result back (see run())."""
+        a _netio.Exchange and takes the result back (see run()). raw: a body of known length
+        comes as a _netio.RawBody."""
         idle = self._idle
         while True:
             try:
@@ -541,7 +545,7 @@ class DirectClient:
             except IndexError:
                 sock, check = (yield from self._connect_gen(deadline)), False
             rc, err, rhead, rest, complete = yield _netio.Exchange(sock.fileno(), head, payload,
-                                                                   check, timeout, deadline)
+                                                                   check, timeout, deadline, raw)
             if rc != _netio.STALE:
                 break
             sock.close()
@@ -861,9 +865,12 @@ class DirectTransport(Transport):
             lambda: client.invoke_gen(request.function_name, request.payload,
                                       request.invocation_type, request.qualifier,
                                       request.log_type, request.client_context, request.timeout,
-                                      request.deadline, request.trace_id, request.tenant_id),
+                                      request.deadline, request.trace_id, request.tenant_id,
+                                      request.raw_body),
             request.timeout)
         if r.status >= 300:
+            if type(r.body) is not bytes:
+                r.body = bytes(r.body)
             raise self._service_error(r, "Invoke", rec)
         headers = r.headers
         request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id") or None
@@ -872,6 +879,8 @@ class DirectTransport(Transport):
         rec.log_result = headers.get("x-amz-log-result")
         function_error = headers.get("x-amz-function-error")
         if function_error:
+            if type(r.body) is not bytes:
+                r.body = bytes(r.body)
             raise InvokeError("function_error", function_error_reason(function_error, r.body),
                               request_id, r.status)
         return InvokeResult(r.body, r.status, request_id, headers.get("x-amz-executed-version"),
