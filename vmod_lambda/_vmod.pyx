@@ -381,20 +381,20 @@ def _invoke_call(_InvokeRef ref):
         if job.async_:
             if res.status != 202:
                 raise InvokeError("service", f"Lambda answered HTTP {res.status} instead of 202 "
-                                  "Accepted", res.request_id, res.status)
+                                  "Accepted", rec.request_id, res.status)
             job.ok = 1
             return None, rec
         data = res.payload
         if b"\0" in data:
             raise InvokeError("payload", f"the response payload contains a NUL byte (offset "
                                          f"{data.index(0)}), which VCL strings cannot hold",
-                              res.request_id)
+                              rec.request_id)
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise InvokeError("payload", f"the response payload is not UTF-8 text (byte "
                                          f"0x{data[e.start]:02x} at offset {e.start})",
-                              res.request_id) from None
+                              rec.request_id) from None
         job.out = <char *>malloc(len(data) + 1)
         if job.out == NULL:
             raise MemoryError()
