@@ -38,7 +38,8 @@ from vmod_lambda._request cimport http_header_dup
 from posix_thread cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
                            pthread_mutex_unlock)
 from cache cimport http, SLT_Error
-from vmod_lambda._handoff cimport (lambda_job, job_start_fn, job_free_fn, lambda_limiter, limiter_init, limiter_retire,
+from vmod_lambda._handoff cimport (lambda_job, job_start_fn, job_free_fn, lambda_limiter,
+                                   limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
                                    pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
                                    SUBMIT_ABANDONED)
