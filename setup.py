@@ -55,7 +55,7 @@ setup(
                             ext("_director", FETCH_C), ext("_vmod"),
                             ext("_netio", libraries=["ssl", "crypto"]), ext("_fastevent"),
                             ext("_fastresponse", RESP_C),
-                            ext("_request"), ext("_response"), ext("_throttle"),
+                            ext("_request"), ext("_response"), ext("_throttle"), ext("_record"),
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],
                           compiler_directives={"language_level": 3}, build_dir=BUILD_DIR),

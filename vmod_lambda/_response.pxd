@@ -2,7 +2,7 @@
 # into one typed record that the fetch thread writes into beresp (_director.pyx), and the
 # varnishlog lines of an invocation (the record line, then the function's log tail), read by
 # the thread that logs them. The status code, base64 and function errors are already decoded
-# (fetch.py, invoker.py); counters take the duration and billing from the InvocationRecord.
+# (fetch.py, invoker.py); counters take the duration and billing from the InvocationRecord (_record.pxd).
 
 from vmod_lambda._request cimport lambda_span, lambda_header
 

@@ -19,7 +19,8 @@ from lambda_compat cimport lambda_log
 from vmod_lambda._response cimport lambda_lines, lines_fill, lines_clear
 from vmod_lambda.invoker import clean_reason, clean_token
 from vmod_lambda.outcomes import counter as _counter_name, outcome as _outcome
-from vmod_lambda.stats import parse_tail, tail_lines
+from vmod_lambda._record cimport InvocationRecord
+from vmod_lambda.stats import tail_lines
 
 from vmod_lambda_stats cimport lambda_vsc_seg, VSC_lambda_New, VSC_lambda_Destroy
 
@@ -100,7 +101,7 @@ cdef void stats_busy(lambda_vsc *v) noexcept nogil:
 
 cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcept:
     """One call's outcome: err is None or an InvokeError, rec the invoker's record of what was sent
-    (None: nothing was)."""
+    and got (an InvocationRecord, _record.pxd; None: nothing was sent)."""
     cdef uint64_t *which = NULL
     if v == NULL:
         return
@@ -118,11 +119,9 @@ cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcep
             lambda_stat_add(&v.payload_out, rec.sent)
             lambda_stat_add(&v.payload_in, rec.received)
             lambda_stat_add(&v.invoke_time_ms, <uint64_t>(rec.duration * 1000.0 + 0.5))
-            if rec.log_result:
-                billed, cold = parse_tail(rec.log_result)
-                lambda_stat_add(&v.billed_ms, billed)
-                if cold:
-                    lambda_stat_add(&v.cold_start, 1)
+            lambda_stat_add(&v.billed_ms, (<InvocationRecord?>rec).billed_ms)
+            if (<InvocationRecord>rec).cold:
+                lambda_stat_add(&v.cold_start, 1)
         if err is None:
             return
         lambda_stat_add(&v.fail, 1)
@@ -203,7 +202,7 @@ cdef void stats_vsl(const char *obj, const char *function, int kind, object err,
         stats_internal(NULL, obj, "the varnishlog record of an invocation", e)
 
 
-cdef list _vsl_lines(str obj_name, str function_name, object rec, object err):
+cdef list _vsl_lines(str obj_name, str function_name, InvocationRecord rec, object err):
     """The record's fields after its outcome word, then the log tail's lines, then the throttle
     hold's line when this failure started one (_throttle.pyx)."""
     fields = [f"function={function_name}",
@@ -212,7 +211,7 @@ cdef list _vsl_lines(str obj_name, str function_name, object rec, object err):
               f"time={rec.duration * 1000.0:.3f}ms",
               f"request_id={clean_token(rec.request_id)}",
               f"version={clean_token(rec.executed_version)}"]
-    trace_id = getattr(rec, "trace_id", None)
+    trace_id = rec.trace_id
     if trace_id:
         # (trace.py lets only printable ASCII without spaces through: one field)
         fields.append(f"trace={trace_id[:256]}")
@@ -259,10 +258,8 @@ cdef void stats_prepare(lambda_outcome *out, object err, object rec, const char 
             out.payload_out = rec.sent
             out.payload_in = rec.received
             out.time_ms = <uint64_t>(rec.duration * 1000.0 + 0.5)
-            if rec.log_result:
-                billed, cold = parse_tail(rec.log_result)
-                out.billed_ms = billed
-                out.cold = 1 if cold else 0
+            out.billed_ms = (<InvocationRecord?>rec).billed_ms
+            out.cold = 1 if (<InvocationRecord>rec).cold else 0
             lines_clear(&out.lines)
             lines_fill(&out.lines, _vsl_lines(obj.decode("utf-8", "replace"),
                                               function.decode("utf-8", "replace"), rec, err))

@@ -38,7 +38,8 @@ from vmod_lambda._request cimport http_header_dup
 from posix_thread cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lock,
                            pthread_mutex_unlock)
 from cache cimport http, SLT_Error
-from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, limiter_init, limiter_retire,
+from vmod_lambda._handoff cimport (lambda_job, job_start_fn, job_free_fn, lambda_limiter,
+                                   limiter_init, limiter_retire,
                                    limiter_destroy, submit_wait, submit_result, monotonic_now,
                                    pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
                                    SUBMIT_ABANDONED)
@@ -83,21 +84,46 @@ cdef const char *NO_RESULT = "internal error: the invocation ended without a res
 DEADLINE_MARGIN = 0.1
 
 
-cdef struct invoke_job:
+# The jobs of calls from VCL. invoke() and invoke_async() each have a job type of their own
+# (invoke_job, async_job) on one shared base (call_job); what differs between them is fixed per type
+# in its call_type, which the job points to: how it starts on the worker (its generator), its
+# payload limit, its counters and log word, and what it gives back to VCL. Nothing along the way
+# asks which kind a job is.
+cdef struct call_job
+
+ctypedef const char *(*call_result_fn)(const vrt_ctx *ctx, call_job *job,
+                                       char *reason) noexcept nogil
+
+cdef struct call_type:
+    int kind                    # KIND_INVOKE | KIND_ASYNC: its counters and log word
+    size_t size                 # sizeof its job struct
+    size_t max_payload          # Lambda's payload limit for it (limits.py)
+    const char *too_large       # the message when the payload is larger (outcomes.py)
+    job_start_fn start          # the job on the worker (lambda_job.start)
+    job_free_fn free_job        # (lambda_job.free_job)
+    call_result_fn result       # the result for VCL once done and ok (NULL, reason: failed)
+
+cdef struct call_job:
     lambda_job base             # first, see lambda_limiter above
+    const call_type *type
     lambda_obj *obj
     char *payload
     size_t payload_len
     char *qualifier             # NULL: the object's
-    int async_                  # InvocationType Event
     int ok
-    char *out                   # NUL-terminated response payload when ok
-    size_t out_len
     char *err                   # reason when not ok
     lambda_outcome oc           # the outcome as the worker saw it, for the caller to decide
     char *trace_amzn            # the task's X-Amzn-Trace-Id and traceparent (NULL: none, or
     char *traceparent           # the object's trace is off)
     char *tenant_id             # X-Amz-Tenant-Id (NULL: none)
+
+cdef struct invoke_job:         # invoke() (and selftest()): RequestResponse, the payload back
+    call_job c
+    char *out                   # NUL-terminated response payload when ok
+    size_t out_len
+
+cdef struct async_job:          # invoke_async(): Event, queued by Lambda (202), nothing back
+    call_job c
 
 
 cdef char *_cstr(str s) noexcept:
@@ -316,105 +342,144 @@ cdef const char *ops_backend_get_region(const vrt_ctx *ctx, void *p) noexcept no
     return o.region if o != NULL and o.magic == OBJ_MAGIC else NULL
 
 
+
 # ---------------------------------------------------------------------------------------------------
 # invoke()
 
-cdef void _invoke_job_free(lambda_job *j) noexcept nogil:
-    cdef invoke_job *job = <invoke_job *>j
+cdef void _call_job_clear(call_job *job) noexcept nogil:
     free(job.payload)
     free(job.qualifier)
     free(job.trace_amzn)
     free(job.traceparent)
     free(job.tenant_id)
     outcome_clear(&job.oc)
-    free(job.out)
     free(job.err)
+
+
+cdef void _invoke_job_free(lambda_job *j) noexcept nogil:
+    cdef invoke_job *job = <invoke_job *>j
+    _call_job_clear(&job.c)
+    free(job.out)
     free(job)
 
 
-cdef void _job_error(invoke_job *job, str reason) noexcept:
+cdef void _async_job_free(lambda_job *j) noexcept nogil:
+    _call_job_clear(<call_job *>j)
+    free(j)
+
+
+cdef void _job_error(call_job *job, str reason) noexcept:
     job.ok = 0
     free(job.err)
     job.err = _cstr(reason)
 
 
-cdef class _InvokeRef:
-    cdef invoke_job *job
+cdef class _CallRef:
+    cdef call_job *job
 
 
 cdef object _start_invoke(lambda_job *j):
-    """The invocation of one invoke() (_invoke_gen), for a worker of the pool."""
-    cdef _InvokeRef ref = _InvokeRef.__new__(_InvokeRef)
-    ref.job = <invoke_job *>j
-    return _invoke_gen(ref)
+    """The invocation of one invoke() (_invoke_call), for a worker of the pool."""
+    cdef _CallRef ref = _CallRef.__new__(_CallRef)
+    ref.job = <call_job *>j
+    return _call_gen(ref, _invoke_call)
 
 
-def _invoke_gen(_InvokeRef ref):
-    """Invoke, then the outcome as it ended, for the caller to decide and count
-    (_run_text_job). Never raises."""
-    cdef invoke_job *job = ref.job
-    err, rec = yield from _invoke_call(ref)
+cdef object _start_async(lambda_job *j):
+    """The invocation of one invoke_async() (_async_call), for a worker of the pool."""
+    cdef _CallRef ref = _CallRef.__new__(_CallRef)
+    ref.job = <call_job *>j
+    return _call_gen(ref, _async_call)
+
+
+def _call_gen(_CallRef ref, call):
+    """Invoke (call: _invoke_call or _async_call), then the outcome as it ended, for the caller to
+    decide and count (_run_call_job). Never raises."""
+    cdef call_job *job = ref.job
+    err, rec = yield from call(ref)
     try:
         stats_prepare(&job.oc, err, rec, job.obj.vcl_name, job.obj.function_name)
     except BaseException as e:
         stats_internal(job.obj.vsc, job.obj.vcl_name, "counting an invocation", e)
 
 
-def _invoke_call(_InvokeRef ref):
-    """Invoke and store the payload or the reason; returns (the InvokeError or None when ok,
-    the invocation's record or None when nothing was sent)."""
-    cdef invoke_job *job = ref.job
+def _send(_CallRef ref, str invocation_type):
+    """The invocation of a call job, its InvokeResult (raises InvokeError)."""
+    cdef call_job *job = ref.job
+    inv = <object>job.obj.invoker
+    trace_id = None
+    if job.trace_amzn != NULL or job.traceparent != NULL:
+        trace_id, problem = _trace_header(_pystr(job.trace_amzn), _pystr(job.traceparent))
+        if problem is not None:
+            inv.warn_once("trace", f"trace: {problem}")
+    return (yield from inv.invoke_gen(
+        PyBytes_FromStringAndSize(job.payload, job.payload_len), invocation_type,
+        _pystr(job.qualifier), deadline=job.base.deadline, trace_id=trace_id,
+        tenant_id=_pystr(job.tenant_id)))
+
+
+cdef tuple _call_failed(call_job *job, object e, object rec):
+    """A call that raised e: its reason stored; (the InvokeError, the invocation's record or None
+    when nothing was sent)."""
+    try:
+        if isinstance(e, InvokeError):
+            _job_error(job, str(e))
+            return e, (rec if rec is not None else e.record)
+        if isinstance(e, MemoryError):
+            _job_error(job, "out of memory")
+            return InvokeError("internal", "out of memory"), rec
+        _job_error(job, f"internal error: {type(e).__name__}: {e}")
+        return InvokeError("internal", str(e)), rec
+    except BaseException:
+        return None, rec    # no memory left even for the reason: the call fails without one
+
+
+def _invoke_call(_CallRef ref):
+    """invoke(): invoke and store the payload or the reason; returns (the InvokeError or None
+    when ok, the invocation's record or None when nothing was sent)."""
+    cdef invoke_job *job = <invoke_job *>ref.job
     cdef bytes data
     rec = None
     try:
-        inv = <object>job.obj.invoker
-        trace_id = None
-        if job.trace_amzn != NULL or job.traceparent != NULL:
-            trace_id, problem = _trace_header(_pystr(job.trace_amzn), _pystr(job.traceparent))
-            if problem is not None:
-                inv.warn_once("trace", f"trace: {problem}")
-        res = yield from inv.invoke_gen(
-            PyBytes_FromStringAndSize(job.payload, job.payload_len),
-            "Event" if job.async_ else "RequestResponse", _pystr(job.qualifier),
-            deadline=job.base.deadline, trace_id=trace_id, tenant_id=_pystr(job.tenant_id))
+        res = yield from _send(ref, "RequestResponse")
         rec = res.record
-        if job.async_:
-            if res.status != 202:
-                raise InvokeError("service", f"Lambda answered HTTP {res.status} instead of 202 "
-                                  "Accepted", res.request_id, res.status)
-            job.ok = 1
-            return None, rec
         data = res.payload
         if b"\0" in data:
             raise InvokeError("payload", f"the response payload contains a NUL byte (offset "
                                          f"{data.index(0)}), which VCL strings cannot hold",
-                              res.request_id)
+                              rec.request_id)
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as e:
             raise InvokeError("payload", f"the response payload is not UTF-8 text (byte "
                                          f"0x{data[e.start]:02x} at offset {e.start})",
-                              res.request_id) from None
+                              rec.request_id) from None
         job.out = <char *>malloc(len(data) + 1)
         if job.out == NULL:
             raise MemoryError()
         memcpy(job.out, <const char *>data, len(data))
         job.out[len(data)] = 0
         job.out_len = len(data)
-        job.ok = 1
+        job.c.ok = 1
         return None, rec
-    except InvokeError as e:
-        _job_error(job, str(e))
-        return e, (rec if rec is not None else e.record)
-    except MemoryError:
-        _job_error(job, "out of memory")
-        return InvokeError("internal", "out of memory"), rec
     except BaseException as e:
-        try:
-            _job_error(job, f"internal error: {type(e).__name__}: {e}")
-            return InvokeError("internal", str(e)), rec
-        except BaseException:
-            return None, rec    # no memory left even for the reason: the call fails without one
+        return _call_failed(ref.job, e, rec)
+
+
+def _async_call(_CallRef ref):
+    """invoke_async(): invoke with InvocationType Event; Lambda must have queued it (202).
+    Returns as _invoke_call does."""
+    rec = None
+    try:
+        res = yield from _send(ref, "Event")
+        rec = res.record
+        if res.status != 202:
+            raise InvokeError("service", f"Lambda answered HTTP {res.status} instead of 202 "
+                              "Accepted", rec.request_id, res.status)
+        ref.job.ok = 1
+        return None, rec
+    except BaseException as e:
+        return _call_failed(ref.job, e, rec)
 
 
 cdef const char *_ws_copy(const vrt_ctx *ctx, const char *src, size_t n) noexcept nogil:
@@ -446,49 +511,58 @@ cdef void _invoke_done(const vrt_ctx *ctx, lambda_obj *o, int kind,
         lambda_log(ctx, SLT_VCL_Log, oc.lines.line[i].p)
 
 
-cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limiter *lim,
+cdef const char *_invoke_result(const vrt_ctx *ctx, call_job *j, char *reason) noexcept nogil:
+    """invoke()'s result: its payload copied to the workspace (NULL with reason: no room)."""
+    cdef invoke_job *job = <invoke_job *>j
+    cdef const char *r = _ws_copy(ctx, job.out, job.out_len + 1)
+    if r == NULL:
+        snprintf(reason, MSG_LEN, "the response payload of %zu bytes does not fit in "
+                 "the workspace", job.out_len)
+        outcome_set(&j.oc, 1, OC_INVALID, "payload")
+    return r
+
+
+cdef const char *_async_result(const vrt_ctx *ctx, call_job *j, char *reason) noexcept nogil:
+    """invoke_async()'s result: nothing but success."""
+    return EMPTY
+
+
+cdef const char *_run_call_job(const vrt_ctx *ctx, call_job *job, lambda_limiter *lim,
                                double timeout, const char *payload, char *reason) noexcept nogil:
-    """Hand job to the pool with payload as its input and wait; its text result copied to the
-    workspace, or NULL with reason filled (MSG_LEN bytes). Frees job, or leaves it to the worker.
+    """Hand job to the pool with payload as its input and wait; its result (job.type.result),
+    or NULL with reason filled (MSG_LEN bytes). Frees job, or leaves it to the worker.
     A call of an object (job.obj) is counted and logged here, once its result is applied."""
     cdef const char *r = NULL
     cdef size_t n = strlen(payload)
     cdef submit_result rc
     cdef lambda_obj *o = job.obj
-    cdef int kind = KIND_ASYNC if job.async_ else KIND_INVOKE
+    cdef const call_type *t = job.type
+    cdef int kind = t.kind
     cdef lambda_outcome oc
     cdef double start, waited
     reason[0] = 0
     memset(&oc, 0, sizeof(oc))
-    if (job.async_ and n > MAX_ASYNC_PAYLOAD) or n > MAX_PAYLOAD:
-        snprintf(reason, MSG_LEN, "payload of %zu bytes %s", n,
-                 ASYNC_TOO_LARGE if job.async_ else SYNC_TOO_LARGE)
+    if n > t.max_payload:
+        snprintf(reason, MSG_LEN, "payload of %zu bytes %s", n, t.too_large)
         if o != NULL:
             outcome_set(&oc, 1, OC_TOO_LARGE, "payload")
             _invoke_done(ctx, o, kind, &oc)
-        _invoke_job_free(<lambda_job *>job)
+        t.free_job(&job.base)
         return NULL
     job.payload = <char *>malloc(n + 1)
     if job.payload == NULL:
         snprintf(reason, MSG_LEN, "out of memory")
-        _invoke_job_free(<lambda_job *>job)
+        t.free_job(&job.base)
         return NULL
     memcpy(job.payload, payload, n)
     job.payload_len = n
-    job.base.free_job = _invoke_job_free
     start = monotonic_now()
     job.base.send_by = start + timeout
     rc = submit_wait(&job.base, lim, start + timeout + DEADLINE_MARGIN)
     waited = monotonic_now() - start
     if rc == SUBMIT_DONE:
-        if job.ok and job.async_:
-            r = EMPTY
-        elif job.ok:
-            r = _ws_copy(ctx, job.out, job.out_len + 1)
-            if r == NULL:
-                snprintf(reason, MSG_LEN, "the response payload of %zu bytes does not fit in "
-                         "the workspace", job.out_len)
-                outcome_set(&job.oc, 1, OC_INVALID, "payload")
+        if job.ok:
+            r = t.result(ctx, job, reason)
         else:
             if job.err != NULL:
                 snprintf(reason, MSG_LEN, "%s", job.err)
@@ -496,7 +570,7 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
                 snprintf(reason, MSG_LEN, "%s", NO_RESULT)
         if o != NULL:
             _invoke_done(ctx, o, kind, &job.oc)
-        _invoke_job_free(<lambda_job *>job)
+        t.free_job(&job.base)
         return r
     if rc == SUBMIT_ABANDONED:
         job = NULL      # the worker still runs it, drops its answer and frees it
@@ -525,8 +599,18 @@ cdef const char *_run_text_job(const vrt_ctx *ctx, invoke_job *job, lambda_limit
     if o != NULL:
         _invoke_done(ctx, o, kind, &oc)
     if job != NULL:
-        _invoke_job_free(<lambda_job *>job)
+        t.free_job(&job.base)
     return r
+
+
+cdef call_job *_call_job_new(const call_type *t) noexcept nogil:
+    """A new job of type t (NULL: no memory)."""
+    cdef call_job *job = <call_job *>calloc(1, t.size)
+    if job != NULL:
+        job.type = t
+        job.base.start = t.start
+        job.base.free_job = t.free_job
+    return job
 
 
 cdef int _qualifier_ok(const char *q) noexcept nogil:
@@ -546,10 +630,11 @@ cdef int _qualifier_ok(const char *q) noexcept nogil:
 
 
 cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
-                         const char *qualifier, int async_, char *reason,
+                         const char *qualifier, const call_type *t, char *reason,
                          const char *tenant_id) noexcept nogil:
-    """One invocation from VCL: the result (EMPTY for async), or NULL with reason filled."""
-    cdef invoke_job *job
+    """One invocation from VCL, a job of type t: the result (EMPTY for async), or NULL with
+    reason filled."""
+    cdef call_job *job
     cdef const http *hp
     cdef lambda_outcome oc
     cdef double left
@@ -564,28 +649,26 @@ cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
         outcome_set(&oc, 1, OC_THROTTLED, "throttled")
         oc.retry_after = left       # lambda.retry_after(): what is left of the hold
         throttle_refused(o)
-        _invoke_done(ctx, o, KIND_ASYNC if async_ else KIND_INVOKE, &oc)
+        _invoke_done(ctx, o, t.kind, &oc)
         throttle_reason(o, left, reason, MSG_LEN)
         return NULL
-    job = <invoke_job *>calloc(1, sizeof(invoke_job))
+    job = _call_job_new(t)
     if job == NULL:
         snprintf(reason, MSG_LEN, "out of memory")
         return NULL
     job.obj = o
-    job.async_ = async_
-    job.base.start = _start_invoke
     job.base.mux = o.mux
     if qualifier != NULL:
         job.qualifier = strdup(qualifier)
         if job.qualifier == NULL:
             snprintf(reason, MSG_LEN, "out of memory")
-            _invoke_job_free(<lambda_job *>job)
+            t.free_job(&job.base)
             return NULL
     if tenant_id != NULL:
         job.tenant_id = strdup(tenant_id)     # checked on the worker (trace.tenant_problem)
         if job.tenant_id == NULL:
             snprintf(reason, MSG_LEN, "out of memory")
-            _invoke_job_free(<lambda_job *>job)
+            t.free_job(&job.base)
             return NULL
     if o.trace:
         # The trace headers of the task's request: bereq in backend subroutines, req in client
@@ -594,7 +677,7 @@ cdef const char *_invoke(const vrt_ctx *ctx, lambda_obj *o, const char *payload,
         job.trace_amzn = http_header_dup(hp, "x-amzn-trace-id", 15)
         if job.trace_amzn == NULL:
             job.traceparent = http_header_dup(hp, "traceparent", 11)
-    return _run_text_job(ctx, job, &o.lim, o.timeout, payload if payload != NULL else EMPTY,
+    return _run_call_job(ctx, job, &o.lim, o.timeout, payload if payload != NULL else EMPTY,
                          reason)
 
 
@@ -611,7 +694,7 @@ cdef const char *ops_backend_invoke(const vrt_ctx *ctx, void *p, const char *pay
     if o == NULL or o.magic != OBJ_MAGIC:
         lambda_fail(ctx, "lambda: invoke: called on an object that does not exist")
         return NULL
-    r = _invoke(ctx, o, payload, qualifier, 0, reason, tenant_id)
+    r = _invoke(ctx, o, payload, qualifier, &INVOKE_TYPE, reason, tenant_id)
     if r != NULL:
         return r
     snprintf(msg, sizeof(msg), "lambda: %s: invoke: %s", o.vcl_name, reason)
@@ -633,7 +716,7 @@ cdef int ops_backend_invoke_async(const vrt_ctx *ctx, void *p, const char *paylo
     if o == NULL or o.magic != OBJ_MAGIC:
         lambda_log(ctx, SLT_VCL_Error, "lambda: invoke_async: called on an object that does not exist")
         return 0
-    if _invoke(ctx, o, payload, qualifier, 1, reason, tenant_id) != NULL:
+    if _invoke(ctx, o, payload, qualifier, &ASYNC_TYPE, reason, tenant_id) != NULL:
         return 1
     snprintf(msg, sizeof(msg), "lambda: %s: invoke_async: %s", o.vcl_name, reason)
     lambda_log(ctx, SLT_VCL_Error, msg)
@@ -650,13 +733,13 @@ SELFTEST_TIMEOUT = 30.0
 
 cdef object _start_selftest(lambda_job *j):
     """lambda.selftest(), for a worker of the pool: a generator with no socket work, run whole."""
-    cdef _InvokeRef ref = _InvokeRef.__new__(_InvokeRef)
-    ref.job = <invoke_job *>j
+    cdef _CallRef ref = _CallRef.__new__(_CallRef)
+    ref.job = <call_job *>j
     return _selftest_gen(ref)
 
 
-def _selftest_gen(_InvokeRef ref):
-    _run_selftest(ref.job)
+def _selftest_gen(_CallRef ref):
+    _run_selftest(<invoke_job *>ref.job)
     yield from ()       # (a generator, the one shape of a job, with nothing to yield)
 
 
@@ -671,28 +754,27 @@ cdef void _run_selftest(invoke_job *job) noexcept:
         memcpy(job.out, <const char *>data, len(data))
         job.out[len(data)] = 0
         job.out_len = len(data)
-        job.ok = 1
+        job.c.ok = 1
     except BaseException as e:
         try:
-            _job_error(job, f"internal error: {type(e).__name__}: {e}")
+            _job_error(&job.c, f"internal error: {type(e).__name__}: {e}")
         except BaseException:
             pass            # no memory left even for the reason: selftest() fails without one
 
 
 cdef const char *ops_selftest(const vrt_ctx *ctx) noexcept nogil:
-    cdef invoke_job *job
+    cdef call_job *job
     cdef char reason[MSG_LEN]
     cdef char msg[MSG_LEN + 128]
     cdef const char *r = NULL
     if ctx == NULL or ctx.magic != VRT_CTX_MAGIC:
         return NULL
-    job = <invoke_job *>calloc(1, sizeof(invoke_job))
+    job = _call_job_new(&SELFTEST_TYPE)
     if job == NULL:
         snprintf(reason, MSG_LEN, "out of memory")
     else:
-        job.base.start = _start_selftest
         job.base.mux = 0
-        r = _run_text_job(ctx, job, &SELFTEST_LIM, SELFTEST_TIMEOUT, "", reason)
+        r = _run_call_job(ctx, job, &SELFTEST_LIM, SELFTEST_TIMEOUT, "", reason)
     if r != NULL:
         return r
     # The checks could not run: that is the report (a FAIL line, as for a check that failed), and
@@ -708,6 +790,28 @@ cdef const char *ops_selftest(const vrt_ctx *ctx) noexcept nogil:
         snprintf(msg, sizeof(msg), "lambda: selftest: %s (and no workspace for the report)", reason)
         lambda_fail(ctx, msg)
     return r
+
+
+# The job types (call_type), set once: no initializers on C globals.
+cdef call_type INVOKE_TYPE
+cdef call_type ASYNC_TYPE
+cdef call_type SELFTEST_TYPE
+INVOKE_TYPE.kind = KIND_INVOKE
+INVOKE_TYPE.size = sizeof(invoke_job)
+INVOKE_TYPE.max_payload = MAX_PAYLOAD
+INVOKE_TYPE.too_large = SYNC_TOO_LARGE
+INVOKE_TYPE.start = _start_invoke
+INVOKE_TYPE.free_job = _invoke_job_free
+INVOKE_TYPE.result = _invoke_result
+ASYNC_TYPE.kind = KIND_ASYNC
+ASYNC_TYPE.size = sizeof(async_job)
+ASYNC_TYPE.max_payload = MAX_ASYNC_PAYLOAD
+ASYNC_TYPE.too_large = ASYNC_TOO_LARGE
+ASYNC_TYPE.start = _start_async
+ASYNC_TYPE.free_job = _async_job_free
+ASYNC_TYPE.result = _async_result
+SELFTEST_TYPE = INVOKE_TYPE         # the checks' report comes back as invoke()'s payload does
+SELFTEST_TYPE.start = _start_selftest
 
 
 # The environment knobs (vmod_lambda.vcc, ENVIRONMENT), read once when the implementation is

@@ -249,6 +249,9 @@ class StreamedFetch:
                 else:
                     self.log_result = ev.log_result
                     if ev.error_code:
+                        if self.record is not None:
+                            # (a stream's function error comes in its last event, not a header)
+                            self.record.function_error = ev.error_code
                         self._done = True
                         self._pending.clear()
                         raise InvokeError("function_error", _stream_error_reason(ev),

@@ -13,12 +13,12 @@ never contains credentials or request headers.
 """
 
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 import botocore
 
 from . import clients
+from ._record import InvocationRecord
 from .config import BackendConfig
 from .limits import MAX_ASYNC_PAYLOAD, MAX_PAYLOAD
 from .outcomes import payload_too_large
@@ -33,22 +33,6 @@ __all__ = ["Invoker", "InvokeError", "InvokeResult", "InvocationRecord", "Stream
            "MAX_PAYLOAD", "clean_reason", "clean_token", "redact", "Hooks", "REDACTED"]
 
 VERSION = "0.1.0"
-
-
-@dataclass
-class InvocationRecord:
-    """What one invocation sent and got, for counters and the varnishlog record. It travels with
-    the outcome: InvokeResult.record, StreamResult.record, InvokeError.record."""
-    invocation_type: str
-    qualifier: Optional[str]
-    sent: int
-    received: int = 0
-    duration: float = 0.0
-    request_id: Optional[str] = None
-    executed_version: Optional[str] = None
-    status: Optional[int] = None
-    log_result: Optional[str] = None
-    trace_id: Optional[str] = None      # the X-Amzn-Trace-Id sent (None: none)
 
 
 def _proxied(url: str) -> bool:

@@ -108,14 +108,32 @@ class InvokeRequest:
     raw_body: bool = False
 
 
-@dataclass
-class InvokeResult:
-    payload: bytes
-    status: int
-    request_id: Optional[str]
-    executed_version: Optional[str]
-    log_result: Optional[str]
-    record: Optional[object] = None    # the InvocationRecord: what the invocation sent and got
+class _Answer:
+    """What an answer says about itself, read from its record (invoker.InvocationRecord, filled
+    by the transport with record.answer()): one place holds it."""
+    __slots__ = ()
+
+    @property
+    def request_id(self) -> Optional[str]:
+        return self.record.request_id
+
+    @property
+    def executed_version(self) -> Optional[str]:
+        return self.record.executed_version
+
+    @property
+    def log_result(self) -> Optional[str]:
+        return self.record.log_result
+
+
+class InvokeResult(_Answer):
+    """The answer of a call: its payload and status; the rest is in its record."""
+    __slots__ = ("payload", "status", "record")
+
+    def __init__(self, payload: bytes, status: int, record):
+        self.payload = payload
+        self.status = status
+        self.record = record    # the InvocationRecord: what the invocation sent and got
 
 
 class ResponseStream:
@@ -137,16 +155,16 @@ class ResponseStream:
         raise NotImplementedError
 
 
-@dataclass
-class StreamResult:
+class StreamResult(_Answer):
     """An InvokeWithResponseStream answer whose body (the event stream) is still to be read."""
-    raw: ResponseStream                # read with raw.chunks() (Invoker.read_stream)
-    status: int
-    request_id: Optional[str]
-    executed_version: Optional[str]
-    content_type: Optional[str]
-    record: Optional[object] = None    # the InvocationRecord, completed by the reader
-    started: float = 0.0
+    __slots__ = ("raw", "status", "content_type", "record", "started")
+
+    def __init__(self, raw: ResponseStream, status: int, content_type: Optional[str], record):
+        self.raw = raw                  # read with raw.chunks() (Invoker.read_stream)
+        self.status = status
+        self.content_type = content_type
+        self.record = record            # the InvocationRecord, completed by the reader
+        self.started = 0.0
 
 
 class Transport:
@@ -159,7 +177,8 @@ class Transport:
 
     def invoke_gen(self, request: InvokeRequest, rec):
         """The call as a generator; rec (invoker.InvocationRecord) gets the status, request id,
-        received bytes, executed version and log of the answer, whatever the outcome."""
+        received bytes, executed version, function error and log of the answer (rec.answer()),
+        whatever the outcome."""
         raise NotImplementedError
 
     def run(self, gen):

@@ -98,17 +98,12 @@ class Boto3Transport(Transport):
             except EndpointConnectionError:
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self._call(kwargs, request.deadline)
-        meta = resp.get("ResponseMetadata", {})
-        request_id = meta.get("RequestId") or None
         body = resp["_body"]
-        rec.status, rec.request_id, rec.received = resp.get("StatusCode"), request_id, len(body)
-        rec.executed_version, rec.log_result = resp.get("ExecutedVersion"), resp.get("LogResult")
-        if resp.get("FunctionError"):
-            raise InvokeError("function_error",
-                              function_error_reason(resp["FunctionError"], body), request_id,
-                              resp.get("StatusCode"))
-        return InvokeResult(body, resp.get("StatusCode", 200), request_id,
-                            resp.get("ExecutedVersion"), resp.get("LogResult"))
+        function_error = rec.answer(resp.get("StatusCode"), _headers(resp), len(body))
+        if function_error:
+            raise InvokeError("function_error", function_error_reason(function_error, body),
+                              rec.request_id, resp.get("StatusCode"))
+        return InvokeResult(body, resp.get("StatusCode", 200), rec)
 
     def _call(self, kwargs: dict, deadline=None) -> dict:
         resp = self.client.invoke(**kwargs)
@@ -184,13 +179,10 @@ class Boto3Transport(Transport):
             except EndpointConnectionError:
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self.client.invoke_with_response_stream(**kwargs)
-        meta = resp.get("ResponseMetadata", {})
-        rec.status, rec.request_id = resp.get("StatusCode", 200), meta.get("RequestId") or None
-        rec.executed_version = resp.get("ExecutedVersion")
+        rec.answer(resp.get("StatusCode", 200), _headers(resp), 0)   # (body: by its reader)
         # The raw body: the event stream is decoded by vmod_lambda.eventstream (see above).
         raw = _Urllib3Stream(resp["EventStream"]._raw_stream, self.read_timeout)
-        return StreamResult(raw, resp.get("StatusCode", 200), meta.get("RequestId") or None,
-                            resp.get("ExecutedVersion"), resp.get("ResponseStreamContentType"),
+        return StreamResult(raw, resp.get("StatusCode", 200), resp.get("ResponseStreamContentType"),
                             rec)
 
     @contextlib.contextmanager
@@ -253,3 +245,9 @@ class _Urllib3Stream(ResponseStream):
 
     def close(self):
         self.raw.close()
+
+
+def _headers(resp: dict) -> dict:
+    """The answer's headers as botocore got them, by lower-case name (InvocationRecord.answer()
+    reads its x-amz-* headers from them, as it does for the direct transport)."""
+    return {k.lower(): v for k, v in resp.get("ResponseMetadata", {}).get("HTTPHeaders", {}).items()}

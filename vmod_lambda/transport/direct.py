@@ -872,19 +872,13 @@ class DirectTransport(Transport):
             if type(r.body) is not bytes:
                 r.body = bytes(r.body)
             raise self._service_error(r, "Invoke", rec)
-        headers = r.headers
-        request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id") or None
-        rec.status, rec.request_id, rec.received = r.status, request_id, len(r.body)
-        rec.executed_version = headers.get("x-amz-executed-version")
-        rec.log_result = headers.get("x-amz-log-result")
-        function_error = headers.get("x-amz-function-error")
+        function_error = rec.answer(r.status, r.headers, len(r.body))
         if function_error:
             if type(r.body) is not bytes:
                 r.body = bytes(r.body)
             raise InvokeError("function_error", function_error_reason(function_error, r.body),
-                              request_id, r.status)
-        return InvokeResult(r.body, r.status, request_id, headers.get("x-amz-executed-version"),
-                            headers.get("x-amz-log-result"))
+                              rec.request_id, r.status)
+        return InvokeResult(r.body, r.status, rec)
 
     def invoke_stream(self, request: InvokeRequest, rec) -> StreamResult:
         client = self.client
@@ -896,12 +890,8 @@ class DirectTransport(Transport):
             request.timeout))
         if body is None:
             raise self._service_error(r, "InvokeWithResponseStream", rec)
-        headers = r.headers
-        request_id = headers.get("x-amzn-requestid") or headers.get("x-amz-request-id") or None
-        rec.status, rec.request_id = r.status, request_id
-        rec.executed_version = headers.get("x-amz-executed-version")
-        return StreamResult(body, r.status, request_id, rec.executed_version,
-                            headers.get("content-type"), rec)
+        rec.answer(r.status, r.headers, 0)     # (the body's bytes: counted by its reader)
+        return StreamResult(body, r.status, r.headers.get("content-type"), rec)
 
 
 def run(gen):
