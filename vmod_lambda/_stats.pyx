@@ -99,6 +99,19 @@ cdef void stats_busy(lambda_vsc *v) noexcept nogil:
         lambda_stat_add(&v.fail, 1)
 
 
+cdef inline void _count_call(lambda_vsc *v, int kind) noexcept nogil:
+    """req and the counter of the call's kind (fetch, invoke, invoke_async, probe)."""
+    lambda_stat_add(&v.req, 1)
+    if kind == KIND_FETCH:
+        lambda_stat_add(&v.fetch, 1)
+    elif kind == KIND_INVOKE:
+        lambda_stat_add(&v.invoke, 1)
+    elif kind == KIND_ASYNC:
+        lambda_stat_add(&v.invoke_async, 1)
+    else:
+        lambda_stat_add(&v.probe, 1)
+
+
 cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcept:
     """One call's outcome: err is None or an InvokeError, rec the invoker's record of what was sent
     and got (an InvocationRecord, _record.pxd; None: nothing was sent)."""
@@ -107,15 +120,7 @@ cdef void stats_account(lambda_vsc *v, int kind, object err, object rec) noexcep
         return
     try:
         if rec is not None:
-            lambda_stat_add(&v.req, 1)
-            if kind == KIND_FETCH:
-                lambda_stat_add(&v.fetch, 1)
-            elif kind == KIND_INVOKE:
-                lambda_stat_add(&v.invoke, 1)
-            elif kind == KIND_ASYNC:
-                lambda_stat_add(&v.invoke_async, 1)
-            else:
-                lambda_stat_add(&v.probe, 1)
+            _count_call(v, kind)
             lambda_stat_add(&v.payload_out, rec.sent)
             lambda_stat_add(&v.payload_in, rec.received)
             lambda_stat_add(&v.invoke_time_ms, <uint64_t>(rec.duration * 1000.0 + 0.5))
@@ -278,15 +283,7 @@ cdef void stats_commit(lambda_vsc *v, int kind, const lambda_outcome *out) noexc
     cdef uint64_t *c = NULL
     if v == NULL:
         return
-    lambda_stat_add(&v.req, 1)
-    if kind == KIND_FETCH:
-        lambda_stat_add(&v.fetch, 1)
-    elif kind == KIND_INVOKE:
-        lambda_stat_add(&v.invoke, 1)
-    elif kind == KIND_ASYNC:
-        lambda_stat_add(&v.invoke_async, 1)
-    else:
-        lambda_stat_add(&v.probe, 1)
+    _count_call(v, kind)
     if out.sent:
         lambda_stat_add(&v.payload_out, out.payload_out)
         lambda_stat_add(&v.payload_in, out.payload_in)

@@ -591,16 +591,7 @@ class DirectClient:
         sock, _reused = self._checkout()
         keep = False
         try:
-            try:
-                if len(payload) <= 16384:
-                    yield from _send_all(sock, head + payload, timeout, deadline)
-                else:
-                    yield from _send_all(sock, head, timeout, deadline)
-                    yield from _send_all(sock, payload, timeout, deadline)
-            except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout, ReadTimeout):
-                raise ReadTimeout() from None
-            except OSError as e:
-                raise Closed(str(e)) from None
+            yield from _send_request(sock, head, payload, timeout, deadline)
             resp, keep = yield from _reading(self._read_response(sock, timeout, deadline))
             return resp
         finally:
@@ -661,16 +652,7 @@ class DirectClient:
         timeout = self.read_timeout if read_timeout is None else read_timeout
         sock, _reused = self._checkout()
         try:
-            try:
-                if len(payload) <= 16384:
-                    yield from _send_all(sock, head + payload, timeout, deadline)
-                else:
-                    yield from _send_all(sock, head, timeout, deadline)
-                    yield from _send_all(sock, payload, timeout, deadline)
-            except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout, ReadTimeout):
-                raise ReadTimeout() from None
-            except OSError as e:
-                raise Closed(str(e)) from None
+            yield from _send_request(sock, head, payload, timeout, deadline)
             rhead, rest = yield from _reading(_read_head(sock, timeout, deadline))
             status, reason, headers, version11 = _parse_head(rhead)
             if status < 200:
@@ -910,6 +892,22 @@ def _await(sock, events, timeout, deadline=0.0):
     events; on a blocking one its own timeout (SO_RCVTIMEO/SO_SNDTIMEO) has expired."""
     if sock.getblocking() or not (yield _netio.Wait(sock.fileno(), events, timeout, deadline)):
         raise ReadTimeout() from None
+
+
+def _send_request(sock, head: bytes, payload: bytes, timeout: float, deadline: float):
+    """Send a request's head and payload (one write when the payload is small), as a generator of
+    the socket waits (see _send_all); a send that cannot finish is ReadTimeout, a broken socket
+    Closed."""
+    try:
+        if len(payload) <= 16384:
+            yield from _send_all(sock, head + payload, timeout, deadline)
+        else:
+            yield from _send_all(sock, head, timeout, deadline)
+            yield from _send_all(sock, payload, timeout, deadline)
+    except (BlockingIOError, ssl.SSLWantWriteError, socket.timeout, ReadTimeout):
+        raise ReadTimeout() from None
+    except OSError as e:
+        raise Closed(str(e)) from None
 
 
 def _send_all(sock, data, timeout, deadline=0.0):
