@@ -22,6 +22,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
                                  ReadTimeoutError)
 
 from ..credentials import StsError
+from . import boto3_deadline
 from ..limits import MAX_RESPONSE_BODY
 from ..outcomes import answer_too_large
 from .base import (CLOSED_BEFORE_ANSWER, NO_CREDENTIALS, NO_HOOKS, InvokeError, InvokeRequest,
@@ -78,6 +79,9 @@ class Boto3Transport(Transport):
 
     def __init__(self, client, connect_timeout: float, read_timeout: float, hooks=NO_HOOKS):
         self.client = client            # boto3's Lambda client, thread-safe
+        # Its connections attach to the call's deadline (boto3_deadline.watch): the watchdog
+        # shuts one down at the deadline, however slowly the answer's head trickles.
+        boto3_deadline.install(client)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         # Not used: every call of this transport runs whole on a worker that the pool already
@@ -92,10 +96,12 @@ class Boto3Transport(Transport):
 
     def _invoke(self, request: InvokeRequest, rec) -> InvokeResult:
         kwargs = _kwargs(request)
-        with self.errors(rec):
+        with self.errors(rec), self._deadline(request.deadline) as call:
             try:
                 resp = self._call(kwargs, request.deadline)
             except EndpointConnectionError:
+                if call is not None and call.expired:
+                    raise
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self._call(kwargs, request.deadline)
         meta = resp.get("ResponseMetadata", {})
@@ -178,10 +184,14 @@ class Boto3Transport(Transport):
 
     def invoke_stream(self, request: InvokeRequest, rec) -> StreamResult:
         kwargs = _kwargs(request)
-        with self.errors(rec):
+        # The deadline holds up to the answer's head (as the direct transport's does); the
+        # stream's reads have the read timeout between two of its bytes.
+        with self.errors(rec), self._deadline(request.deadline) as call:
             try:
                 resp = self.client.invoke_with_response_stream(**kwargs)
             except EndpointConnectionError:
+                if call is not None and call.expired:
+                    raise
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self.client.invoke_with_response_stream(**kwargs)
         meta = resp.get("ResponseMetadata", {})
@@ -192,6 +202,23 @@ class Boto3Transport(Transport):
         return StreamResult(raw, resp.get("StatusCode", 200), meta.get("RequestId") or None,
                             resp.get("ExecutedVersion"), resp.get("ResponseStreamContentType"),
                             rec)
+
+    @contextlib.contextmanager
+    def _deadline(self, deadline):
+        """The call under it keeps deadline (time.monotonic(); None: none), its answer's head
+        included: boto3_deadline's watchdog shuts its connection down at the deadline, and
+        whatever that made botocore or urllib3 raise becomes the call's timeout. Yields the
+        boto3_deadline.Call (None without a deadline)."""
+        with boto3_deadline.watch(deadline) as call:
+            try:
+                yield call
+            except Exception as e:
+                if call is None or not call.expired:
+                    raise
+                if isinstance(e, InvokeError) and e.kind == "timeout":
+                    raise
+                raise InvokeError("timeout", read_timed_out(self.read_timeout),
+                                  getattr(e, "request_id", None)) from None
 
     @contextlib.contextmanager
     def errors(self, rec=None):
