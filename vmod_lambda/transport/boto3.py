@@ -5,6 +5,10 @@ Its calls never yield (they are not multiplexed): a worker runs one at a time. E
 exceptions mapped to InvokeError by errors(), with the same kinds and reasons as the direct
 transport's.
 
+Deadline: a call keeps its request.deadline for the whole answer, head included
+(boto3_deadline.py: a watchdog thread shuts the call's connection down at the deadline, since
+botocore's read timeout is per read), and a stream up to its head, as the direct transport does.
+
 Response streaming: botocore returns the answer's body as an EventStream, whose public interface
 yields events that botocore has already decoded. The VMOD decodes the event stream itself
 (vmod_lambda.eventstream: every CRC, its limits and its messages, the same for both transports), so
@@ -90,7 +94,8 @@ class Boto3Transport(Transport):
 
     def invoke_gen(self, request: InvokeRequest, rec):
         """The call; a generator for the interface's sake: it never yields. boto3's client has one
-        read timeout for every call: request.timeout is not applied."""
+        read timeout for every call: request.timeout is not applied; request.deadline is (see
+        _deadline())."""
         return self._invoke(request, rec)
         yield   # pragma: no cover - a generator
 
