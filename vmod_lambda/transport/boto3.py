@@ -181,7 +181,11 @@ class Boto3Transport(Transport):
         except (u3.HTTPError, OSError) as e:
             raise InvokeError("transport", f"{type(e).__name__}: {e}", request_id) from None
         finally:
-            if done:
+            # A connection whose socket the deadline's watchdog may have shut down (the body
+            # then looks complete but is cut: urllib3 does not enforce its length for botocore)
+            # is dropped too: _deadline() makes the call's outcome its timeout.
+            call = boto3_deadline.current()
+            if done and (call is None or call.let_go(getattr(raw, "connection", None))):
                 raw.release_conn()
             else:
                 raw.close()     # not read to its end: the connection is dropped, never reused
@@ -199,6 +203,9 @@ class Boto3Transport(Transport):
                     raise
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self.client.invoke_with_response_stream(**kwargs)
+            if call is not None and call.expired:
+                # Its head came as the deadline passed: the connection is shut down, dropped.
+                resp["EventStream"]._raw_stream.close()
         meta = resp.get("ResponseMetadata", {})
         rec.status, rec.request_id = resp.get("StatusCode", 200), meta.get("RequestId") or None
         rec.executed_version = resp.get("ExecutedVersion")
@@ -224,6 +231,10 @@ class Boto3Transport(Transport):
                     raise
                 raise InvokeError("timeout", read_timed_out(self.read_timeout),
                                   getattr(e, "request_id", None)) from None
+            if call is not None and call.expired:
+                # The deadline came before the call ended: whatever was read may be cut short
+                # by the shutdown (a body read "to its end" included).
+                raise InvokeError("timeout", read_timed_out(self.read_timeout))
 
     @contextlib.contextmanager
     def errors(self, rec=None):

@@ -37,7 +37,7 @@ import time
 from botocore.awsrequest import (AWSHTTPConnection, AWSHTTPConnectionPool, AWSHTTPSConnection,
                                  AWSHTTPSConnectionPool)
 
-__all__ = ["Call", "install", "watch"]
+__all__ = ["Call", "current", "install", "watch"]
 
 
 class Call:
@@ -68,6 +68,17 @@ class Call:
         with self.lock:
             if self.conn is conn:
                 self.conn = None
+
+    def let_go(self, conn) -> bool:
+        """The answer was read whole on conn: True if the deadline has not passed, and conn is
+        not the watchdog's to shut any more (it may go back to the pool); False: the deadline
+        came first, conn is to be closed."""
+        with self.lock:
+            if self.expired:
+                return False
+            if self.conn is conn:
+                self.conn = None
+            return True
 
     def expire(self):
         """The watchdog, at the deadline: the call's socket shut down, unless it ended."""
@@ -144,6 +155,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_watchdog._after_fork)
 
 _local = threading.local()
+
+
+def current():
+    """The Call of this thread's watch() (None: none)."""
+    return getattr(_local, "call", None)
 
 
 @contextlib.contextmanager
