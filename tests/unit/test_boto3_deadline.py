@@ -100,3 +100,17 @@ def test_a_call_that_ended_in_time_keeps_its_connection_past_its_deadline(boto3_
         r = t.invoke(InvokeRequest("f", b"{}", deadline=time.monotonic() + TIMEOUT), rec())
         assert r.payload == b"null"
         assert fake.connections == 1 and fake.closed == 0 and fake.invocations == 2
+
+
+def test_the_watchdogs_heap_does_not_keep_every_ended_call():
+    # Calls of a long timeout end long before their deadlines: their entries are dropped in bulk
+    # once they are most of the heap, so many calls a second do not pile up for the timeout.
+    from vmod_lambda.transport import boto3_deadline
+    dog = boto3_deadline._watchdog
+    n = 3 * dog.COMPACT
+    for _ in range(n):
+        with boto3_deadline.watch(time.monotonic() + 3600) as call:
+            assert boto3_deadline.current() is call
+        assert boto3_deadline.current() is None
+    with dog._cond:
+        assert len(dog._heap) <= dog.COMPACT + 1, len(dog._heap)

@@ -109,13 +109,27 @@ def _shut(conn):
 
 class _Watchdog:
     """The thread that expires Calls at their deadlines: a heap, entries of ended calls left in
-    it until their time (cheaper than removing them; a call's entry is one tuple)."""
+    it until their time (cheaper than removing them one by one), and the heap rebuilt without
+    them once they are most of it (calls of a long timeout, many a second)."""
+
+    COMPACT = 1024          # ended calls in the heap before a rebuild is worth it
 
     def __init__(self):
         self._cond = threading.Condition(threading.Lock())
         self._heap = []
+        self._stale = 0                     # about how many entries are of ended calls
         self._seq = itertools.count()       # ties: never compare two Calls
         self._thread = None
+
+    def ended(self):
+        """A call of the heap ended."""
+        with self._cond:
+            self._stale += 1
+            heap = self._heap
+            if self._stale > self.COMPACT and 2 * self._stale > len(heap):
+                heap[:] = [e for e in heap if not e[2].ended]
+                heapq.heapify(heap)
+                self._stale = 0
 
     def add(self, call: Call):
         with self._cond:
@@ -138,6 +152,8 @@ class _Watchdog:
                     left = heap[0][0] - time.monotonic()
                     if left <= 0:
                         call = heapq.heappop(heap)[2]
+                        if call.ended and self._stale > 0:
+                            self._stale -= 1
                         break
                     self._cond.wait(left)
             if not call.ended:
@@ -147,6 +163,7 @@ class _Watchdog:
         # A child process has no watchdog thread: the first call there starts its own.
         self._cond = threading.Condition(threading.Lock())
         self._heap = []
+        self._stale = 0
         self._thread = None
 
 
@@ -178,6 +195,7 @@ def watch(deadline):
     finally:
         call.end()
         _local.call = outer
+        _watchdog.ended()
 
 
 class _DeadlineConnection:
