@@ -178,8 +178,9 @@ class Invoker:
         (None when nothing was sent). timeout: the read timeout of this call instead of the
         object's (a probe's .timeout), direct transport only: boto3's client has one read timeout
         for every call. deadline: the call's end (time.monotonic(); its caller's, see
-        _handoff.pyx): the direct transport stops reading then, however the endpoint trickles,
-        and the call fails with a timeout (the connection is closed). trace_id: the
+        _handoff.pyx): both transports stop reading then (the boto3 one through
+        transport/boto3_deadline.py), however the endpoint trickles, and the call fails with a
+        timeout (the connection is closed). trace_id: the
         X-Amzn-Trace-Id to send (trace.trace_header()), None: none; tenant_id: the
         X-Amz-Tenant-Id, None: none (an invalid one fails the call before sending, "invalid_request").
         raw_body: the payload of the result may be a _netio.RawBody, not bytes (see InvokeRequest)."""
@@ -207,8 +208,8 @@ class Invoker:
                       deadline: Optional[float] = None) -> StreamResult:
         """Start an InvokeWithResponseStream call; the caller reads result.raw with
         read_stream() and then calls its release_conn() (read to its end) or close(). Raises
-        InvokeError as invoke() does. deadline (time.monotonic()): the direct transport stops
-        waiting for the answer's head then (the body's reads keep the read timeout)."""
+        InvokeError as invoke() does. deadline (time.monotonic()): both transports stop waiting
+        for the answer's head then (the body's reads keep the read timeout)."""
         request = self._request(payload, "RequestResponse", qualifier, deadline=deadline,
                                 trace_id=trace_id, tenant_id=tenant_id)
         rec = InvocationRecord("RequestResponse", request.qualifier, len(payload),

@@ -43,21 +43,9 @@ def test_every_call_ends_within_its_deadline_under_a_network_fault(report, fault
     assert f["within"] == f["sent"], f
 
 
-# The boto3 transport stops a trickling *body* at the call's deadline (issue 20), but this
-# endpoint trickles the whole answer, head included, and botocore (urllib3) reads the head with a
-# timeout per recv(), not per call: the worker keeps reading it long after its caller had the
-# timeout, holding its connection until the endpoint has sent everything. Strict: when the boto3
-# transport keeps the deadline for the head too, this passes and the mark must go.
-BOTO3_HEAD_TRICKLE = pytest.mark.xfail(strict=True, reason=(
-    "boto3 transport: urllib3 reads the answer's head with a per-recv() timeout, so a trickling "
-    "head holds the worker and its connection past the call's deadline (transport/boto3.py)"))
-
-
 @pytest.mark.parametrize("fault", netns_faults.FAULTS)
 @pytest.mark.parametrize("transport", netns_faults.TRANSPORTS)
-def test_a_healed_endpoint_finds_nothing_left_behind(report, fault, transport, request):
-    if transport == "boto3" and fault == "trickle":
-        request.applymarker(BOTO3_HEAD_TRICKLE)
+def test_a_healed_endpoint_finds_nothing_left_behind(report, fault, transport):
     f = one(report, fault, transport)
     # The child's descriptors and threads (outside the worker pool, whose size follows the work)
     # once the endpoint is healed and a healthy batch went through, against the baseline.

@@ -5,6 +5,10 @@ Its calls never yield (they are not multiplexed): a worker runs one at a time. E
 exceptions mapped to InvokeError by errors(), with the same kinds and reasons as the direct
 transport's.
 
+Deadline: a call keeps its request.deadline for the whole answer, head included
+(boto3_deadline.py: a watchdog thread shuts the call's connection down at the deadline, since
+botocore's read timeout is per read), and a stream up to its head, as the direct transport does.
+
 Response streaming: botocore returns the answer's body as an EventStream, whose public interface
 yields events that botocore has already decoded. The VMOD decodes the event stream itself
 (vmod_lambda.eventstream: every CRC, its limits and its messages, the same for both transports), so
@@ -22,6 +26,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedErr
                                  ReadTimeoutError)
 
 from ..credentials import StsError
+from . import boto3_deadline
 from ..limits import MAX_RESPONSE_BODY
 from ..outcomes import answer_too_large
 from .base import (CLOSED_BEFORE_ANSWER, NO_CREDENTIALS, NO_HOOKS, InvokeError, InvokeRequest,
@@ -78,6 +83,9 @@ class Boto3Transport(Transport):
 
     def __init__(self, client, connect_timeout: float, read_timeout: float, hooks=NO_HOOKS):
         self.client = client            # boto3's Lambda client, thread-safe
+        # Its connections attach to the call's deadline (boto3_deadline.watch): the watchdog
+        # shuts one down at the deadline, however slowly the answer's head trickles.
+        boto3_deadline.install(client)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         # Not used: every call of this transport runs whole on a worker that the pool already
@@ -86,16 +94,19 @@ class Boto3Transport(Transport):
 
     def invoke_gen(self, request: InvokeRequest, rec):
         """The call; a generator for the interface's sake: it never yields. boto3's client has one
-        read timeout for every call: request.timeout is not applied."""
+        read timeout for every call: request.timeout is not applied; request.deadline is (see
+        _deadline())."""
         return self._invoke(request, rec)
         yield   # pragma: no cover - a generator
 
     def _invoke(self, request: InvokeRequest, rec) -> InvokeResult:
         kwargs = _kwargs(request)
-        with self.errors(rec):
+        with self.errors(rec), self._deadline(request.deadline) as call:
             try:
                 resp = self._call(kwargs, request.deadline)
             except EndpointConnectionError:
+                if call is not None and call.expired:
+                    raise
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self._call(kwargs, request.deadline)
         body = resp["_body"]
@@ -165,7 +176,11 @@ class Boto3Transport(Transport):
         except (u3.HTTPError, OSError) as e:
             raise InvokeError("transport", f"{type(e).__name__}: {e}", request_id) from None
         finally:
-            if done:
+            # A connection whose socket the deadline's watchdog may have shut down (the body
+            # then looks complete but is cut: urllib3 does not enforce its length for botocore)
+            # is dropped too: _deadline() makes the call's outcome its timeout.
+            call = boto3_deadline.current()
+            if done and (call is None or call.let_go(getattr(raw, "connection", None))):
                 raw.release_conn()
             else:
                 raw.close()     # not read to its end: the connection is dropped, never reused
@@ -173,17 +188,45 @@ class Boto3Transport(Transport):
 
     def invoke_stream(self, request: InvokeRequest, rec) -> StreamResult:
         kwargs = _kwargs(request)
-        with self.errors(rec):
+        # The deadline holds up to the answer's head (as the direct transport's does); the
+        # stream's reads have the read timeout between two of its bytes.
+        with self.errors(rec), self._deadline(request.deadline) as call:
             try:
                 resp = self.client.invoke_with_response_stream(**kwargs)
             except EndpointConnectionError:
+                if call is not None and call.expired:
+                    raise
                 # Could not connect: nothing was sent, so one more try cannot invoke twice.
                 resp = self.client.invoke_with_response_stream(**kwargs)
+            if call is not None and call.expired:
+                # Its head came as the deadline passed: the connection is shut down, dropped.
+                resp["EventStream"]._raw_stream.close()
         rec.answer(resp.get("StatusCode", 200), _headers(resp), 0)   # (body: by its reader)
         # The raw body: the event stream is decoded by vmod_lambda.eventstream (see above).
         raw = _Urllib3Stream(resp["EventStream"]._raw_stream, self.read_timeout)
         return StreamResult(raw, resp.get("StatusCode", 200), resp.get("ResponseStreamContentType"),
                             rec)
+
+    @contextlib.contextmanager
+    def _deadline(self, deadline):
+        """The call under it keeps deadline (time.monotonic(); None: none), its answer's head
+        included: boto3_deadline's watchdog shuts its connection down at the deadline, and
+        whatever that made botocore or urllib3 raise becomes the call's timeout. Yields the
+        boto3_deadline.Call (None without a deadline)."""
+        with boto3_deadline.watch(deadline) as call:
+            try:
+                yield call
+            except Exception as e:
+                if call is None or not call.expired:
+                    raise
+                if isinstance(e, InvokeError) and e.kind == "timeout":
+                    raise
+                raise InvokeError("timeout", read_timed_out(self.read_timeout),
+                                  getattr(e, "request_id", None)) from None
+            if call is not None and call.expired:
+                # The deadline came before the call ended: whatever was read may be cut short
+                # by the shutdown (a body read "to its end" included).
+                raise InvokeError("timeout", read_timed_out(self.read_timeout))
 
     @contextlib.contextmanager
     def errors(self, rec=None):
