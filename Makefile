@@ -147,9 +147,22 @@ installcheck:
 
 # The pytest tests that start varnishd (tests/support/varnish_harness.py) load the build staged in $(STAGE).
 # TESTS: every layer by default, or some of them (tests/unit tests/compiled tests/varnish tests/emulator).
-TESTS        ?= tests
+# Each layer in a pytest process of its own (tests/unit, compiled, emulator, varnish): the compiled
+# layer runs the Cython modules and their worker threads inside pytest's own interpreter, and the
+# varnish layer starts emulators in it too (tests/varnish/test_cluster.py failed in one process after
+# the compiled and emulator layers: its in-process emulator stopped accepting; see the issue notes).
+# TESTS=<paths> runs just those, in one process.
+TESTS        ?=
+LAYERS       := tests/unit tests/compiled tests/emulator tests/varnish
 pytest:
-	VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q $(TESTS)
+	@if [ -n "$(TESTS)" ]; then \
+		VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q $(TESTS); \
+	else \
+		rc=0; for layer in $(LAYERS); do \
+			echo "pytest: $$layer"; \
+			VMOD_LAMBDA_STAGE=$(STAGE) $(VPY) -m pytest -q $$layer || rc=1; \
+		done; exit $$rc; \
+	fi
 
 VTC_JOBS ?= 2
 vtc:

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import tempfile
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -147,7 +148,10 @@ def test_cluster_invokes_once_per_url_fails_over_and_spreads_owners(cluster):
     # 2. 100 URLs, each requested once on every node (300 requests): each invoked once, by its owner.
     paths = [f"/page/{i}" for i in range(100)]
     results = spread(ports, [p for p in paths for _ in range(3)], workers=12)
-    assert all(r[0] == 200 for r in results)
+    assert all(r[0] == 200 for r in results), (
+        [r[:2] for r in results if r[0] != 200][:5],
+        {n: subprocess.run(["varnishlog", "-d", "-n", v.workdir, "-i", "FetchError,VCL_Log,BackendOpen"],
+                           capture_output=True, text=True).stdout[-3000:] for n, v in nodes.items()})
     per_url = invocations.per_url()
     assert all(per_url[p] == 1 for p in paths), {p: per_url[p] for p in paths if per_url[p] != 1}
     owner_of = {}
