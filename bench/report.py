@@ -8,6 +8,7 @@ ratios against the targets of issue 5.
 import glob
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -22,7 +23,10 @@ PROFILE = os.path.join(HERE, "results", "profile.txt")
 
 
 def newest():
-    files = sorted(f for f in glob.glob(os.path.join(HERE, "results", "*.json")))
+    # Only the files bench/run.py names itself (<UTC stamp>.json): a partial run saved under another
+    # name (--json bench/results/k-1727.json) is not a `make bench` run.
+    files = sorted(f for f in glob.glob(os.path.join(HERE, "results", "*.json"))
+                   if re.fullmatch(r"\d{8}T\d{6}Z\.json", os.path.basename(f)))
     if not files:
         if os.path.exists(DATA):
             return DATA
