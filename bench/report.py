@@ -227,6 +227,54 @@ def targets(res, s):
     return rows
 
 
+def issue17_table(res, s, big, tp):
+    """Issue 17's table: [(case, before, measured, target, met, CPU text)]. Ratios of rates of cases
+    run back to back (per round where the cases have rounds); CPU is the varnishd child's per
+    request (per MB for the stream), the Lambda case's and, in brackets, the native one's."""
+    per_round = {}
+    for run in res.get("runs", []) + res.get("big", []):
+        per_round.setdefault(run["case"], {})[run.get("round")] = run["rps"]
+
+    def ratio(a, b):
+        ra, rb = per_round.get(a, {}), per_round.get(b, {})
+        rs = [ra[k] / rb[k] for k in ra if k in rb and rb[k]]
+        return statistics.median(rs) if rs else None
+
+    def cpu(a, b, d=s):
+        if a in d and b in d:
+            return f"{d[a]['cpu_ms']:.3f} ({d[b]['cpu_ms']:.3f}) ms/req"
+        return "-"
+
+    fast = res.get("default_transport", "boto3")
+    rows = []
+    for a, b, name, before, want, d in (
+            ("b_lambda_pass", "a_native_pass", "lambda backend pass / native pass (tiny body)",
+             "0.52", 0.80, s),
+            ("c_invoke", "a_native_pass", "invoke() + synth / native pass", "0.77", 0.90, s),
+            ("m_lambda_1m_text", "m_native_1m_text",
+             "1 MiB text body, lambda pass / native pass of the same body", "not measured", 0.50, s),
+            ("h_lambda_big", "h_native_big", "5 MB text body, lambda / native", "0.10", 0.30, big),
+            ("n_lambda_1m_bin", "n_native_1m_bin",
+             "1 MiB binary body (base64 in the payload), lambda / native", "not measured", 0.30, s)):
+        r = ratio(a, b)
+        rows.append((f"{name} ({fast})", before, "-" if r is None else f"{r:.2f}", f">= {want:.2f}",
+                     None if r is None else r >= want, cpu(a, b, d)))
+    t, n = tp.get("t_stream_big"), tp.get("t_native_big")
+    if t and n and n["mb_per_s"][1]:
+        r = t["mb_per_s"][1] / n["mb_per_s"][1]
+        rows.append((f"{BIG_MIB} MiB streamed body, lambda streaming / native MB/s", "0.33",
+                     f"{r:.2f} ({fmt(t['mb_per_s'][1])} / {fmt(n['mb_per_s'][1])} MB/s)", ">= 0.60",
+                     r >= 0.60, f"{fmt(t['varnishd_cpu_ms_per_mb'][1], 2)} "
+                     f"({fmt(n['varnishd_cpu_ms_per_mb'][1], 2)}) ms/MB"))
+    for a, name in (("b_boto3_pass", "lambda backend pass / native pass, boto3 transport"),
+                    ("c_boto3_invoke", "invoke() + synth / native pass, boto3 transport")):
+        r = ratio(a, "a_native_pass")
+        if r is not None:
+            rows.append((name, "(reference)", f"{r:.2f}", "(reference)", None,
+                         cpu(a, "a_native_pass")))
+    return rows
+
+
 def chart(s, cl, big, path):
     try:
         import matplotlib
@@ -324,6 +372,17 @@ def main():
     L.append("|---|---|---|---|")
     for name, got, want, ok in tgt:
         L.append(f"| {name} | {got} | {want} | {'-' if ok is None else 'yes' if ok else '**no**'} |")
+    L.append("")
+    L.append("## Targets of issue 17 (performance round 2)\n")
+    L.append("Ratios from this run (cases interleaved round by round, medians); \"before\" is the "
+             "figure issue 17 started from. CPU: varnishd child CPU of the Lambda case (native case "
+             "in brackets). Where a target is not met, bench/ANALYSIS.md (below) says where the "
+             "time goes and what was tried.\n")
+    L.append("| case | before | measured | target | met | varnishd CPU, lambda (native) |")
+    L.append("|---|---|---|---|---|---|")
+    for name, before, got, want, ok, c in issue17_table(res, s, big, tp):
+        L.append(f"| {name} | {before} | {got} | {want} | "
+                 f"{'-' if ok is None else 'yes' if ok else '**no**'} | {c} |")
     L.append("")
     if has_chart:
         L.append("![benchmarks](bench/benchmarks.png)\n")
