@@ -56,8 +56,8 @@ from vmod_lambda._stats cimport (lambda_stat_add, lambda_stat_happy, stats_accou
                                  OC_INVALID, OC_TOO_LARGE, OC_INTERNAL, task_note,
                                  task_note_cause)
 from vmod_lambda._handoff cimport (lambda_job, lambda_limiter, submit_wait, submit_detached,
-                                   submit_result, monotonic_now, to_timespec, SUBMIT_DONE,
-                                   SUBMIT_BUSY, SUBMIT_TIMEOUT, SUBMIT_ABANDONED, limiter_pin,
+                                   submit_result, submit_failure, monotonic_now, to_timespec,
+                                   SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT, SUBMIT_ABANDONED, limiter_pin,
                                    limiter_acquire, limiter_release, LIM_OK, LIM_BUSY, LIM_IDLE)
 
 from vmod_lambda import fetch as _fetch
@@ -424,32 +424,9 @@ cdef int _gethdrs(const vrt_ctx *ctx, VCL_BACKEND d) noexcept nogil:
         _job_free(<lambda_job *>job)
         return -1
     # The caller's own outcome: the worker's result, if any, is not looked at.
-    memset(&oc, 0, sizeof(oc))
-    waited = monotonic_now() - start
+    submit_failure(rc, &oc, reason, MSG_LEN, monotonic_now() - start, limit_name, limit, &o.lim)
     if rc == SUBMIT_ABANDONED:
-        oc.sent = 1
-        oc.time_ms = <uint64_t>(waited * 1000.0 + 0.5)
-        outcome_set(&oc, 1, OC_TIMEOUT, "timeout")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs), the function did not "
-                 "answer", waited, limit_name, limit)
         job = NULL          # the worker still runs the job and frees it
-    elif rc == SUBMIT_TIMEOUT:
-        outcome_set(&oc, 1, OC_BUSY, "busy")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs) waiting for a worker "
-                 "thread; not sent", waited, limit_name, limit)
-    elif rc == SUBMIT_BUSY and 0 <= o.max_queue_wait < limit:
-        outcome_set(&oc, 1, OC_BUSY, "busy")
-        snprintf(reason, MSG_LEN, "gave up after %.3fs (max_queue_wait %gs) waiting for one of "
-                 "the %d invocations in flight (pool_size) to finish; not sent", waited,
-                 o.max_queue_wait, o.pool_size)
-    elif rc == SUBMIT_BUSY:
-        outcome_set(&oc, 1, OC_BUSY, "busy")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs) waiting for one of the %d "
-                 "invocations in flight (pool_size) to finish; not sent", waited, limit_name,
-                 limit, o.pool_size)
-    else:
-        outcome_set(&oc, 1, OC_INTERNAL, "internal")
-        snprintf(reason, MSG_LEN, "the worker pool is not running")
     _fetch_done(ctx, bo, o, &oc, head_bytes, body_len, NULL)
     _fetch_error(bo, o, reason)
     if job != NULL:
@@ -1039,20 +1016,8 @@ cdef int _gethdrs_stream(const vrt_ctx *ctx, busyobj *bo, lambda_obj *o) noexcep
     sj.refs = 2
     rc = submit_detached(&sj.f.base, &o.lim, start + first_byte)
     if rc != SUBMIT_DONE:
-        memset(&oc, 0, sizeof(oc))
-        if rc == SUBMIT_BUSY and 0 <= o.max_queue_wait < first_byte:
-            outcome_set(&oc, 1, OC_BUSY, "busy")
-            snprintf(reason, MSG_LEN, "gave up after %.3fs (max_queue_wait %gs) waiting for one "
-                     "of the %d invocations in flight (pool_size) to finish; not sent",
-                     monotonic_now() - start, o.max_queue_wait, o.pool_size)
-        elif rc == SUBMIT_BUSY:
-            outcome_set(&oc, 1, OC_BUSY, "busy")
-            snprintf(reason, MSG_LEN, "timed out after %.3fs (%s %gs) waiting for one of the %d "
-                     "invocations in flight (pool_size) to finish; not sent",
-                     monotonic_now() - start, first_byte_name, first_byte, o.pool_size)
-        else:
-            outcome_set(&oc, 1, OC_INTERNAL, "internal")
-            snprintf(reason, MSG_LEN, "the worker pool is not running")
+        submit_failure(rc, &oc, reason, MSG_LEN, monotonic_now() - start, first_byte_name,
+                       first_byte, &o.lim)
         sj.refs = 1
         _stream_commit(bo, sj, &oc)
         task_note(ctx, &oc)

@@ -9,6 +9,7 @@
 from libc.stdint cimport uint64_t
 from posix.time cimport timespec
 from posix_thread cimport pthread_cond_t
+from vmod_lambda._stats cimport lambda_outcome
 
 cdef enum:
     JOB_MAGIC = 0x6a6f6221
@@ -106,6 +107,8 @@ cdef double monotonic_now() noexcept nogil
 cdef void to_timespec(double t, timespec *ts) noexcept nogil    # monotonic seconds -> timespec
 cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil
 cdef submit_result submit_detached(lambda_job *job, lambda_limiter *lim, double deadline) noexcept nogil
+cdef void submit_failure(submit_result rc, lambda_outcome *oc, char *reason, size_t n, double waited,
+                         const char *limit_name, double limit, const lambda_limiter *lim) noexcept nogil
 
 cdef int pool_resize(int delta) except -1
 cdef void pool_status(int *threads, int *wanted, int *queued) noexcept nogil

@@ -4,6 +4,7 @@
 import threading
 
 from libc.string cimport memset
+from libc.stdio cimport snprintf
 from libc.stdint cimport uint64_t
 
 from posix.time cimport timespec
@@ -12,7 +13,8 @@ from posix_io cimport (eventfd, EFD_NONBLOCK, EFD_CLOEXEC, read, write, close, D
                        opendir, readdir, closedir, pollfd, poll, POLLIN)
 from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub, lambda_state_cas
 from vmod_lambda_tls cimport lambda_blocking_depth
-from vmod_lambda._stats cimport stats_internal
+from vmod_lambda._stats cimport (stats_internal, lambda_outcome, outcome_set, OC_TIMEOUT, OC_BUSY,
+                                 OC_INTERNAL)
 from vmod_lambda._netio cimport (Op, xchg, xchg_progress, xchg_events, xchg_expire, xchg_result,
                                  X_DONE, X_SEND)
 
@@ -348,6 +350,38 @@ cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double dead
     if job.skipped:
         return SUBMIT_TIMEOUT
     return SUBMIT_DONE
+
+
+cdef void submit_failure(submit_result rc, lambda_outcome *oc, char *reason, size_t n, double waited,
+                         const char *limit_name, double limit, const lambda_limiter *lim) noexcept nogil:
+    """The one outcome (into oc, cleared first) and message (into reason, n bytes) of a call that
+    submit_wait() or submit_detached() did not run to its end (rc is not SUBMIT_DONE): the same words
+    for a fetch, a streamed fetch and invoke(). waited: seconds since the call was submitted;
+    limit_name, limit: the bound that applied (timeout, first_byte_timeout); lim: the object's
+    limiter (its pool_size and max_queue_wait)."""
+    memset(oc, 0, sizeof(oc[0]))
+    if rc == SUBMIT_ABANDONED:
+        oc.sent = 1
+        oc.time_ms = <uint64_t>(waited * 1000.0 + 0.5)
+        outcome_set(oc, 1, OC_TIMEOUT, "timeout")
+        snprintf(reason, n, "timed out after %.3fs (%s %gs), the function did not answer",
+                 waited, limit_name, limit)
+    elif rc == SUBMIT_TIMEOUT:
+        outcome_set(oc, 1, OC_BUSY, "busy")
+        snprintf(reason, n, "timed out after %.3fs (%s %gs) waiting for a worker thread; not sent",
+                 waited, limit_name, limit)
+    elif rc == SUBMIT_BUSY and 0 <= lim.max_wait < limit:
+        outcome_set(oc, 1, OC_BUSY, "busy")
+        snprintf(reason, n, "gave up after %.3fs (max_queue_wait %gs) waiting for one of the %d "
+                 "invocations in flight (pool_size) to finish; not sent", waited, lim.max_wait,
+                 lim.limit)
+    elif rc == SUBMIT_BUSY:
+        outcome_set(oc, 1, OC_BUSY, "busy")
+        snprintf(reason, n, "timed out after %.3fs (%s %gs) waiting for one of the %d invocations "
+                 "in flight (pool_size) to finish; not sent", waited, limit_name, limit, lim.limit)
+    else:
+        outcome_set(oc, 1, OC_INTERNAL, "internal")
+        snprintf(reason, n, "the worker pool is not running")
 
 
 cdef submit_result submit_detached(lambda_job *job, lambda_limiter *lim,

@@ -40,7 +40,7 @@ from posix_thread cimport (pthread_mutex_t, pthread_mutex_init, pthread_mutex_lo
 from cache cimport http, SLT_Error
 from vmod_lambda._handoff cimport (lambda_job, job_start_fn, job_free_fn, lambda_limiter,
                                    limiter_init, limiter_retire,
-                                   limiter_destroy, submit_wait, submit_result, monotonic_now,
+                                   limiter_destroy, submit_wait, submit_result, submit_failure, monotonic_now,
                                    pool_resize, pool_status, count_fds, SUBMIT_DONE, SUBMIT_BUSY, SUBMIT_TIMEOUT,
                                    SUBMIT_ABANDONED)
 
@@ -572,30 +572,9 @@ cdef const char *_run_call_job(const vrt_ctx *ctx, call_job *job, lambda_limiter
             _invoke_done(ctx, o, kind, &job.oc)
         t.free_job(&job.base)
         return r
+    submit_failure(rc, &oc, reason, MSG_LEN, waited, "timeout", timeout, lim)
     if rc == SUBMIT_ABANDONED:
         job = NULL      # the worker still runs it, drops its answer and frees it
-        oc.sent = 1
-        oc.time_ms = <uint64_t>(waited * 1000.0 + 0.5)
-        outcome_set(&oc, 1, OC_TIMEOUT, "timeout")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs), the function did not "
-                 "answer", waited, timeout)
-    elif rc == SUBMIT_TIMEOUT:
-        outcome_set(&oc, 1, OC_BUSY, "busy")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for a worker "
-                 "thread; not sent", waited, timeout)
-    elif rc == SUBMIT_BUSY and 0 <= lim.max_wait < timeout:
-        outcome_set(&oc, 1, OC_BUSY, "busy")
-        snprintf(reason, MSG_LEN, "gave up after %.3fs (max_queue_wait %gs) waiting for one of "
-                 "the %d invocations in flight (pool_size) to finish; not sent", waited,
-                 lim.max_wait, lim.limit)
-    elif rc == SUBMIT_BUSY:
-        outcome_set(&oc, 1, OC_BUSY, "busy")
-        snprintf(reason, MSG_LEN, "timed out after %.3fs (timeout %gs) waiting for one of the %d "
-                 "invocations in flight (pool_size) to finish; not sent", waited, timeout,
-                 lim.limit)
-    else:
-        outcome_set(&oc, 1, OC_INTERNAL, "internal")
-        snprintf(reason, MSG_LEN, "the worker pool is not running")
     if o != NULL:
         _invoke_done(ctx, o, kind, &oc)
     if job != NULL:
