@@ -82,4 +82,41 @@ lambda_time_raise(double *p, double v)
 	return (0);
 }
 
+/*
+ * A job's completion (lambda_job.done, _handoff.pyx): the worker posts it once, the job's caller waits
+ * for it until an absolute CLOCK_MONOTONIC time, on a private futex, without the worker pool's mutex.
+ * lambda_done_post() touches the job only with the one release store: the futex wake that follows
+ * takes the word's address, never reads it (FUTEX_PRIVATE_FLAG), so the caller may free the job as
+ * soon as it sees the word set. A wake that reaches a new job at the same address is spurious: its
+ * waiter checks its own word again.
+ */
+#include <errno.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+
+static inline void
+lambda_done_post(int *p)
+{
+	__atomic_store_n(p, 1, __ATOMIC_RELEASE);
+	(void)syscall(SYS_futex, p, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1, NULL, NULL, 0);
+}
+
+/* 0: posted; ETIMEDOUT: not posted by *abs (CLOCK_MONOTONIC). */
+static inline int
+lambda_done_wait(int *p, const struct timespec *abs)
+{
+	long r;
+
+	while (__atomic_load_n(p, __ATOMIC_ACQUIRE) == 0) {
+		r = syscall(SYS_futex, p, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, 0, abs, NULL,
+		    FUTEX_BITSET_MATCH_ANY);
+		if (r == -1 && errno == ETIMEDOUT)
+			return (__atomic_load_n(p, __ATOMIC_ACQUIRE) ? 0 : ETIMEDOUT);
+		/* 0 (woken, perhaps spuriously), EAGAIN (already posted), EINTR: look again */
+	}
+	return (0);
+}
+
 #endif

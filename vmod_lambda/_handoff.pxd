@@ -78,7 +78,8 @@ cdef struct lambda_job:
     int mux
     job_free_fn free_job       # frees an abandoned or detached job
     int detached               # submitted with submit_detached(): nobody waits, the worker frees it
-    pthread_cond_t cond
+    int done                   # posted by the worker when the job is done (lambda_done_post()):
+                               # its caller waits for it without the pool's mutex (submit_wait)
     double t_queued            # monotonic time it was queued, for the queue wait
     double deadline            # monotonic time its caller gives up (submit_wait sets it); the
                                # worker hands it to the transport, which stops reading then

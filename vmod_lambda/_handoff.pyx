@@ -11,7 +11,8 @@ from posix.time cimport timespec
 from posix_thread cimport *
 from posix_io cimport (eventfd, EFD_NONBLOCK, EFD_CLOEXEC, read, write, close, DIR, dirent,
                        opendir, readdir, closedir, pollfd, poll, POLLIN)
-from vmod_lambda_atomic cimport lambda_stat_add, lambda_stat_sub, lambda_state_cas
+from vmod_lambda_atomic cimport (lambda_stat_add, lambda_stat_sub, lambda_state_cas, lambda_done_post,
+                                 lambda_done_wait)
 from vmod_lambda_tls cimport lambda_blocking_depth
 from vmod_lambda._stats cimport (stats_internal, lambda_outcome, outcome_set, OC_TIMEOUT, OC_BUSY,
                                  OC_INTERNAL)
@@ -220,12 +221,11 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
     job.detached = detached
     job.outcome = OUTCOME_PENDING
     job.skipped = 0
-    pthread_cond_init(&job.cond, &cond_attr)
+    job.done = 0
 
     pthread_mutex_lock(&mtx)
     if target == 0 or nthreads == 0:
         pthread_mutex_unlock(&mtx)
-        pthread_cond_destroy(&job.cond)
         return SUBMIT_STOPPED
     if lim.inflight >= lim.limit:
         # Waiting for a slot: a queued call (the gauge and lambda.status()); never sent when
@@ -250,7 +250,6 @@ cdef submit_result _queue(lambda_job *job, lambda_limiter *lim, timespec *ts,
         lambda_stat_sub(lim.st_queued, 1)
         if lim.inflight >= lim.limit:
             pthread_mutex_unlock(&mtx)
-            pthread_cond_destroy(&job.cond)
             return SUBMIT_BUSY
     lim.inflight += 1
     job.state = JOB_QUEUED
@@ -321,32 +320,34 @@ cdef submit_result submit_wait(lambda_job *job, lambda_limiter *lim, double dead
     caller counts a timeout, the worker a late answer); SUBMIT_BUSY, SUBMIT_TIMEOUT: nothing was
     sent."""
     cdef timespec ts
-    cdef int rc
     cdef submit_result r
     job.deadline = deadline
     to_timespec(deadline, &ts)
     r = _queue(job, lim, &ts, 0)
     if r != SUBMIT_DONE:
         return r
-    while job.state != JOB_DONE:
-        rc = pthread_cond_timedwait(&job.cond, &mtx, &ts)
-        if rc == ETIMEDOUT and job.state != JOB_DONE:
-            if job.state == JOB_QUEUED:
-                _unlink(job)
-                lim.inflight -= 1
-                pthread_cond_signal(&lim.cond)
-                pthread_mutex_unlock(&mtx)
-                pthread_cond_destroy(&job.cond)
-                return SUBMIT_TIMEOUT
-            if lambda_state_cas(&job.outcome, OUTCOME_PENDING, OUTCOME_ABANDONED):
-                # Running: the worker owns it from now on, drops its answer and frees it. The
-                # call is no longer in flight for its object's counters.
-                job.state = JOB_ABANDONED
-                lambda_stat_sub(lim.st_inflight, 1)
-                pthread_mutex_unlock(&mtx)
-                return SUBMIT_ABANDONED
     pthread_mutex_unlock(&mtx)
-    pthread_cond_destroy(&job.cond)
+    # The worker posts job.done after it decided the outcome (_complete): waited for without the
+    # pool's mutex, so that a woken caller does not queue up for the mutex the worker still holds.
+    if lambda_done_wait(&job.done, &ts) == ETIMEDOUT:
+        pthread_mutex_lock(&mtx)
+        if job.state == JOB_QUEUED:
+            _unlink(job)
+            lim.inflight -= 1
+            pthread_cond_signal(&lim.cond)
+            pthread_mutex_unlock(&mtx)
+            return SUBMIT_TIMEOUT
+        if lambda_state_cas(&job.outcome, OUTCOME_PENDING, OUTCOME_ABANDONED):
+            # Running: the worker owns it from now on, drops its answer and frees it. The
+            # call is no longer in flight for its object's counters.
+            job.state = JOB_ABANDONED
+            lambda_stat_sub(lim.st_inflight, 1)
+            pthread_mutex_unlock(&mtx)
+            return SUBMIT_ABANDONED
+        pthread_mutex_unlock(&mtx)
+        # The worker decided first: its post follows at once.
+        while lambda_done_wait(&job.done, &ts) == ETIMEDOUT:
+            to_timespec(monotonic_now() + 1.0, &ts)
     if job.skipped:
         return SUBMIT_TIMEOUT
     return SUBMIT_DONE
@@ -473,7 +474,6 @@ cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
         abandoned = False
         lambda_stat_sub(lim.st_inflight, 1)
         job.state = JOB_DONE
-        pthread_cond_signal(&job.cond)
     else:
         # The caller gave up first and counted a timeout: this answer is dropped.
         abandoned = True
@@ -483,8 +483,9 @@ cdef lambda_limiter *_complete(lambda_job *job) noexcept nogil:
         lim = NULL
     pthread_mutex_unlock(&mtx)
     if abandoned:
-        pthread_cond_destroy(&job.cond)
         job.free_job(job)
+    else:
+        lambda_done_post(&job.done)     # the last touch: the caller may free the job from now on
     return lim
 
 
