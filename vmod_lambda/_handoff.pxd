@@ -1,7 +1,8 @@
 # The handoff between Varnish threads and Python worker threads: a C job queue under one pthread mutex.
 #
-# A Varnish thread (never holding the GIL) submits a job and waits on the job's condition variable until
-# the job is done or its deadline passes. A Python worker takes the job in nogil code, runs it (job.start)
+# A Varnish thread (never holding the GIL) submits a job and waits on the job's futex (job.done, posted by
+# the worker once the outcome is decided; no mutex taken on the way out) until the job is done or its
+# deadline passes. A Python worker takes the job in nogil code, runs it (job.start)
 # with the GIL, and completes it. A job whose waiter gave up while it ran is "abandoned": the worker frees it.
 #
 # Lock order: nobody takes the GIL while holding the queue mutex.
