@@ -136,6 +136,12 @@ cleanup() {
 		kill -$sig $pids 2>/dev/null
 		sleep 2
 	done
+	# Mounts a test made inside the chroot first (ip netns bind-mounts /run/netns and a file per
+	# namespace), deepest first; then this script's own, most recent first.
+	for m in $(awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r); do
+		case " $mounts " in *" $m "*) continue ;; esac
+		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || echo "test-debian13: could not unmount $m" >&2
+	done
 	for m in $mounts; do   # most recent first
 		umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || echo "test-debian13: could not unmount $m" >&2
 	done
