@@ -29,13 +29,7 @@ def api():
     s.stop()
 
 
-@pytest.fixture(autouse=True)
-def no_stranded_threads():
-    """A thread left in accept() on a socket closed under it takes the connections of a later
-    test's server once its call is restarted on the reused fd number (support.listeners): the
-    test that leaves one fails here, not a test that runs later in the same process (each thread
-    is reported once, by the test that left it)."""
-    yield
+def _check_stranded():
     found = stranded_threads()
     stranded = [(name, what) for ident, name, what in found if ident not in _reported_stranded]
     _reported_stranded.update(ident for ident, _, _ in found)
@@ -43,3 +37,20 @@ def no_stranded_threads():
 
 
 _reported_stranded = set()
+
+
+@pytest.fixture(autouse=True)
+def no_stranded_threads():
+    """A thread left in accept() on a socket closed under it takes the connections of a later
+    test's server once its call is restarted on the reused fd number (support.listeners): the
+    test that leaves one fails here, not a test that runs later in the same process (each thread
+    is reported once, by the test that left it)."""
+    yield
+    _check_stranded()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_stranded_threads_after_module():
+    """The same once a module's own fixtures (servers of scope="module") have been torn down."""
+    yield
+    _check_stranded()
