@@ -147,10 +147,11 @@ installcheck:
 
 # The pytest tests that start varnishd (tests/support/varnish_harness.py) load the build staged in $(STAGE).
 # TESTS: every layer by default, or some of them (tests/unit tests/compiled tests/varnish tests/emulator).
-# Each layer in a pytest process of its own (tests/unit, compiled, emulator, varnish): the compiled
-# layer runs the Cython modules and their worker threads inside pytest's own interpreter, and the
-# varnish layer starts emulators in it too (tests/varnish/test_cluster.py failed in one process after
-# the compiled and emulator layers: its in-process emulator stopped accepting; see the issue notes).
+# Each layer in a pytest process of its own (tests/unit, compiled, emulator, varnish), for isolation.
+# (tests/varnish/test_cluster.py once failed after the compiled layer in one process: a test's thread
+# left in accept() on a socket closed under it took the in-process emulator's connection once its
+# call was restarted on the reused fd number; tests/support/listeners.py, and tests/conftest.py fails
+# a test that leaves such a thread. The layers pass in one process again.)
 # TESTS=<paths> runs just those, in one process.
 TESTS        ?=
 LAYERS       := tests/unit tests/compiled tests/emulator tests/varnish

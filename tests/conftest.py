@@ -1,10 +1,12 @@
 """Shared fixtures: fake AWS credentials and switched-off metadata lookups (tests talk to loopback only),
-and the scripted fake Lambda endpoint. The helpers the fixtures use are in the support package
-(tests/support/, importable as `support` because pytest puts this folder on sys.path)."""
+the scripted fake Lambda endpoint, and a check that no test leaves a thread blocked in a socket call
+on a socket it closed. The helpers the fixtures use are in the support package (tests/support/,
+importable as `support` because pytest puts this folder on sys.path)."""
 
 import pytest
 
 from support.fake_lambda import scripted
+from support.listeners import stranded_threads
 
 
 @pytest.fixture(autouse=True)
@@ -25,3 +27,30 @@ def api():
     s = scripted()
     yield s
     s.stop()
+
+
+def _check_stranded():
+    found = stranded_threads()
+    stranded = [(name, what) for ident, name, what in found if ident not in _reported_stranded]
+    _reported_stranded.update(ident for ident, _, _ in found)
+    assert not stranded, f"threads blocked on a socket closed under them: {stranded}"
+
+
+_reported_stranded = set()
+
+
+@pytest.fixture(autouse=True)
+def no_stranded_threads():
+    """A thread left in accept() on a socket closed under it takes the connections of a later
+    test's server once its call is restarted on the reused fd number (support.listeners): the
+    test that leaves one fails here, not a test that runs later in the same process (each thread
+    is reported once, by the test that left it)."""
+    yield
+    _check_stranded()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_stranded_threads_after_module():
+    """The same once a module's own fixtures (servers of scope="module") have been torn down."""
+    yield
+    _check_stranded()

@@ -18,6 +18,7 @@ import pytest
 from support.fake_lambda import FakeLambda
 from support.hung_endpoints import FullBacklog, SilentTLS, closed_port
 from support.invokers import make_invoker
+from support.listeners import stop_listening
 from vmod_lambda.invoker import InvokeError
 from vmod_lambda.transport import direct
 
@@ -160,7 +161,7 @@ def test_a_handshake_the_endpoint_cuts_is_a_tls_failure():
         with pytest.raises(InvokeError) as e:
             make_invoker(url, "direct", timeout=2.0).invoke(b"{}")
     finally:
-        srv.close()
+        stop_listening(srv, t)      # never close() under the accept() (support.listeners)
     assert e.value.kind == "transport"
     assert str(e.value).startswith(f"TLS with the Lambda endpoint {url} failed: ")
     assert len(accepted) == 1

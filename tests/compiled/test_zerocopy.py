@@ -12,6 +12,7 @@ import pytest
 
 from support.fake_lambda import FakeLambda, answer as reply
 from support.invokers import make_invoker as invoker
+from support.listeners import stop_listening
 from vmod_lambda import fetch
 from vmod_lambda.invoker import InvokeError
 from vmod_lambda.limits import MAX_RESPONSE_BODY
@@ -57,8 +58,7 @@ class PieceServer:
             c.close()
 
     def stop(self):
-        self.sock.close()
-        self.thread.join(5)
+        stop_listening(self.sock, self.thread)     # never close() under the accept()
 
 
 def serve(pieces, **kw):

@@ -25,6 +25,7 @@ import pytest
 
 from lambda_emulator import Emulator, FunctionConfig
 import support
+from support.listeners import stop_listening
 from support.observe import counters, timed, vsl, wait_for
 from support.varnish_harness import Varnishd, require_stage
 from vmod_lambda.config import TRANSPORTS
@@ -52,7 +53,8 @@ class Hostile:
         self.ended = {}             # function name -> [(seconds from the request, bytes sent)]
         self.lock = threading.Lock()
         self.stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
 
     def _accept(self):
         while not self.stopping:
@@ -154,7 +156,7 @@ class Hostile:
 
     def stop(self):
         self.stopping = True
-        self.sock.close()
+        stop_listening(self.sock, self.thread)     # never close() under the accept()
 
 
 def _vcl(hostile_url, emu_url):
