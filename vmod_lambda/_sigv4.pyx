@@ -24,7 +24,6 @@ would cost more than the hash (a possible hand-off to another worker).
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.stdio cimport snprintf
 from libc.string cimport memcmp, memcpy, strlen
 from posix.time cimport clock_gettime, CLOCK_REALTIME, timespec
 
@@ -89,6 +88,14 @@ cdef int _text(object s, text *t, bint trimmed) except -1:
             if c <= 32 or c >= 127:
                 return 0
     return 1
+
+
+cdef inline void _digits(char *p, int v, int n) noexcept nogil:
+    """v in n decimal digits, zero-padded (v < 10**n)."""
+    while n > 0:
+        n -= 1
+        p[n] = <char>(48 + v % 10)
+        v //= 10
 
 
 cdef class HeadSigner:
@@ -212,6 +219,7 @@ cdef class HeadSigner:
         cdef tm g
         cdef int year, mon, mday, hour, minute, sec
         cdef Py_ssize_t cap, plen
+        cdef int i
         cdef outbuf b
         cdef char *buf
         cdef char *canon
@@ -244,8 +252,15 @@ cdef class HeadSigner:
         if not (0 <= year <= 9999 and 1 <= mon <= 12 and 1 <= mday <= 31 and 0 <= hour <= 23
                 and 0 <= minute <= 59 and 0 <= sec <= 61):
             return None
-        snprintf(amz_date, sizeof(amz_date), "%04d%02d%02dT%02d%02d%02dZ",
-                 year, mon, mday, hour, minute, sec)
+        _digits(amz_date, year, 4)
+        _digits(amz_date + 4, mon, 2)
+        _digits(amz_date + 6, mday, 2)
+        amz_date[8] = b'T'
+        _digits(amz_date + 9, hour, 2)
+        _digits(amz_date + 11, minute, 2)
+        _digits(amz_date + 13, sec, 2)
+        amz_date[15] = b'Z'
+        amz_date[16] = 0
         if not self._signing_key(secret_key, amz_date, t_sk):
             return None
 
@@ -374,8 +389,15 @@ cdef class HeadSigner:
             puts(&b, "\r\nUser-Agent: ")
             putt(&b, t_ua)
             puts(&b, "\r\nContent-Length: ")
-            snprintf(num, sizeof(num), "%zd", plen)
-            puts(&b, num)
+            i = 31
+            num[i] = 0
+            while True:
+                i -= 1
+                num[i] = <char>(48 + plen % 10)
+                plen //= 10
+                if plen == 0:
+                    break
+            puts(&b, num + i)
             puts(&b, "\r\n\r\n")
             out = PyBytes_FromStringAndSize(b.p, b.n)
         finally:

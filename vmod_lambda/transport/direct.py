@@ -335,11 +335,11 @@ class DirectClient:
         creds = self.credentials
         if creds is None:
             raise NoCredentials()
-        if type(creds) is _StaticCredentials:
-            # Never refreshed, so never waits: no blocking hooks (each takes the pool's queue
-            # mutex, and may wake another worker).
-            creds = creds.get_frozen_credentials()
-        else:
+        # Static credentials (botocore's Credentials itself) are never refreshed, so never wait:
+        # read as they are, their attributes being what get_frozen_credentials() would copy into
+        # a new tuple, and without the blocking hooks (each takes the pool's queue mutex, and may
+        # wake another worker).
+        if type(creds) is not _StaticCredentials:
             self._blocking_begin()      # refreshing credentials may wait for the network
             try:
                 creds = creds.get_frozen_credentials()
