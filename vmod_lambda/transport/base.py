@@ -267,13 +267,18 @@ def redact(text: str) -> str:
 
 
 _TOKEN = re.compile(r"[^A-Za-z0-9._:$/+=-]")
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:$/+=-"
 
 
 def clean_token(value) -> str:
     """An identifier an endpoint sent (request id, executed version) as a token fit for a log
     record: at most 128 characters of [A-Za-z0-9._:$/+=-], anything else "_" (no escape sequences,
     no spaces that would shift the record's fields); "-" when there is none."""
-    return _TOKEN.sub("_", str(value))[:128] if value else "-"
+    if not value:
+        return "-"
+    if type(value) is str and not value.strip(_TOKEN_CHARS):
+        return value[:128]      # (the common case, already clean: no regular expression)
+    return _TOKEN.sub("_", str(value))[:128]
 
 
 def clean_reason(text) -> str:
