@@ -67,6 +67,10 @@ try:
     from .. import _sigv4        # compiled: the signed request head in C
 except ImportError:             # pragma: no cover - a source tree without the build
     _sigv4 = None
+try:
+    from .. import _httphead     # compiled: the head of an answer parsed in C
+except ImportError:             # pragma: no cover - a source tree without the build
+    _httphead = None
 
 __all__ = ["DirectTransport", "DirectClient", "ChunkedDecoder", "ConnectFailed", "ConnectTimeout", "ReadTimeout", "Closed",
            "BadResponse", "NoCredentials", "Response", "sigv4_headers"]
@@ -1000,6 +1004,10 @@ def _bounded(gen, headers):
 
 
 def _parse_head(head: bytes):
+    if _httphead is not None and type(head) is bytes:
+        parsed = _httphead.parse(head)     # the plain head, in C; None: parsed here
+        if parsed is not None:
+            return parsed
     try:
         text = head.decode("latin-1")
     except UnicodeDecodeError:      # pragma: no cover - latin-1 decodes everything
