@@ -88,3 +88,26 @@ cdef extern from "<openssl/err.h>" nogil:
     unsigned long ERR_peek_last_error()
     void ERR_clear_error()
     void ERR_error_string_n(unsigned long e, char *buf, size_t len)
+
+# SHA-256 and HMAC-SHA256 of libcrypto, for the SigV4 signature of the direct transport (_sigv4.pyx).
+cdef extern from "<openssl/evp.h>" nogil:
+    ctypedef struct EVP_MD:
+        pass
+    ctypedef struct EVP_MD_CTX:
+        pass
+    const EVP_MD *EVP_sha256()
+    EVP_MD *EVP_MD_fetch(void *libctx, const char *algorithm, const char *properties)
+    EVP_MD_CTX *EVP_MD_CTX_new()
+    void EVP_MD_CTX_free(EVP_MD_CTX *ctx)
+    int EVP_MD_CTX_copy_ex(EVP_MD_CTX *out, const EVP_MD_CTX *inp)
+    int EVP_DigestInit_ex2(EVP_MD_CTX *ctx, const EVP_MD *md, const void *params)
+    int EVP_DigestUpdate(EVP_MD_CTX *ctx, const void *d, size_t cnt)
+    int EVP_DigestFinal_ex(EVP_MD_CTX *ctx, unsigned char *md, unsigned int *s)
+
+cdef extern from "<openssl/sha.h>" nogil:
+    unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md)
+
+cdef extern from "<openssl/hmac.h>" nogil:
+    unsigned char *HMAC(const EVP_MD *evp_md, const void *key, int key_len,
+                        const unsigned char *d, size_t n, unsigned char *md,
+                        unsigned int *md_len)

@@ -49,6 +49,8 @@ from collections import deque
 from typing import Optional
 from urllib.parse import quote, urlsplit
 
+from botocore.credentials import Credentials as _StaticCredentials
+
 from ..credentials import StsError
 from ..limits import MAX_RESPONSE_BODY, MAX_RESPONSE_HEAD
 from ..outcomes import answer_too_large
@@ -61,6 +63,14 @@ try:
     from .. import _netio        # compiled: the exchange without the GIL (plain TCP)
 except ImportError:             # pragma: no cover - a source tree without the build
     _netio = None
+try:
+    from .. import _sigv4        # compiled: the signed request head in C
+except ImportError:             # pragma: no cover - a source tree without the build
+    _sigv4 = None
+try:
+    from .. import _httphead     # compiled: the head of an answer parsed in C
+except ImportError:             # pragma: no cover - a source tree without the build
+    _httphead = None
 
 __all__ = ["DirectTransport", "DirectClient", "ChunkedDecoder", "ConnectFailed", "ConnectTimeout", "ReadTimeout", "Closed",
            "BadResponse", "NoCredentials", "Response", "sigv4_headers"]
@@ -160,6 +170,9 @@ def _utcnow():
     return time.gmtime()
 
 
+_gmtime = _utcnow       # (when _utcnow is still this, _sigv4 reads the clock itself)
+
+
 class _Signer:
     """SigV4 for one service and region, with the derived signing key cached per (day, secret)."""
 
@@ -241,6 +254,9 @@ class DirectClient:
         self.pool_size = pool_size
         self.user_agent = user_agent
         self.signer = _Signer(region, service)
+        # The head built in C (_sigv4.pyx); request_head() in Python when None (a build without it).
+        self._head = _sigv4.HeadSigner(region, service, host, user_agent) \
+            if _sigv4 is not None else None
         # Around the calls that may block this thread for long (connecting, refreshing credentials,
         # reading a body of unknown length): the worker pool's hooks (base.Hooks), so that a worker
         # waiting there is not counted on to take the next queued job.
@@ -323,14 +339,27 @@ class DirectClient:
         creds = self.credentials
         if creds is None:
             raise NoCredentials()
-        self._blocking_begin()      # refreshing credentials may wait for the network
-        try:
-            creds = creds.get_frozen_credentials()
-        finally:
-            self._blocking_end()
+        # Static credentials (botocore's Credentials itself) are never refreshed, so never wait:
+        # read as they are, their attributes being what get_frozen_credentials() would copy into
+        # a new tuple, and without the blocking hooks (each takes the pool's queue mutex, and may
+        # wake another worker).
+        if type(creds) is not _StaticCredentials:
+            self._blocking_begin()      # refreshing credentials may wait for the network
+            try:
+                creds = creds.get_frozen_credentials()
+            finally:
+                self._blocking_end()
         if creds is None or creds.access_key is None:
             raise NoCredentials()
         target, curi, cquery = self._path(function_name, qualifier, stream)
+        if self._head is not None:
+            # The same bytes, built in C (_sigv4.pyx); None: not a plain request, built below.
+            head = self._head.head(target, curi, cquery, log_type, client_context,
+                                   invocation_type, tenant_id, trace_id, payload,
+                                   creds.access_key, creds.secret_key, creds.token,
+                                   None if _utcnow is _gmtime else _utcnow())
+            if head is not None:
+                return head
         # The headers botocore's Invoke serialisation sends (same names, same order of addition),
         # and the Content-Type of the blob payload that the AWS SDKs send (the boto3 transport adds
         # it too, invoker._content_type): signed like the others.
@@ -975,6 +1004,10 @@ def _bounded(gen, headers):
 
 
 def _parse_head(head: bytes):
+    if _httphead is not None and type(head) is bytes:
+        parsed = _httphead.parse(head)     # the plain head, in C; None: parsed here
+        if parsed is not None:
+            return parsed
     try:
         text = head.decode("latin-1")
     except UnicodeDecodeError:      # pragma: no cover - latin-1 decodes everything
