@@ -149,17 +149,29 @@ class Decoder:
         if self._error is not None:
             raise self._error
         out = []
-        if data:
-            self.bytes += len(data)
-            if self._pos and self._pos == len(self._buf):
-                self._buf = bytearray(data)
-                self._pos = 0
-            else:
-                if self._pos > 65536 and self._pos * 2 > len(self._buf):
-                    del self._buf[:self._pos]
-                    self._pos = 0
-                self._buf += data
         buf = self._buf
+        if not data:
+            return self._messages(buf, out)
+        self.bytes += len(data)
+        if self._pos == len(buf):
+            # Nothing buffered: read the messages straight from data (each payload is one copy
+            # of it); only an unfinished message at its end is kept.
+            self._pos = 0
+            try:
+                return self._messages(data, out)
+            finally:
+                if self._error is None and self._pos < len(data):
+                    self._buf = bytearray(memoryview(data)[self._pos:])
+                else:
+                    self._buf = bytearray()
+                self._pos = 0
+        if self._pos > 65536 and self._pos * 2 > len(buf):
+            del buf[:self._pos]
+            self._pos = 0
+        buf += data
+        return self._messages(buf, out)
+
+    def _messages(self, buf, out):
         while True:
             avail = len(buf) - self._pos
             if self._need == 0:
@@ -205,8 +217,8 @@ class Decoder:
             self.messages += 1
             self._pos = end
             self._need = 0
-        if self._pos == len(buf) and self._pos:
-            self._buf = bytearray()
+        if self._pos == len(buf) and self._pos and buf is self._buf:
+            self._buf = bytearray()     # (data read in place: feed() keeps what is left)
             self._pos = 0
         return out
 

@@ -144,7 +144,7 @@ def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
 # --------------------------------------------------------------------------------------------------
 # Streaming backends (streaming = true): InvokeWithResponseStream
 
-STREAM_READ = 64 * 1024
+STREAM_READ = 192 * 1024     # a read can hold whole 64 KiB frames; below bigalloc's 256 KiB (see the loader)
 
 
 class StreamedFetch:
