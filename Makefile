@@ -51,7 +51,7 @@ PYSRC        := $(wildcard vmod_lambda/*.py vmod_lambda/transport/*.py)
 LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lambda_loader_libc.so
 # The hot path of a fetch, also compiled (setup.py, COMPILED_PY): the .py stays the source.
 HOTPY        := vmod_lambda/events.py vmod_lambda/transport/direct.py vmod_lambda/transport/base.py \
-                vmod_lambda/fetch.py vmod_lambda/invoker.py
+                vmod_lambda/fetch.py vmod_lambda/invoker.py vmod_lambda/eventstream.py
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \

@@ -36,7 +36,7 @@ LINK_ARGS = ["-Wl,-z,nodelete"]
 # Plain Python modules on the hot path of every fetch, compiled as they are: about a fifth less CPU
 # for mapping requests, signing and parsing answers (BENCHMARKS.md). The .py files stay the
 # sources, and are installed too; Python imports the compiled module when both are there.
-COMPILED_PY = ["events", "transport/direct", "transport/base", "fetch", "invoker"]
+COMPILED_PY = ["events", "transport/direct", "transport/base", "fetch", "invoker", "eventstream"]
 
 
 def ext(name, *sources, suffix=".pyx", libraries=()):
