@@ -43,7 +43,7 @@ WARN         := -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-de
 SHIM_SRC     := include/vmod_lambda_shim.c
 LOADER_SRC   := include/vmod_lambda_loader.c
 # The fetch helpers (struct busyobj, the VFP), compiled into the director's extension (setup.py).
-FETCH_SRC    := include/vmod_lambda_fetch.c include/vmod_lambda_resp.c
+FETCH_SRC    := include/vmod_lambda_fetch.c include/vmod_lambda_resp.c include/vmod_lambda_crc32.c
 HEADERS      := $(wildcard include/*.h)
 PYX          := $(wildcard vmod_lambda/*.pyx)
 PXD          := $(wildcard vmod_lambda/*.pxd include/*.pxd)

@@ -27,6 +27,8 @@ HEADERS = [os.path.join("include", f) for f in os.listdir("include") if f.endswi
 FETCH_C = os.path.join("include", "vmod_lambda_fetch.c")
 # The common Lambda answer mapped in C (the JSON response object), linked into _fastresponse only.
 RESP_C = os.path.join("include", "vmod_lambda_resp.c")
+# The CRC-32 of the event stream framing (PCLMULQDQ folding), linked into _crc32 only.
+CRC_C = os.path.join("include", "vmod_lambda_crc32.c")
 # _netio speaks TLS with OpenSSL (-lssl -lcrypto, Debian's libssl-dev): the same libssl3 that
 # Python's own _ssl module loads, so one copy of OpenSSL is in the process.
 # Never unloaded: Python does not unload extension modules, and their threads outlive any VCL.
@@ -54,7 +56,7 @@ setup(
     ext_modules=cythonize([ext("_handoff"), ext("_stats", os.path.join(BUILD_DIR, "VSC_lambda.c")),
                             ext("_director", FETCH_C), ext("_vmod"),
                             ext("_netio", libraries=["ssl", "crypto"]), ext("_fastevent"),
-                            ext("_fastresponse", RESP_C),
+                            ext("_fastresponse", RESP_C), ext("_crc32", CRC_C),
                             ext("_request"), ext("_response"), ext("_throttle"), ext("_record"),
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],

@@ -16,8 +16,9 @@ LogResult}); ``:message-type exception`` messages carry a service error.
 A streamed HTTP response (Node's ``awslambda.HttpResponseStream.from``, function URLs) starts with a
 JSON prelude ``{"statusCode": .., "headers": {..}, "cookies": [..]}`` and 8 NUL bytes, then the body.
 
-This module is pure Python and standard library (zlib's CRC-32 through binascii): the Decoder and
-the PreludeParser run in the VMOD's worker threads. It only reads; the writer side (encode_message,
+This module is Python and standard library, with the CRC-32 of vmod_lambda._crc32 (C, the values
+of binascii's, which it falls back to in a tree not built yet); it is compiled with the hot path
+(setup.py, COMPILED_PY). The Decoder and the PreludeParser run in the VMOD's worker threads. It only reads; the writer side (encode_message,
 payload_chunk, invoke_complete, encode_prelude) is the emulator's, lambda_emulator/eventstream.py.
 Memory stays bounded: a Decoder holds at most one message (max_payload + max_headers + what one
 feed() brings), a PreludeParser at most max_prelude bytes.
@@ -25,7 +26,10 @@ feed() brings), a PreludeParser at most max_prelude bytes.
 
 import json
 import struct
-from binascii import crc32
+try:
+    from ._crc32 import crc32      # binascii.crc32, about five times faster
+except ImportError:                 # the source tree before `make`: pure Python
+    from binascii import crc32
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
