@@ -142,6 +142,10 @@ class Decoder:
         self._error = None
         self.messages = 0
         self.bytes = 0
+        # Lambda sends the same header block with every PayloadChunk: the last one parsed and its
+        # dict, so that a repeat is a comparison of bytes (the same bytes parse the same way).
+        self._last_raw = None
+        self._last_headers = None
 
     def _fail(self, err):
         self._error = err
@@ -211,7 +215,12 @@ class Decoder:
             (hlen,) = _U32.unpack_from(buf, start + 4)
             hstart = start + PRELUDE_LENGTH
             try:
-                headers = _parse_headers(buf, hstart, hstart + hlen)
+                raw = bytes(buf[hstart:hstart + hlen])
+                if raw == self._last_raw:
+                    headers = dict(self._last_headers)
+                else:
+                    headers = _parse_headers(raw, 0, hlen)
+                    self._last_raw, self._last_headers = raw, dict(headers)
             except FrameError as e:
                 view.release()
                 self._fail(e)
