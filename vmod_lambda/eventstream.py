@@ -18,8 +18,9 @@ JSON prelude ``{"statusCode": .., "headers": {..}, "cookies": [..]}`` and 8 NUL 
 
 This module is Python and standard library, with the CRC-32 of vmod_lambda._crc32 (C, the values
 of binascii's, which it falls back to in a tree not built yet); it is compiled with the hot path
-(setup.py, COMPILED_PY). The Decoder and the PreludeParser run in the VMOD's worker threads. It only reads; the writer side (encode_message,
-payload_chunk, invoke_complete, encode_prelude) is the emulator's, lambda_emulator/eventstream.py.
+(setup.py, COMPILED_PY). The Decoder and the PreludeParser run in the VMOD's worker threads. It
+only reads; the writer side (encode_message, payload_chunk, invoke_complete, encode_prelude) is the
+emulator's, lambda_emulator/eventstream.py.
 Memory stays bounded: a Decoder holds at most one message (max_payload + max_headers + what one
 feed() brings), a PreludeParser at most max_prelude bytes.
 """

@@ -21,7 +21,8 @@ def test_every_length_and_alignment_gives_zlibs_value():
             assert _crc32.crc32_table(piece) == zlib_crc32(piece), (n, off)
 
 
-@pytest.mark.parametrize("size", [64, 65, 79, 80, 127, 128, 4096, 65536 + 37, 1 << 20, (3 << 20) - 5])
+@pytest.mark.parametrize("size", [64, 65, 79, 80, 127, 128, 4096, 65536 + 37, 1 << 20,
+                                  (3 << 20) - 5])
 def test_large_buffers_and_running_crcs(size):
     data = DATA[:size]
     assert _crc32.crc32(data) == zlib_crc32(data)
