@@ -43,7 +43,7 @@ WARN         := -Wall -Wextra -Wno-unused-parameter -Werror=implicit-function-de
 SHIM_SRC     := include/vmod_lambda_shim.c
 LOADER_SRC   := include/vmod_lambda_loader.c
 # The fetch helpers (struct busyobj, the VFP), compiled into the director's extension (setup.py).
-FETCH_SRC    := include/vmod_lambda_fetch.c include/vmod_lambda_resp.c
+FETCH_SRC    := include/vmod_lambda_fetch.c include/vmod_lambda_resp.c include/vmod_lambda_crc32.c
 HEADERS      := $(wildcard include/*.h)
 PYX          := $(wildcard vmod_lambda/*.pyx)
 PXD          := $(wildcard vmod_lambda/*.pxd include/*.pxd)
@@ -51,7 +51,7 @@ PYSRC        := $(wildcard vmod_lambda/*.py vmod_lambda/transport/*.py)
 LOADERS      := $(BUILD)/libvmod_lambda_loader_jemalloc.so $(BUILD)/libvmod_lambda_loader_libc.so
 # The hot path of a fetch, also compiled (setup.py, COMPILED_PY): the .py stays the source.
 HOTPY        := vmod_lambda/events.py vmod_lambda/transport/direct.py vmod_lambda/transport/base.py \
-                vmod_lambda/fetch.py vmod_lambda/invoker.py
+                vmod_lambda/fetch.py vmod_lambda/invoker.py vmod_lambda/eventstream.py
 EXTS         := $(patsubst %.pyx,%$(EXT_SUFFIX),$(PYX)) $(patsubst %.py,%$(EXT_SUFFIX),$(HOTPY))
 
 .PHONY: all build deps install install-home stage test check installcheck pytest vtc docs docs-check \

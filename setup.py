@@ -27,6 +27,8 @@ HEADERS = [os.path.join("include", f) for f in os.listdir("include") if f.endswi
 FETCH_C = os.path.join("include", "vmod_lambda_fetch.c")
 # The common Lambda answer mapped in C (the JSON response object), linked into _fastresponse only.
 RESP_C = os.path.join("include", "vmod_lambda_resp.c")
+# The CRC-32 of the event stream framing (PCLMULQDQ folding), linked into _crc32 only.
+CRC_C = os.path.join("include", "vmod_lambda_crc32.c")
 # _netio speaks TLS with OpenSSL (-lssl -lcrypto, Debian's libssl-dev): the same libssl3 that
 # Python's own _ssl module loads, so one copy of OpenSSL is in the process.
 # Never unloaded: Python does not unload extension modules, and their threads outlive any VCL.
@@ -36,7 +38,7 @@ LINK_ARGS = ["-Wl,-z,nodelete"]
 # Plain Python modules on the hot path of every fetch, compiled as they are: about a fifth less CPU
 # for mapping requests, signing and parsing answers (BENCHMARKS.md). The .py files stay the
 # sources, and are installed too; Python imports the compiled module when both are there.
-COMPILED_PY = ["events", "transport/direct", "transport/base", "fetch", "invoker"]
+COMPILED_PY = ["events", "transport/direct", "transport/base", "fetch", "invoker", "eventstream"]
 
 
 def ext(name, *sources, suffix=".pyx", libraries=()):
@@ -56,7 +58,7 @@ setup(
                             ext("_netio", libraries=["ssl", "crypto"]),
                             ext("_sigv4", libraries=["crypto"]), ext("_httphead"),
                             ext("_fastevent"),
-                            ext("_fastresponse", RESP_C),
+                            ext("_fastresponse", RESP_C), ext("_crc32", CRC_C),
                             ext("_request"), ext("_response"), ext("_throttle"), ext("_record"),
                             *(ext(name, suffix=".py") for name in COMPILED_PY)],
                           include_path=["include", "vmod_lambda"],

@@ -641,6 +641,11 @@ cdef void _list(const vrt_ctx *ctx, VCL_BACKEND d, vsb *v, int pflag, int jflag)
 cdef enum:
     STREAM_MAGIC = 0x7374726d
     WINDOW = 256 * 1024
+    # A worker waiting for space in a full ring is woken once this much is free, not for every
+    # piece the VFP takes (Varnish pulls in pieces of fetch_chunksize, 16 KiB by default): one
+    # wake-up per half window instead of one per pull. An empty ring is always above it, so the
+    # two sides never wait for each other.
+    WINDOW_LOW = 128 * 1024     # half the window
 
 
 cdef struct stream_job:
@@ -664,6 +669,8 @@ cdef struct stream_job:
     int head_written            # the head went into beresp
     int stalled                 # the VFP gave up: no bytes for between_bytes
     int committed               # the fetch counted and logged its one outcome (_stream_commit)
+    int writer_waits            # the worker waits for space in the ring (_chan_push)
+    int reader_waits            # the VFP waits for bytes in the ring (_vfp_stream_pull)
 
 
 cdef pthread_condattr_t STREAM_CONDATTR
@@ -731,7 +738,9 @@ cdef int _chan_push(stream_job *sj, const char *p, size_t n) noexcept nogil:
             return 0
         space = WINDOW - sj.ring_len
         if space == 0:
+            sj.writer_waits = 1
             rc = pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts)
+            sj.writer_waits = 0
             if rc == ETIMEDOUT and sj.ring_len == WINDOW and not sj.consumer_gone:
                 pthread_mutex_unlock(&sj.mtx)
                 return -1
@@ -748,7 +757,8 @@ cdef int _chan_push(stream_job *sj, const char *p, size_t n) noexcept nogil:
         sj.body_bytes += k
         p += k
         n -= k
-        pthread_cond_broadcast(&sj.cond)
+        if sj.reader_waits:         # only the VFP waits for bytes; nobody else to wake
+            pthread_cond_broadcast(&sj.cond)
     pthread_mutex_unlock(&sj.mtx)
     return 1
 
@@ -1095,7 +1105,9 @@ cdef vfp_status _vfp_stream_pull(vfp_ctx *vc, vfp_entry *vfe, void *p,
     to_timespec(monotonic_now() + sj.between_bytes, &ts)
     pthread_mutex_lock(&sj.mtx)
     while sj.ring_len == 0 and not sj.eof and not sj.failed:
+        sj.reader_waits = 1
         w = pthread_cond_timedwait(&sj.cond, &sj.mtx, &ts)
+        sj.reader_waits = 0
         if w == ETIMEDOUT and sj.ring_len == 0 and not sj.eof and not sj.failed:
             sj.consumer_gone = 1            # the worker stops at its next step
             sj.stalled = 1                  # the fetch's outcome: a timeout (_stream_commit)
@@ -1117,7 +1129,8 @@ cdef vfp_status _vfp_stream_pull(vfp_ctx *vc, vfp_entry *vfe, void *p,
         sj.ring_len -= n
         sj.pulled += n
         done = sj.ring_len == 0 and sj.eof
-        pthread_cond_broadcast(&sj.cond)
+        if sj.writer_waits and WINDOW - sj.ring_len >= WINDOW_LOW:
+            pthread_cond_broadcast(&sj.cond)
         pthread_mutex_unlock(&sj.mtx)
         lp[0] = <ssize_t>n
         return VFP_END if done else VFP_OK

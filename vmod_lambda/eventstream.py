@@ -16,16 +16,21 @@ LogResult}); ``:message-type exception`` messages carry a service error.
 A streamed HTTP response (Node's ``awslambda.HttpResponseStream.from``, function URLs) starts with a
 JSON prelude ``{"statusCode": .., "headers": {..}, "cookies": [..]}`` and 8 NUL bytes, then the body.
 
-This module is pure Python and standard library (zlib's CRC-32 through binascii): the Decoder and
-the PreludeParser run in the VMOD's worker threads. It only reads; the writer side (encode_message,
-payload_chunk, invoke_complete, encode_prelude) is the emulator's, lambda_emulator/eventstream.py.
+This module is Python and standard library, with the CRC-32 of vmod_lambda._crc32 (C, the values
+of binascii's, which it falls back to in a tree not built yet); it is compiled with the hot path
+(setup.py, COMPILED_PY). The Decoder and the PreludeParser run in the VMOD's worker threads. It
+only reads; the writer side (encode_message, payload_chunk, invoke_complete, encode_prelude) is the
+emulator's, lambda_emulator/eventstream.py.
 Memory stays bounded: a Decoder holds at most one message (max_payload + max_headers + what one
 feed() brings), a PreludeParser at most max_prelude bytes.
 """
 
 import json
 import struct
-from binascii import crc32
+try:
+    from ._crc32 import crc32      # binascii.crc32, about five times faster
+except ImportError:                 # the source tree before `make`: pure Python
+    from binascii import crc32
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -138,6 +143,10 @@ class Decoder:
         self._error = None
         self.messages = 0
         self.bytes = 0
+        # Lambda sends the same header block with every PayloadChunk: the last one parsed and its
+        # dict, so that a repeat is a comparison of bytes (the same bytes parse the same way).
+        self._last_raw = None
+        self._last_headers = None
 
     def _fail(self, err):
         self._error = err
@@ -149,17 +158,29 @@ class Decoder:
         if self._error is not None:
             raise self._error
         out = []
-        if data:
-            self.bytes += len(data)
-            if self._pos and self._pos == len(self._buf):
-                self._buf = bytearray(data)
-                self._pos = 0
-            else:
-                if self._pos > 65536 and self._pos * 2 > len(self._buf):
-                    del self._buf[:self._pos]
-                    self._pos = 0
-                self._buf += data
         buf = self._buf
+        if not data:
+            return self._messages(buf, out)
+        self.bytes += len(data)
+        if self._pos == len(buf):
+            # Nothing buffered: read the messages straight from data (each payload is one copy
+            # of it); only an unfinished message at its end is kept.
+            self._pos = 0
+            try:
+                return self._messages(data, out)
+            finally:
+                if self._error is None and self._pos < len(data):
+                    self._buf = bytearray(memoryview(data)[self._pos:])
+                else:
+                    self._buf = bytearray()
+                self._pos = 0
+        if self._pos > 65536 and self._pos * 2 > len(buf):
+            del buf[:self._pos]
+            self._pos = 0
+        buf += data
+        return self._messages(buf, out)
+
+    def _messages(self, buf, out):
         while True:
             avail = len(buf) - self._pos
             if self._need == 0:
@@ -195,7 +216,12 @@ class Decoder:
             (hlen,) = _U32.unpack_from(buf, start + 4)
             hstart = start + PRELUDE_LENGTH
             try:
-                headers = _parse_headers(buf, hstart, hstart + hlen)
+                raw = bytes(buf[hstart:hstart + hlen])
+                if raw == self._last_raw:
+                    headers = dict(self._last_headers)
+                else:
+                    headers = _parse_headers(raw, 0, hlen)
+                    self._last_raw, self._last_headers = raw, dict(headers)
             except FrameError as e:
                 view.release()
                 self._fail(e)
@@ -205,8 +231,8 @@ class Decoder:
             self.messages += 1
             self._pos = end
             self._need = 0
-        if self._pos == len(buf) and self._pos:
-            self._buf = bytearray()
+        if self._pos == len(buf) and self._pos and buf is self._buf:
+            self._buf = bytearray()     # (data read in place: feed() keeps what is left)
             self._pos = 0
         return out
 

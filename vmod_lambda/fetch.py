@@ -144,7 +144,9 @@ def handle_gen(invoker: Invoker, request, event: Optional[bytes] = None,
 # --------------------------------------------------------------------------------------------------
 # Streaming backends (streaming = true): InvokeWithResponseStream
 
-STREAM_READ = 64 * 1024
+# A read holds whole 64 KiB frames (decoded where they are, fewer reads); below the 256 KiB from
+# which the loader's bigalloc purges a freed block (include/vmod_lambda_loader.c): page faults.
+STREAM_READ = 192 * 1024
 
 
 class StreamedFetch:

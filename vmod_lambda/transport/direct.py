@@ -1130,57 +1130,71 @@ class ChunkedDecoder:
         if self.done:
             self.extra += len(data)
             return out
+        # The bytes are read where they came: a piece of chunk data is one copy of them (none when
+        # the whole read is chunk data). Only an unfinished size line, CRLF or trailer section
+        # waits in _buf for the next read (chunk data never does), and is joined to it.
         buf = self._buf
-        buf += data
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        elif type(data) is not bytes and type(data) is not bytearray:
+            data = bytes(data)
         pos = 0
-        n = len(buf)
-        while True:
-            state = self._state
-            if state == _DATA:
-                k = min(self._left, n - pos)
-                if k:
-                    out.append(bytes(buf[pos:pos + k]))
-                    pos += k
-                    self._left -= k
-                if self._left:
-                    break
-                self._state = _DATA_END
-            elif state == _DATA_END:
-                if n - pos < 2:
-                    break
-                if buf[pos:pos + 2] != b"\r\n":
-                    raise BadResponse("chunk not terminated by CRLF")
-                pos += 2
-                self._state = _SIZE
-            else:
-                i = buf.find(b"\r\n", pos)
-                if i < 0:
-                    if state == _SIZE and n - pos > 4096:
-                        raise BadResponse("chunk size line too long")
-                    if state == _TRAILER and n - pos > 65536:
-                        raise BadResponse("trailer section too large")
-                    break
-                line = bytes(buf[pos:i])
-                pos = i + 2
-                if state == _TRAILER:
-                    if not line:            # the empty line after the trailers (ignored)
-                        self._state = _DONE
-                        self.done = True
-                        self.extra = n - pos
-                        pos = n
+        n = len(data)
+        view = memoryview(data)
+        try:
+            while True:
+                state = self._state
+                if state == _DATA:
+                    k = min(self._left, n - pos)
+                    if k:
+                        out.append(data if k == n and type(data) is bytes
+                                   else bytes(view[pos:pos + k]))
+                        pos += k
+                        self._left -= k
+                    if self._left:
                         break
-                    continue
-                size_text = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                    if size < 0:
-                        raise ValueError
-                except ValueError:
-                    raise BadResponse(f"invalid chunk size {size_text[:20]!r}") from None
-                if size == 0:
-                    self._state = _TRAILER
+                    self._state = _DATA_END
+                elif state == _DATA_END:
+                    if n - pos < 2:
+                        break
+                    if data[pos:pos + 2] != b"\r\n":
+                        raise BadResponse("chunk not terminated by CRLF")
+                    pos += 2
+                    self._state = _SIZE
                 else:
-                    self._left = size
-                    self._state = _DATA
-        del buf[:pos]
+                    i = data.find(b"\r\n", pos)
+                    if i < 0:
+                        if state == _SIZE and n - pos > 4096:
+                            raise BadResponse("chunk size line too long")
+                        if state == _TRAILER and n - pos > 65536:
+                            raise BadResponse("trailer section too large")
+                        break
+                    line = bytes(view[pos:i])
+                    pos = i + 2
+                    if state == _TRAILER:
+                        if not line:            # the empty line after the trailers (ignored)
+                            self._state = _DONE
+                            self.done = True
+                            self.extra = n - pos
+                            pos = n
+                            break
+                        continue
+                    size_text = line.split(b";", 1)[0].strip()
+                    try:
+                        size = int(size_text, 16)
+                        if size < 0:
+                            raise ValueError
+                    except ValueError:
+                        raise BadResponse(f"invalid chunk size {size_text[:20]!r}") from None
+                    if size == 0:
+                        self._state = _TRAILER
+                    else:
+                        self._left = size
+                        self._state = _DATA
+            if pos < n:
+                buf += view[pos:]
+        finally:
+            view.release()
         return out
