@@ -199,6 +199,31 @@ utf8_len(const unsigned char *p, const unsigned char *e)
 	 ((((w) ^ (ONES * '"')) - ONES) & ~((w) ^ (ONES * '"')) & HIGHS) | \
 	 ((((w) ^ (ONES * '\\')) - ONES) & ~((w) ^ (ONES * '\\')) & HIGHS))
 
+typedef unsigned char lambda_v16 __attribute__((vector_size(16)));
+
+/* How many of the first n bytes at p, in whole blocks of 32, are printable ASCII other than '"'
+ * and '\\' (a JSON string's plain run), with the compiler's generic vectors (SSE2 on x86-64,
+ * NEON on arm64); the caller goes on byte by byte from there. */
+static size_t
+plain_run(const unsigned char *p, size_t n)
+{
+	size_t i;
+	lambda_v16 a, b, bad;
+	uint64_t w[2];
+
+	for (i = 0; i + 32 <= n; i += 32) {
+		memcpy(&a, p + i, 16);
+		memcpy(&b, p + i + 16, 16);
+		bad = (lambda_v16)((lambda_v16)(a - 0x20) >= 0x60) | (lambda_v16)(a == '"') |
+		    (lambda_v16)(a == '\\') | (lambda_v16)((lambda_v16)(b - 0x20) >= 0x60) |
+		    (lambda_v16)(b == '"') | (lambda_v16)(b == '\\');
+		memcpy(w, &bad, sizeof w);
+		if ((w[0] | w[1]) != 0)
+			break;
+	}
+	return (i);
+}
+
 /* The body string: checked, measured, and whether it needs unescaping. */
 static int
 bstr(struct cur *c, struct lambda_resp_body *b)
@@ -214,7 +239,12 @@ bstr(struct cur *c, struct lambda_resp_body *b)
 	b->p = (const char *)c->p;
 	b->kind = LAMBDA_BODY_COPY;
 	while (c->p < c->e) {
-		/* plain ASCII, eight bytes at a time */
+		/* plain ASCII, 32 then eight bytes at a time */
+		{
+			size_t plain = plain_run(c->p, (size_t)(c->e - c->p));
+			c->p += plain;
+			len += plain;
+		}
 		while (c->e - c->p >= 8) {
 			memcpy(&w, c->p, 8);
 			if (SPECIAL8(w))
@@ -295,6 +325,174 @@ static const signed char b64tab[256] = {
 
 #define b64val(ch) ((int)b64tab[(unsigned char)(ch)])
 
+/* The same digits shifted into place for the decoder (0 outside the alphabet: the body was checked
+ * with b64tab before it is decoded), so that a quad is four loads and three ors. */
+static const uint32_t b64sh[4][256] = {
+	{
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0xf80000, 0, 0, 0, 0xfc0000,
+	0xd00000, 0xd40000, 0xd80000, 0xdc0000, 0xe00000, 0xe40000, 0xe80000, 0xec0000,
+	0xf00000, 0xf40000, 0, 0, 0, 0, 0, 0,
+	0, 0x000000, 0x040000, 0x080000, 0x0c0000, 0x100000, 0x140000, 0x180000,
+	0x1c0000, 0x200000, 0x240000, 0x280000, 0x2c0000, 0x300000, 0x340000, 0x380000,
+	0x3c0000, 0x400000, 0x440000, 0x480000, 0x4c0000, 0x500000, 0x540000, 0x580000,
+	0x5c0000, 0x600000, 0x640000, 0, 0, 0, 0, 0,
+	0, 0x680000, 0x6c0000, 0x700000, 0x740000, 0x780000, 0x7c0000, 0x800000,
+	0x840000, 0x880000, 0x8c0000, 0x900000, 0x940000, 0x980000, 0x9c0000, 0xa00000,
+	0xa40000, 0xa80000, 0xac0000, 0xb00000, 0xb40000, 0xb80000, 0xbc0000, 0xc00000,
+	0xc40000, 0xc80000, 0xcc0000, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	},
+	{
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0x03e000, 0, 0, 0, 0x03f000,
+	0x034000, 0x035000, 0x036000, 0x037000, 0x038000, 0x039000, 0x03a000, 0x03b000,
+	0x03c000, 0x03d000, 0, 0, 0, 0, 0, 0,
+	0, 0x000000, 0x001000, 0x002000, 0x003000, 0x004000, 0x005000, 0x006000,
+	0x007000, 0x008000, 0x009000, 0x00a000, 0x00b000, 0x00c000, 0x00d000, 0x00e000,
+	0x00f000, 0x010000, 0x011000, 0x012000, 0x013000, 0x014000, 0x015000, 0x016000,
+	0x017000, 0x018000, 0x019000, 0, 0, 0, 0, 0,
+	0, 0x01a000, 0x01b000, 0x01c000, 0x01d000, 0x01e000, 0x01f000, 0x020000,
+	0x021000, 0x022000, 0x023000, 0x024000, 0x025000, 0x026000, 0x027000, 0x028000,
+	0x029000, 0x02a000, 0x02b000, 0x02c000, 0x02d000, 0x02e000, 0x02f000, 0x030000,
+	0x031000, 0x032000, 0x033000, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	},
+	{
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0x000f80, 0, 0, 0, 0x000fc0,
+	0x000d00, 0x000d40, 0x000d80, 0x000dc0, 0x000e00, 0x000e40, 0x000e80, 0x000ec0,
+	0x000f00, 0x000f40, 0, 0, 0, 0, 0, 0,
+	0, 0x000000, 0x000040, 0x000080, 0x0000c0, 0x000100, 0x000140, 0x000180,
+	0x0001c0, 0x000200, 0x000240, 0x000280, 0x0002c0, 0x000300, 0x000340, 0x000380,
+	0x0003c0, 0x000400, 0x000440, 0x000480, 0x0004c0, 0x000500, 0x000540, 0x000580,
+	0x0005c0, 0x000600, 0x000640, 0, 0, 0, 0, 0,
+	0, 0x000680, 0x0006c0, 0x000700, 0x000740, 0x000780, 0x0007c0, 0x000800,
+	0x000840, 0x000880, 0x0008c0, 0x000900, 0x000940, 0x000980, 0x0009c0, 0x000a00,
+	0x000a40, 0x000a80, 0x000ac0, 0x000b00, 0x000b40, 0x000b80, 0x000bc0, 0x000c00,
+	0x000c40, 0x000c80, 0x000cc0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	},
+	{
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0x00003e, 0, 0, 0, 0x00003f,
+	0x000034, 0x000035, 0x000036, 0x000037, 0x000038, 0x000039, 0x00003a, 0x00003b,
+	0x00003c, 0x00003d, 0, 0, 0, 0, 0, 0,
+	0, 0x000000, 0x000001, 0x000002, 0x000003, 0x000004, 0x000005, 0x000006,
+	0x000007, 0x000008, 0x000009, 0x00000a, 0x00000b, 0x00000c, 0x00000d, 0x00000e,
+	0x00000f, 0x000010, 0x000011, 0x000012, 0x000013, 0x000014, 0x000015, 0x000016,
+	0x000017, 0x000018, 0x000019, 0, 0, 0, 0, 0,
+	0, 0x00001a, 0x00001b, 0x00001c, 0x00001d, 0x00001e, 0x00001f, 0x000020,
+	0x000021, 0x000022, 0x000023, 0x000024, 0x000025, 0x000026, 0x000027, 0x000028,
+	0x000029, 0x00002a, 0x00002b, 0x00002c, 0x00002d, 0x00002e, 0x00002f, 0x000030,
+	0x000031, 0x000032, 0x000033, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	0, 0, 0, 0, 0, 0, 0, 0,
+	},
+};
+
+/* How many of the first n bytes at p, in whole blocks of 64, are base64 digits for sure (the rest is
+ * for the table): 16 at a time with the compiler's generic vectors (SSE2 on x86-64, NEON on arm64),
+ * each lane one range check per class; a block with anything else stops the run. */
+static size_t
+b64alpha_run(const unsigned char *p, size_t n)
+{
+	size_t i, j;
+	lambda_v16 x, ok, all;
+	uint64_t w[2];
+
+	for (i = 0; i + 64 <= n; i += 64) {
+		memset(&all, 0xff, sizeof all);
+		for (j = 0; j < 64; j += 16) {
+			memcpy(&x, p + i + j, 16);
+			ok = (lambda_v16)((lambda_v16)(x - 'A') < 26) |
+			    (lambda_v16)((lambda_v16)(x - 'a') < 26) |
+			    (lambda_v16)((lambda_v16)(x - '0') < 10) |
+			    (lambda_v16)(x == '+') | (lambda_v16)(x == '/');
+			all &= ok;
+		}
+		memcpy(w, &all, sizeof w);
+		if ((w[0] & w[1]) != ~(uint64_t)0)
+			break;
+	}
+	return (i);
+}
+
 /* A base64 body the strict way: alphabet, at most two '=' at the end, whole quads. */
 static int
 b64check(struct lambda_resp_body *b)
@@ -307,7 +505,8 @@ b64check(struct lambda_resp_body *b)
 		return (-1);
 	while (data > 0 && n - data < 2 && p[data - 1] == '=')
 		data--;
-	for (i = 0; i < data; i++)
+	i = b64alpha_run(p, data);
+	for (; i < data; i++)
 		bad |= b64tab[p[i]];
 	if (bad < 0)
 		return (-1);
@@ -817,17 +1016,21 @@ lambda_resp_body_read(struct lambda_resp_body *b, char *out, size_t room)
 		if (o == room || b->pos >= b->n)
 			return (o);
 		if (b->kind == LAMBDA_BODY_BASE64) {
-			/* whole quads straight into out while they fit */
-			while (room - o >= 3 && b->n - b->pos > 4) {
-				const unsigned char *p = (const unsigned char *)b->p + b->pos;
-				unsigned v = (unsigned)b64val(p[0]) << 18 | (unsigned)b64val(p[1]) << 12 |
-				    (unsigned)b64val(p[2]) << 6 | (unsigned)b64val(p[3]);
+			/* whole quads straight into out while they fit (in locals: the stores
+			 * through out may alias *b, which would reload b->p and b->pos per quad) */
+			const unsigned char *p = (const unsigned char *)b->p + b->pos;
+			size_t quads = (b->n - b->pos - 1) / 4, fit = (room - o) / 3;
+
+			if (quads > fit)
+				quads = fit;
+			for (k = 0; k < quads; k++, p += 4, o += 3) {
+				uint32_t v = b64sh[0][p[0]] | b64sh[1][p[1]] | b64sh[2][p[2]] |
+				    b64sh[3][p[3]];
 				q[o] = (unsigned char)(v >> 16);
 				q[o + 1] = (unsigned char)(v >> 8);
 				q[o + 2] = (unsigned char)v;
-				o += 3;
-				b->pos += 4;
 			}
+			b->pos += 4 * quads;
 			if (o == room || b->pos >= b->n)
 				continue;
 			b->npend = b64_unit(b, b->pend);

@@ -99,3 +99,36 @@ def test_status_description_reads_as_python_reads_it(desc):
 def test_doubtful_answers_are_left_to_python(payload):
     assert not _fastresponse.check(payload)
     assert _fastresponse.map_c(payload) is None
+
+
+def _bodies_with_one_special_byte():
+    """Text and base64 bodies across the vector scans' block sizes (32 bytes for a JSON string's
+    plain run, 64 for the base64 alphabet), each with one byte that ends the fast run (a quote, a
+    backslash escape, a control character, DEL, a UTF-8 sequence, a base64 digit out of the
+    alphabet, '=' inside the data) at every offset of the first blocks."""
+    import json as _json
+    rng = random.Random(5)
+    text_specials = ['\\"', "\\\\", "\\n", "\\u00e9", "\x7f", "é", "\x01", '"']
+    for n in (31, 32, 33, 63, 64, 65, 96, 130, 257):
+        plain = "".join(rng.choice("abcXYZ0189 -_.~!#{}") for _ in range(n))
+        yield _json.dumps({"statusCode": 200, "body": plain}).encode()
+        for pos in range(0, min(n, 70)):
+            for sp in text_specials:
+                body = plain[:pos] + sp + plain[pos:]
+                yield (b'{"statusCode": 200, "body": "' + body.encode("utf-8") + b'"}')
+    b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    for n in (60, 64, 68, 128, 132, 200, 256, 260):
+        data = "".join(rng.choice(b64) for _ in range(n))
+        yield _json.dumps({"statusCode": 200, "isBase64Encoded": True, "body": data}).encode()
+        for pos in range(0, min(n, 140)):
+            for sp in ("=", "-", "_", " ", "\\n", "\x00", "\x7f", "é", "*", "@", "[", "`", "{"):
+                body = data[:pos] + sp + data[pos + 1:]
+                yield (b'{"statusCode": 200, "isBase64Encoded": true, "body": "'
+                       + body.encode("utf-8", "surrogatepass") + b'"}')
+
+
+def test_bodies_across_the_vector_blocks_map_the_same():
+    tally = {}
+    n, taken = compare(_bodies_with_one_special_byte(), seed=9, tally=tally)
+    assert n > 10000 and taken > 2000, (n, taken, tally)
+    assert tally.get("python_rejected", 0) > 1000, tally      # the bad bytes were seen
