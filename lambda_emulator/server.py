@@ -96,6 +96,10 @@ class Server6(Server):
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "vmod-lambda-emulator/0.1"
+    # TCP_NODELAY (socketserver sets it in setup()): a streamed answer goes out as the function
+    # writes it, in small pieces; with Nagle's algorithm a piece written while the previous one
+    # is unacknowledged waits for the client's delayed ACK (40 ms) on a kept-alive connection.
+    disable_nagle_algorithm = True
     timeout = KEEPALIVE_IDLE_TIMEOUT
     request_id = None
 

@@ -608,3 +608,23 @@ def test_request_ids_are_fresh_uuid4(client):
     ids = {invoke(client, "echo", {})[0]["ResponseMetadata"]["RequestId"] for _ in range(3)}
     assert len(ids) == 3
     assert all(uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_accepted_connections_send_without_nagles_delay(emu):
+    """A streamed answer goes out in small pieces as the function writes them: the emulator's side
+    of every connection has TCP_NODELAY, or a piece written while the previous one is unacknowledged
+    waits for the client's delayed ACK (40 ms on a kept-alive connection; BENCHMARKS.md, case s)."""
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+    u = urlsplit(emu.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        conn.request("GET", "/2015-03-31/functions/none/configuration")
+        conn.getresponse().read()
+        with emu._lock:
+            socks = list(emu._connections)
+        assert socks
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in socks), socks
+    finally:
+        conn.close()
