@@ -97,23 +97,28 @@ def mem_kb(pid):
 
 
 def ctx_switches(pid):
-    """Context switches (voluntary + involuntary) of all threads of a process so far."""
-    total = 0
+    """Context switches (voluntary + involuntary) so far of each live thread of a process: tid ->
+    count (see ctx_delta)."""
+    out = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0
+        return out
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.endswith("ctxt_switches:\t0\n"):
-                        continue
-                    if "ctxt_switches:" in line:
-                        total += int(line.split()[1])
+                out[tid] = sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
         except (OSError, ValueError):
             pass
-    return total
+    return out
+
+
+def ctx_delta(before, after):
+    """The context switches between two ctx_switches() of the threads alive at the end (those
+    started meanwhile from 0). A thread that ended meanwhile (Varnish retires idle pool threads)
+    takes its count with it: it is left out rather than subtracted, so the figure is never negative
+    but may be a little low."""
+    return sum(n - before.get(tid, 0) for tid, n in after.items())
 
 
 def reset_hwm(pid):
@@ -574,7 +579,7 @@ def measure(v, ng, case, duration):
         "wall_s": round(wall, 2),
         "varnishd_cpu_ms_per_req": (c1 - c0) * 1000.0 / CLK_TCK / n,
         "origin_cpu_ms_per_req": (o1 - o0) * 1000.0 / CLK_TCK / n,
-        "varnishd_ctx_switches_per_req": (x1 - x0) / n,
+        "varnishd_ctx_switches_per_req": ctx_delta(x0, x1) / n,
         "rss_before_kb": mem0.get("VmRSS"), "rss_after_kb": mem1.get("VmRSS"),
         "peak_rss_kb": mem1.get("VmHWM"), "peak_is_per_run": hwm_reset,
         "origin_invocations": ng.count(pattern) - n0,

@@ -130,6 +130,16 @@ cdef class HeadSigner:
         EVP_MD_CTX_free(self.inner)
         EVP_MD_CTX_free(self.outer)
 
+    cdef void _scope(self, outbuf *b, const char *amz_date) noexcept:
+        """The credential scope, day/region/service/aws4_request (the string to sign's and the
+        Authorization header's)."""
+        put(b, amz_date, 8)
+        puts(b, "/")
+        put(b, PyBytes_AS_STRING(self.region), PyBytes_GET_SIZE(self.region))
+        puts(b, "/")
+        put(b, PyBytes_AS_STRING(self.service), PyBytes_GET_SIZE(self.service))
+        puts(b, "/aws4_request")
+
     cdef bint _digest(self, const void *d, size_t n, unsigned char *out) noexcept:
         cdef unsigned int olen = 32
         return (EVP_DigestInit_ex2(self.work, _MD, NULL) == 1
@@ -338,12 +348,8 @@ cdef class HeadSigner:
             puts(&b, "AWS4-HMAC-SHA256\n")
             puts(&b, amz_date)
             puts(&b, "\n")
-            put(&b, amz_date, 8)
-            puts(&b, "/")
-            put(&b, PyBytes_AS_STRING(self.region), PyBytes_GET_SIZE(self.region))
-            puts(&b, "/")
-            put(&b, PyBytes_AS_STRING(self.service), PyBytes_GET_SIZE(self.service))
-            puts(&b, "/aws4_request\n")
+            self._scope(&b, amz_date)
+            puts(&b, "\n")
             puthex(&b, chash, 32)
             sts_n = b.n
             if not self._hmac(sts, <size_t>sts_n, sig):
@@ -375,12 +381,8 @@ cdef class HeadSigner:
             puts(&b, "\r\nAuthorization: AWS4-HMAC-SHA256 Credential=")
             putt(&b, t_ak)
             puts(&b, "/")
-            put(&b, amz_date, 8)
-            puts(&b, "/")
-            put(&b, PyBytes_AS_STRING(self.region), PyBytes_GET_SIZE(self.region))
-            puts(&b, "/")
-            put(&b, PyBytes_AS_STRING(self.service), PyBytes_GET_SIZE(self.service))
-            puts(&b, "/aws4_request, SignedHeaders=")
+            self._scope(&b, amz_date)
+            puts(&b, ", SignedHeaders=")
             put(&b, canon + signed_at, signed_n)
             puts(&b, ", Signature=")
             puthex(&b, sig, 32)
