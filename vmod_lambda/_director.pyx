@@ -140,6 +140,19 @@ cdef void _set_err(fetch_job *job, str reason) noexcept:
 cdef size_t TAKE_NOGIL = 32768
 
 
+cdef int _take_check(const char *p, size_t n, lambda_resp_body *body) noexcept:
+    """The worker's check of an answer C can map (fast_response_check into a cleared body), without
+    the GIL past TAKE_NOGIL: 1 when C takes it, 0 or less when Python maps it."""
+    cdef int rc
+    memset(body, 0, sizeof(body[0]))
+    if n > TAKE_NOGIL:
+        with nogil:
+            rc = fast_response_check(p, n, body)
+    else:
+        rc = fast_response_check(p, n, body)
+    return rc
+
+
 cdef class _FetchRef:
     cdef fetch_job *job
 
@@ -159,12 +172,7 @@ cdef class _FetchRef:
             return False
         p = <const char *>(<bytes>payload)
         n = len(<bytes>payload)
-        memset(&body, 0, sizeof(body))
-        if n > TAKE_NOGIL:
-            with nogil:
-                rc = fast_response_check(p, n, &body)
-        else:
-            rc = fast_response_check(p, n, &body)
+        rc = _take_check(p, n, &body)
         if rc <= 0:
             return False        # out of memory too: Python's path says so if it is still so
         copy = <char *>PyMem_RawMalloc(n + 1)
@@ -193,12 +201,7 @@ cdef class _FetchRef:
         cdef lambda_resp_body body
         if p == NULL or payload.exports:
             return False
-        memset(&body, 0, sizeof(body))
-        if n > TAKE_NOGIL:
-            with nogil:
-                rc = fast_response_check(p, n, &body)
-        else:
-            rc = fast_response_check(p, n, &body)
+        rc = _take_check(p, n, &body)
         if rc <= 0:
             return False        # (the RawBody keeps its buffer: Python maps it from there)
         PyMem_RawFree(job.raw)
