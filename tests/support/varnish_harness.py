@@ -37,6 +37,26 @@ def require_stage(stage: Optional[str] = None):
         _skip("varnishd is not installed")
 
 
+def two_transport_vcl(function: str, url: str, timeout: str = "30s") -> str:
+    """A pass VCL with two objects for the same function, d (direct) and b (boto3): a request with
+    `x-transport: boto3` goes to b, any other to d."""
+    return f"""vcl 4.1;
+import lambda;
+backend be none;
+sub vcl_init {{
+    new d = lambda.backend("{function}", "us-east-1", "{url}", timeout = {timeout}, transport = "direct");
+    new b = lambda.backend("{function}", "us-east-1", "{url}", timeout = {timeout}, transport = "boto3");
+}}
+sub vcl_recv {{
+    set req.backend_hint = d.backend();
+    if (req.http.x-transport == "boto3") {{
+        set req.backend_hint = b.backend();
+    }}
+    return (pass);
+}}
+"""
+
+
 class Varnishd:
     """varnishd -F on 127.0.0.1:<free port> with the given VCL; a context manager."""
 

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from support.fake_lambda import Action, FakeLambda, event_path
 from support.http_helpers import raw_request
-from support.varnish_harness import Varnishd, require_stage
+from support.varnish_harness import Varnishd, require_stage, two_transport_vcl
 
 N = 24
 RNG = random.Random(1717)
@@ -45,21 +45,7 @@ def route(name, event):
 
 
 def vcl(url):
-    return f"""vcl 4.1;
-import lambda;
-backend be none;
-sub vcl_init {{
-    new d = lambda.backend("big", "us-east-1", "{url}", timeout = 30s, transport = "direct");
-    new b = lambda.backend("big", "us-east-1", "{url}", timeout = 30s, transport = "boto3");
-}}
-sub vcl_recv {{
-    set req.backend_hint = d.backend();
-    if (req.http.x-transport == "boto3") {{
-        set req.backend_hint = b.backend();
-    }}
-    return (pass);
-}}
-"""
+    return two_transport_vcl("big", url)
 
 
 def get(v, path, transport="direct"):

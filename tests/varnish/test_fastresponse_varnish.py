@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from support.fake_lambda import Action, FakeLambda, event_path, raw_request  # noqa: E402
-from support.varnish_harness import Varnishd, require_stage  # noqa: E402
+from support.varnish_harness import Varnishd, require_stage, two_transport_vcl  # noqa: E402
 from support.fastresponse import python_record, lines as _lines  # noqa: E402
 
 from vmod_lambda import _fastresponse  # noqa: E402
@@ -49,21 +49,7 @@ def route(name, event):
 
 
 def vcl(url):
-    return f"""vcl 4.1;
-import lambda;
-backend be none;
-sub vcl_init {{
-    new d = lambda.backend("fr", "us-east-1", "{url}", timeout = 30s, transport = "direct");
-    new b = lambda.backend("fr", "us-east-1", "{url}", timeout = 30s, transport = "boto3");
-}}
-sub vcl_recv {{
-    set req.backend_hint = d.backend();
-    if (req.http.x-transport == "boto3") {{
-        set req.backend_hint = b.backend();
-    }}
-    return (pass);
-}}
-"""
+    return two_transport_vcl("fr", url)
 
 
 def _get(v, i, transport):
